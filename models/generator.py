@@ -1,0 +1,81 @@
+"""The token generator of HiTokSR, Sec. 3.2: a convolutional patchifier on the x4 low-resolution image, a stack of
+RMSNorm / SwiGLU / 2D-RoPE Transformer blocks, and N heads of K logits (one head per token group).
+
+With a vision foundation model (VFM) attached, its final patch tokens, resized to the token grid, drive an SFT
+modulation after every RMSNorm (Eq. 9), and CLS tokens from several VFM layers are prepended to the sequence and
+dropped after the last block (multi-scale CLS). Without a VFM the generator is Table 4's row (a)."""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .block import Block
+from .convblocks import ConvDown
+from .norm import RMSNorm
+from .rope import rope_2d_angles
+from .sft import SFT
+
+
+@dataclass
+class GeneratorConfig:
+    lr_patch: int = 4          # LR pixels per token side (= tokenizer patch / 4)
+    groups: int = 4            # N, must match the tokenizer
+    codebook_size: int = 1024  # K, must match the tokenizer
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    conv_dim: int = 128        # width of the convolutional patchifier (0: a single strided conv)
+    conv_blocks: int = 2
+    vfm_input_scale: float = 4.0  # the VFM sees the LR image resized by this factor (4: the HR grid, p=16 aligned)
+    rope_base: float = 100.0
+
+
+@dataclass
+class GeneratorOutput:
+    logits: torch.Tensor              # (B, N, K, h, w)
+    vfm_patch: torch.Tensor | None    # (B, D_vfm, h', w') LoRA-adapted VFM patch features of the LQ input (for REPA)
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: GeneratorConfig, vfm: nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.patchify = ConvDown(3, cfg.dim, cfg.lr_patch, cfg.conv_dim, cfg.conv_blocks)
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.norm = RMSNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, cfg.groups * cfg.codebook_size)
+        self.vfm = vfm
+        if vfm is not None:
+            d_vfm = vfm.embed_dim
+            self.sft = nn.ModuleList(SFT(d_vfm, cfg.dim) for _ in range(cfg.depth))
+            self.cls_proj = nn.Linear(d_vfm, cfg.dim)
+            self.cls_level = nn.Parameter(torch.zeros(vfm.n_cls, cfg.dim))  # which VFM layer a CLS token came from
+
+    def forward(self, lr: torch.Tensor) -> GeneratorOutput:
+        """lr (B, 3, h*r, w*r) in [0, 1], r = lr_patch -> logits (B, N, K, h, w)."""
+        x = self.patchify(lr * 2 - 1)  # (B, dim, h, w)
+        B, D, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, dim)
+        angles = rope_2d_angles(h, w, D // self.cfg.heads, self.cfg.rope_base, device=lr.device)
+        mods, n_prefix, vfm_patch = None, 0, None
+        if self.vfm is not None:
+            scale = self.cfg.vfm_input_scale
+            vfm_in = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1) \
+                if scale != 1 else lr
+            feats = self.vfm(vfm_in)
+            vfm_patch = feats.patch
+            cond = F.interpolate(feats.patch, size=(h, w), mode="bilinear", align_corners=False)
+            cond = cond.flatten(2).transpose(1, 2)  # (B, h*w, D_vfm)
+            cls = self.cls_proj(feats.cls) + self.cls_level  # (B, L, dim)
+            tokens = torch.cat([cls, tokens], dim=1)
+            n_prefix = cls.shape[1]
+        for i, blk in enumerate(self.blocks):
+            if self.vfm is not None:
+                mods = self.sft[i](cond)
+            tokens = blk(tokens, angles, mods, n_prefix)
+        tokens = self.norm(tokens[:, n_prefix:])  # CLS tokens are dropped after the last block
+        logits = self.head(tokens)  # (B, h*w, N*K)
+        logits = logits.transpose(1, 2).reshape(B, self.cfg.groups, self.cfg.codebook_size, h, w)
+        return GeneratorOutput(logits, vfm_patch)

@@ -1,0 +1,100 @@
+"""HiTok: the one model core every command uses — tokenizer (codebooks, decoder, optional encoder), generator and
+optional VFM. At inference (Fig. 2): LR -> generator -> top-1 indices -> decoder(decode_indices) -> HR."""
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .generator import Generator, GeneratorConfig
+from .tokenizer import Tokenizer, TokenizerConfig
+
+SCALE = 4  # HiTokSR is a x4 method: the generator's LR token grid equals the tokenizer's HR token grid
+
+
+@dataclass
+class HiTokConfig:
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    vfm: Any = None  # VFMConfig or None (no VFM: Table 4 row (a), what offline training can use)
+    name: str = "custom"
+
+    def __post_init__(self):
+        t, g = self.tokenizer, self.generator
+        if t.patch % SCALE or g.lr_patch * SCALE != t.patch:
+            raise ValueError(f"generator lr_patch ({g.lr_patch}) x {SCALE} must equal tokenizer patch ({t.patch})")
+        if (g.groups, g.codebook_size) != (t.groups, t.codebook_size):
+            raise ValueError("generator groups/codebook_size must match the tokenizer's")
+
+
+def config_to_dict(cfg: HiTokConfig) -> dict:
+    return asdict(cfg)
+
+
+def config_from_dict(d: dict) -> HiTokConfig:
+    """Rebuild a HiTokConfig from asdict() output; unknown keys are an error (a file from another version)."""
+    from .vfm import VFMConfig
+
+    def build(cls, values: dict):
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        kw = {}
+        for k, v in values.items():
+            if isinstance(v, list):  # JSON turns tuples into lists
+                v = tuple(v)
+            kw[k] = v
+        return cls(**kw)
+
+    d = dict(d)
+    vfm = d.pop("vfm", None)
+    return HiTokConfig(tokenizer=build(TokenizerConfig, d.pop("tokenizer")),
+                       generator=build(GeneratorConfig, d.pop("generator")),
+                       vfm=None if vfm is None else build(VFMConfig, vfm), **d)
+
+
+class HiTok(nn.Module):
+    def __init__(self, cfg: HiTokConfig, with_encoder: bool = True):
+        super().__init__()
+        self.config = cfg
+        self.tokenizer = Tokenizer(cfg.tokenizer, with_encoder=with_encoder)
+        vfm = None
+        if cfg.vfm is not None:
+            from .vfm import VFM
+            vfm = VFM(cfg.vfm)
+        self.generator = Generator(cfg.generator, vfm)
+        self.metadata: dict[str, str] = {}  # provenance read from / written to the model file
+
+    @property
+    def scale(self) -> int:
+        return SCALE
+
+    @property
+    def lr_align(self) -> int:
+        return self.config.generator.lr_patch
+
+    @property
+    def has_encoder(self) -> bool:
+        return self.tokenizer.encoder is not None
+
+    @property
+    def groups(self) -> int:
+        return self.config.tokenizer.groups
+
+    def predict_indices(self, lr: torch.Tensor) -> torch.Tensor:
+        """lr (B, 3, h, w) in [0, 1] -> top-1 indices (B, N, h/r, w/r)."""
+        return self.generator(lr).logits.argmax(dim=2)
+
+    def encode(self, hr: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.encode(hr)
+
+    def decode_indices(self, indices: torch.Tensor, active_groups: int | None = None) -> torch.Tensor:
+        return self.tokenizer.decode_indices(indices, active_groups)
+
+    def upscale(self, lr: torch.Tensor, active_groups: int | None = None) -> torch.Tensor:
+        """lr (B, 3, h, w) in [0, 1], h and w multiples of lr_align -> (B, 3, 4h, 4w) in [0, 1]."""
+        r = self.lr_align
+        if lr.shape[-1] % r or lr.shape[-2] % r:
+            raise ValueError(f"LR sides must be multiples of {r}, got {tuple(lr.shape[-2:])}")
+        return self.decode_indices(self.predict_indices(lr), active_groups)

@@ -1,0 +1,28 @@
+"""2D rotary position embedding (Su et al. 2021, RoFormer; axial 2D form as in Heo et al. 2024, "Rotary
+Position Embedding for Vision Transformer"). Half of each head's channels rotate with the row index, half with
+the column index, so attention depends on relative 2D offsets only — which is also what lets a model trained
+on small crops run on larger tiles."""
+import torch
+
+
+def rope_2d_angles(h: int, w: int, head_dim: int, base: float = 100.0, device=None) -> torch.Tensor:
+    """Angles (h*w, head_dim/2) for a row-major h x w grid; head_dim must be divisible by 4."""
+    assert head_dim % 4 == 0, "2D RoPE needs head_dim divisible by 4"
+    quarter = head_dim // 4
+    freqs = base ** (-torch.arange(quarter, device=device, dtype=torch.float32) / quarter)  # (head_dim/4,)
+    ys = torch.arange(h, device=device, dtype=torch.float32)
+    xs = torch.arange(w, device=device, dtype=torch.float32)
+    ang_y = ys[:, None] * freqs[None]  # (h, head_dim/4)
+    ang_x = xs[:, None] * freqs[None]  # (w, head_dim/4)
+    ang = torch.cat([ang_y[:, None, :].expand(h, w, quarter), ang_x[None, :, :].expand(h, w, quarter)], dim=-1)
+    return ang.reshape(h * w, head_dim // 2)  # (h*w, head_dim/2)
+
+
+def apply_rope(x: torch.Tensor, angles: torch.Tensor, n_prefix: int = 0) -> torch.Tensor:
+    """Rotate (B, heads, n_prefix + h*w, head_dim) by `angles`; the first n_prefix tokens (CLS) stay unrotated."""
+    if n_prefix:
+        return torch.cat([x[:, :, :n_prefix], apply_rope(x[:, :, n_prefix:], angles)], dim=2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, heads, L, head_dim/2) pairs to rotate
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.flatten(-2)

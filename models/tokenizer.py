@@ -1,0 +1,123 @@
+"""The coarse-to-fine image tokenizer of HiTokSR, Sec. 3.1: ViT encoder -> grouped VQ (Eqs. 1-2) -> group mask
+(Eq. 4) -> ViT decoder. Images enter and leave in [0, 1]; inside, pixels live in [-1, 1]."""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .block import Block
+from .convblocks import ConvDown, ConvUp
+from .masking import mask_groups
+from .norm import RMSNorm
+from .quantizer import GroupedQuantizer, QuantizerOutput
+from .rope import rope_2d_angles
+
+
+@dataclass
+class TokenizerConfig:
+    patch: int = 16            # p: HR pixels per token side
+    latent_dim: int = 32       # C
+    groups: int = 4            # N
+    codebook_size: int = 1024  # K per group
+    enc_dim: int = 768
+    enc_depth: int = 12
+    dec_dim: int = 768
+    dec_depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    conv_dim: int = 0          # 0: the paper's linear patchify/unpatchify; >0: residual conv stem/head width
+    conv_blocks: int = 1       # residual conv blocks per resolution when conv_dim > 0
+    beta: float = 0.25         # commitment weight of Eq. 7
+    rope_base: float = 100.0
+
+
+@dataclass
+class TokenizerOutput:
+    recon: torch.Tensor        # (B, 3, H, W), [0, 1] scale, unclamped (losses see the raw output)
+    quant: QuantizerOutput
+    active_groups: int
+
+
+def _to_signed(x: torch.Tensor) -> torch.Tensor:
+    return x * 2 - 1
+
+
+def _to_unit(x: torch.Tensor) -> torch.Tensor:
+    return (x + 1) / 2
+
+
+class _Trunk(nn.Module):
+    """A stack of RoPE Transformer blocks over an h x w token grid."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, rope_base: float):
+        super().__init__()
+        self.heads, self.rope_base = heads, rope_base
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
+        self.norm = RMSNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, D, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, D)
+        angles = rope_2d_angles(h, w, D // self.heads, self.rope_base, device=x.device)
+        for blk in self.blocks:
+            tokens = blk(tokens, angles)
+        return self.norm(tokens).transpose(1, 2).reshape(B, D, h, w)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.patchify = ConvDown(3, cfg.enc_dim, cfg.patch, cfg.conv_dim, cfg.conv_blocks)
+        self.trunk = _Trunk(cfg.enc_dim, cfg.enc_depth, cfg.heads, cfg.mlp_ratio, cfg.rope_base)
+        self.to_latent = nn.Conv2d(cfg.enc_dim, cfg.latent_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) in [0, 1] -> z (B, C, H/p, W/p)."""
+        return self.to_latent(self.trunk(self.patchify(_to_signed(x))))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.from_latent = nn.Conv2d(cfg.latent_dim, cfg.dec_dim, 1)
+        self.trunk = _Trunk(cfg.dec_dim, cfg.dec_depth, cfg.heads, cfg.mlp_ratio, cfg.rope_base)
+        self.unpatchify = ConvUp(cfg.dec_dim, 3, cfg.patch, cfg.conv_dim, cfg.conv_blocks)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, C, h, w) -> image (B, 3, h*p, w*p), [0, 1] scale, unclamped."""
+        return _to_unit(self.unpatchify(self.trunk(self.from_latent(z))))
+
+
+class Tokenizer(nn.Module):
+    def __init__(self, cfg: TokenizerConfig, with_encoder: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg) if with_encoder else None
+        self.quantizer = GroupedQuantizer(cfg.latent_dim, cfg.groups, cfg.codebook_size)
+        self.decoder = Decoder(cfg)
+
+    def _need_encoder(self) -> Encoder:
+        if self.encoder is None:
+            raise RuntimeError("this model was exported without the tokenizer encoder; it cannot encode HR images")
+        return self.encoder
+
+    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
+        return self._need_encoder()(x)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) in [0, 1], H and W multiples of p -> indices (B, N, H/p, W/p)."""
+        return self.quantizer.nearest(self.encode_latent(x))
+
+    def decode_latent(self, z_q: torch.Tensor, active_groups: int | None = None) -> torch.Tensor:
+        M = self.cfg.groups if active_groups is None else active_groups
+        return self.decoder(mask_groups(z_q, self.cfg.groups, M))
+
+    def decode_indices(self, indices: torch.Tensor, active_groups: int | None = None) -> torch.Tensor:
+        """indices (B, N, h, w) -> image (B, 3, h*p, w*p) in [0, 1]; groups after the first M are zeroed (Eq. 4)."""
+        return self.decode_latent(self.quantizer.embed(indices), active_groups).clamp(0, 1)
+
+    def forward(self, x: torch.Tensor, active_groups: int | None = None) -> TokenizerOutput:
+        """Training pass: quantize every group (so Eq. 7 covers all of them), then mask (Eq. 4) and decode."""
+        M = self.cfg.groups if active_groups is None else active_groups
+        quant = self.quantizer(self.encode_latent(x))
+        return TokenizerOutput(self.decode_latent(quant.z_q, M), quant, M)
