@@ -4,8 +4,6 @@ The paper's tokenizer is a plain ViT (patchify with a p x p linear map). Trained
 grouped-VQ tokenizer converges slowly and blurs (it must learn every local filter from scratch). A few residual
 conv blocks per resolution before the patch embedding and after the unpatchify give it the translation-invariant
 local filters for free; with `conv_dim=0` these modules reduce to the paper's linear patchify/unpatchify."""
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,21 +20,24 @@ class ResBlock(nn.Module):
 
 
 class ConvDown(nn.Module):
-    """(B, in_ch, H, W) -> (B, out_dim, H/factor, W/factor); factor a power of two (or 1)."""
+    """(B, in_ch, H, W) -> (B, out_dim, H/factor, W/factor), factor = 2 ** (len(widths) - 1).
 
-    def __init__(self, in_ch: int, out_dim: int, factor: int, conv_dim: int, blocks_per_scale: int = 1):
+    widths[i] / blocks[i]: channels / residual blocks at resolution 1/2**i. Compute at full resolution is what a
+    CPU pays for, so presets keep the first widths narrow. Empty widths: the paper's linear patch embedding."""
+
+    def __init__(self, in_ch: int, out_dim: int, factor: int, widths: tuple[int, ...] = (),
+                 blocks: tuple[int, ...] = ()):
         super().__init__()
-        if conv_dim == 0:  # paper: ViT patch embedding, a linear map of each factor x factor patch
+        if not widths:
             self.net = nn.Conv2d(in_ch, out_dim, factor, stride=factor)
             return
-        n_down = int(math.log2(factor))
-        assert 2 ** n_down == factor, "patch factor must be a power of two"
-        layers: list[nn.Module] = [nn.Conv2d(in_ch, conv_dim, 3, padding=1)]
-        for _ in range(n_down):
-            layers += [ResBlock(conv_dim) for _ in range(blocks_per_scale)]
-            layers.append(nn.Conv2d(conv_dim, conv_dim, 2, stride=2))
-        layers += [ResBlock(conv_dim) for _ in range(blocks_per_scale)]
-        layers += [nn.SiLU(), nn.Conv2d(conv_dim, out_dim, 1)]
+        _check(factor, widths, blocks)
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, widths[0], 3, padding=1)]
+        for i, (w, b) in enumerate(zip(widths, blocks)):
+            layers += [ResBlock(w) for _ in range(b)]
+            if i + 1 < len(widths):
+                layers.append(nn.Conv2d(w, widths[i + 1], 2, stride=2))
+        layers += [nn.SiLU(), nn.Conv2d(widths[-1], out_dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,22 +45,29 @@ class ConvDown(nn.Module):
 
 
 class ConvUp(nn.Module):
-    """(B, in_dim, h, w) -> (B, out_ch, h*factor, w*factor) with pixel-shuffle upsampling."""
+    """(B, in_dim, h, w) -> (B, out_ch, h*factor, w*factor): the mirror of ConvDown, pixel-shuffle upsampling.
 
-    def __init__(self, in_dim: int, out_ch: int, factor: int, conv_dim: int, blocks_per_scale: int = 1):
+    widths[i] / blocks[i] as in ConvDown (index 0 = full output resolution)."""
+
+    def __init__(self, in_dim: int, out_ch: int, factor: int, widths: tuple[int, ...] = (),
+                 blocks: tuple[int, ...] = ()):
         super().__init__()
-        if conv_dim == 0:  # paper: linear unpatchify (each token -> its factor x factor patch)
+        if not widths:  # paper: linear unpatchify (each token -> its factor x factor patch)
             self.net = nn.Sequential(nn.Conv2d(in_dim, out_ch * factor * factor, 1), nn.PixelShuffle(factor))
             return
-        n_up = int(math.log2(factor))
-        assert 2 ** n_up == factor, "patch factor must be a power of two"
-        layers: list[nn.Module] = [nn.Conv2d(in_dim, conv_dim, 1)]
-        layers += [ResBlock(conv_dim) for _ in range(blocks_per_scale)]
-        for _ in range(n_up):
-            layers += [nn.Conv2d(conv_dim, conv_dim * 4, 3, padding=1), nn.PixelShuffle(2)]
-            layers += [ResBlock(conv_dim) for _ in range(blocks_per_scale)]
-        layers += [nn.SiLU(), nn.Conv2d(conv_dim, out_ch, 3, padding=1)]
+        _check(factor, widths, blocks)
+        layers: list[nn.Module] = [nn.Conv2d(in_dim, widths[-1], 1)]
+        for i in reversed(range(len(widths))):
+            layers += [ResBlock(widths[i]) for _ in range(blocks[i])]
+            if i > 0:
+                layers += [nn.Conv2d(widths[i], widths[i - 1] * 4, 3, padding=1), nn.PixelShuffle(2)]
+        layers += [nn.SiLU(), nn.Conv2d(widths[0], out_ch, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def _check(factor: int, widths: tuple[int, ...], blocks: tuple[int, ...]) -> None:
+    if 2 ** (len(widths) - 1) != factor or len(blocks) != len(widths):
+        raise ValueError(f"need log2({factor}) + 1 conv widths and as many block counts, got {widths} / {blocks}")

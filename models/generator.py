@@ -26,8 +26,8 @@ class GeneratorConfig:
     depth: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
-    conv_dim: int = 128        # width of the convolutional patchifier (0: a single strided conv)
-    conv_blocks: int = 2
+    conv_widths: tuple[int, ...] = (64, 128, 192)  # convolutional patchifier widths per scale, full LR res first
+    conv_blocks: tuple[int, ...] = (1, 1, 2)
     vfm_input_scale: float = 4.0  # the VFM sees the LR image resized by this factor (4: the HR grid, p=16 aligned)
     rope_base: float = 100.0
 
@@ -42,7 +42,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: GeneratorConfig, vfm: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
-        self.patchify = ConvDown(3, cfg.dim, cfg.lr_patch, cfg.conv_dim, cfg.conv_blocks)
+        self.patchify = ConvDown(3, cfg.dim, cfg.lr_patch, cfg.conv_widths, cfg.conv_blocks)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = RMSNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.groups * cfg.codebook_size)

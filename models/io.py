@@ -21,7 +21,7 @@ class ModelFileError(Exception):
 def _state_for_saving(model: HiTok) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     vfm = model.generator.vfm
-    if vfm is not None and getattr(vfm.cfg, "weights", "none") != "none":
+    if vfm is not None and vfm.config.weights != "none":
         # a pretrained VFM backbone is reloaded from its own source; the file keeps only what we trained
         state = {k: v for k, v in state.items() if not k.startswith("generator.vfm.") or "lora" in k}
     return {k: v.detach().contiguous() for k, v in state.items()}

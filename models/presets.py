@@ -9,9 +9,9 @@ def paper(vfm_weights: str = "pretrained") -> HiTokConfig:
     from .vfm import VFMConfig
     return HiTokConfig(
         tokenizer=TokenizerConfig(patch=16, latent_dim=32, groups=4, codebook_size=1024,
-                                  enc_dim=768, enc_depth=12, dec_dim=768, dec_depth=12, heads=12, conv_dim=0),
+                                  enc_dim=768, enc_depth=12, dec_dim=768, dec_depth=12, heads=12),
         generator=GeneratorConfig(lr_patch=4, groups=4, codebook_size=1024, dim=768, depth=12, heads=12,
-                                  conv_dim=128, conv_blocks=2),
+                                  conv_widths=(64, 128, 256), conv_blocks=(1, 1, 2)),
         vfm=VFMConfig(name="vit_base_patch16_dinov3", weights=vfm_weights),
         name="paper",
     )
@@ -22,10 +22,10 @@ def small() -> HiTokConfig:
     too little for a briefly trained model to stay faithful), conv stem/head around a short ViT, no VFM."""
     return HiTokConfig(
         tokenizer=TokenizerConfig(patch=4, latent_dim=32, groups=4, codebook_size=1024,
-                                  enc_dim=128, enc_depth=2, dec_dim=192, dec_depth=4, heads=4,
-                                  conv_dim=64, conv_blocks=1),
+                                  enc_dim=128, enc_depth=1, dec_dim=128, dec_depth=2, heads=4,
+                                  conv_widths=(32, 64, 128), enc_conv_blocks=(0, 1, 1), dec_conv_blocks=(1, 1, 2)),
         generator=GeneratorConfig(lr_patch=1, groups=4, codebook_size=1024, dim=256, depth=6, heads=8,
-                                  conv_dim=64, conv_blocks=2),
+                                  conv_widths=(64,), conv_blocks=(2,)),
         vfm=None,
         name="small",
     )
@@ -40,9 +40,10 @@ def tiny(vfm: bool = False) -> HiTokConfig:
                             model_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2})
     return HiTokConfig(
         tokenizer=TokenizerConfig(patch=8, latent_dim=8, groups=2, codebook_size=16, enc_dim=16, enc_depth=1,
-                                  dec_dim=16, dec_depth=1, heads=2, conv_dim=8, conv_blocks=1),
+                                  dec_dim=16, dec_depth=1, heads=2, conv_widths=(4, 8, 8, 16),
+                                  enc_conv_blocks=(0, 0, 1, 1), dec_conv_blocks=(0, 0, 1, 1)),
         generator=GeneratorConfig(lr_patch=2, groups=2, codebook_size=16, dim=16, depth=1, heads=2,
-                                  conv_dim=8, conv_blocks=1, vfm_input_scale=1.0),
+                                  conv_widths=(8, 16), conv_blocks=(1, 1), vfm_input_scale=1.0),
         vfm=vfm_cfg,
         name="tiny",
     )

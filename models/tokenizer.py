@@ -25,8 +25,9 @@ class TokenizerConfig:
     dec_depth: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
-    conv_dim: int = 0          # 0: the paper's linear patchify/unpatchify; >0: residual conv stem/head width
-    conv_blocks: int = 1       # residual conv blocks per resolution when conv_dim > 0
+    conv_widths: tuple[int, ...] = ()  # (): the paper's linear patchify; else conv widths per scale, full res first
+    enc_conv_blocks: tuple[int, ...] = ()  # encoder residual blocks per scale, same indexing as conv_widths
+    dec_conv_blocks: tuple[int, ...] = ()  # decoder residual blocks per scale
     beta: float = 0.25         # commitment weight of Eq. 7
     rope_base: float = 100.0
 
@@ -67,7 +68,7 @@ class _Trunk(nn.Module):
 class Encoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
-        self.patchify = ConvDown(3, cfg.enc_dim, cfg.patch, cfg.conv_dim, cfg.conv_blocks)
+        self.patchify = ConvDown(3, cfg.enc_dim, cfg.patch, cfg.conv_widths, cfg.enc_conv_blocks)
         self.trunk = _Trunk(cfg.enc_dim, cfg.enc_depth, cfg.heads, cfg.mlp_ratio, cfg.rope_base)
         self.to_latent = nn.Conv2d(cfg.enc_dim, cfg.latent_dim, 1)
 
@@ -81,7 +82,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.from_latent = nn.Conv2d(cfg.latent_dim, cfg.dec_dim, 1)
         self.trunk = _Trunk(cfg.dec_dim, cfg.dec_depth, cfg.heads, cfg.mlp_ratio, cfg.rope_base)
-        self.unpatchify = ConvUp(cfg.dec_dim, 3, cfg.patch, cfg.conv_dim, cfg.conv_blocks)
+        self.unpatchify = ConvUp(cfg.dec_dim, 3, cfg.patch, cfg.conv_widths, cfg.dec_conv_blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, C, h, w) -> image (B, 3, h*p, w*p), [0, 1] scale, unclamped."""

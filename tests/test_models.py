@@ -1,0 +1,216 @@
+"""Model core: shapes, the paper's equations (2-5, 7), the round trips and the file format."""
+import json
+
+import pytest
+import torch
+
+from hitok.models import HiTok, ModelFileError, load_model, presets, save_model
+from hitok.models.dwt import dwt_target, haar_analysis, haar_synthesis, target_for_active_groups
+from hitok.models.masking import mask_groups, sample_active_groups
+from hitok.models.quantizer import GroupedQuantizer
+from hitok.train.stages import sample_topk
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return HiTok(presets.tiny()).eval()
+
+
+def test_tokenizer_shapes_and_finite(tiny):
+    x = torch.rand(2, 3, 32, 48)
+    out = tiny.tokenizer(x)
+    assert out.recon.shape == x.shape and torch.isfinite(out.recon).all()
+    assert out.quant.indices.shape == (2, 2, 4, 6)
+    assert out.quant.usage.shape == (2,) and out.quant.perplexity.shape == (2,)
+    assert torch.isfinite(out.quant.commit_loss) and torch.isfinite(out.quant.codebook_loss)
+
+
+def test_generator_shapes_without_and_with_vfm():
+    torch.manual_seed(0)
+    for vfm in (False, True):
+        m = HiTok(presets.tiny(vfm=vfm)).eval()
+        lr = torch.rand(2, 3, 12, 20)
+        out = m.generator(lr)
+        assert out.logits.shape == (2, 2, 16, 6, 10)
+        assert torch.isfinite(out.logits).all()
+        assert (out.vfm_patch is not None) == vfm
+        hr = m.upscale(lr)
+        assert hr.shape == (2, 3, 48, 80) and hr.min() >= 0 and hr.max() <= 1
+
+
+def test_upscale_rejects_misaligned_input(tiny):
+    with pytest.raises(ValueError, match="multiples of 2"):
+        tiny.upscale(torch.rand(1, 3, 13, 16))
+
+
+def test_decode_indices_equals_decoding_the_quantized_latent(tiny):
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        idx = tiny.encode(x)
+        quant = tiny.tokenizer.quantizer(tiny.tokenizer.encode_latent(x))
+        assert torch.equal(idx, quant.indices)
+        # the straight-through latent has the codebook vectors' values
+        torch.testing.assert_close(quant.z_q, tiny.tokenizer.quantizer.embed(idx))
+        a = tiny.decode_indices(idx)
+        b = tiny.tokenizer.decode_latent(quant.z_q).clamp(0, 1)
+    torch.testing.assert_close(a, b)
+
+
+def test_nearest_is_the_l2_argmin():
+    torch.manual_seed(0)
+    q = GroupedQuantizer(latent_dim=6, groups=3, codebook_size=5)
+    z = torch.randn(2, 6, 3, 4)
+    idx = q.nearest(z)
+    zg = z.view(2, 3, 2, 3, 4)  # (B, N, d, h, w)
+    for g in range(3):
+        d = ((zg[:, g].permute(0, 2, 3, 1)[..., None, :] - q.codebook[g]) ** 2).sum(-1)  # (B, h, w, K)
+        assert torch.equal(idx[:, g], d.argmin(-1))
+
+
+def test_masked_groups_contribute_exactly_zero(tiny):
+    idx = torch.randint(0, 16, (1, 2, 4, 4))
+    other = idx.clone()
+    other[:, 1] = (other[:, 1] + 7) % 16  # change only group 2's codes
+    with torch.no_grad():
+        a, b = tiny.decode_indices(idx, active_groups=1), tiny.decode_indices(other, active_groups=1)
+        c, d = tiny.decode_indices(idx, active_groups=2), tiny.decode_indices(other, active_groups=2)
+    assert torch.equal(a, b)
+    assert not torch.equal(c, d)
+    z = torch.randn(1, 8, 2, 2)
+    masked = mask_groups(z, 2, 1)
+    assert torch.equal(masked[:, 4:], torch.zeros_like(masked[:, 4:])) and torch.equal(masked[:, :4], z[:, :4])
+
+
+def test_commitment_covers_every_group_whatever_the_mask(tiny):
+    tok = tiny.tokenizer.train()
+    x = torch.rand(2, 3, 16, 16)
+    out = tok(x, active_groups=1)
+    out.quant.commit_loss.backward()
+    enc_grad = tok.encoder.to_latent.weight.grad  # (C, D, 1, 1): rows of group 2 must receive gradient too
+    assert enc_grad[4:].abs().sum() > 0
+    tok.zero_grad(set_to_none=True)
+    tok.eval()
+
+
+def test_group_sampler_matches_eq3():
+    g = torch.Generator().manual_seed(0)
+    n, draws = 4, 10000
+    counts = torch.zeros(n + 1)
+    for _ in range(draws):
+        counts[sample_active_groups(n, g)] += 1
+    freq = counts[1:] / draws
+    expected = torch.tensor([0.1 / 3, 0.1 / 3, 0.1 / 3, 0.9])
+    # binomial standard error at 10k draws is <= 0.003; allow 4 sigma
+    assert (freq - expected).abs().max() < 0.012, freq
+
+
+def test_dwt_targets():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 24)
+    assert torch.equal(dwt_target(x, 0), x)
+    assert torch.equal(target_for_active_groups(x, 4, 4), x)
+    ll, lh, hl, hh = haar_analysis(x)
+    torch.testing.assert_close(haar_synthesis(ll, lh, hl, hh), x)  # perfect reconstruction
+    for level in (1, 2, 3):
+        t = dwt_target(x, level)
+        assert t.shape == x.shape
+        cur = t
+        for _ in range(level):
+            cur, lh, hl, hh = haar_analysis(cur)
+            for band in (lh, hl, hh):
+                assert band.abs().max() < 1e-5  # no energy in the dropped detail bands
+        # and the approximation it kept is the input's
+        ref = x
+        for _ in range(level):
+            ref = haar_analysis(ref)[0]
+        torch.testing.assert_close(cur, ref)
+    # Eq. 5: one active group of four -> the coarsest target T(3), constant on 8x8 blocks
+    t3 = target_for_active_groups(x, 4, 1)
+    blocks = t3.unfold(2, 8, 8).unfold(3, 8, 8)
+    assert (blocks - blocks[..., :1, :1]).abs().max() < 1e-5
+
+
+def test_kmeans_init_and_dead_code_restart():
+    torch.manual_seed(0)
+    q = GroupedQuantizer(latent_dim=4, groups=2, codebook_size=8)
+    z = torch.randn(4, 4, 8, 8) * 5 + 3
+    q.init_from_latents(z, generator=torch.Generator().manual_seed(0))
+    assert bool(q.initialized)
+    assert q(z).usage.min() > 0.7  # k-means codes sit where the data is
+    q.usage_ema[0, :4] = 0  # pretend half of group 0 died
+    n = q.restart_dead_codes(z, threshold=0.5, generator=torch.Generator().manual_seed(1))
+    assert n.tolist() == [4, 0]
+    assert torch.allclose(q.usage_ema[0, :4], torch.full((4,), 1 / 8))
+
+
+def test_sample_topk_stays_in_the_topk():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 50, 4, 4)
+    top = logits.topk(5, dim=2).indices
+    idx = sample_topk(logits, 5, torch.Generator().manual_seed(0))
+    assert idx.shape == (2, 3, 4, 4)
+    assert (top == idx.unsqueeze(2)).any(2).all()
+    assert torch.equal(sample_topk(logits, 1), logits.argmax(2))
+
+
+def test_save_load_roundtrip_is_bit_exact(tiny, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(tiny, path, metadata={"note": "test"})
+    back = load_model(path)
+    assert back.metadata["note"] == "test"
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(tiny.upscale(lr), back.upscale(lr))
+
+
+def test_save_load_with_vfm(tmp_path):
+    torch.manual_seed(0)
+    m = HiTok(presets.tiny(vfm=True)).eval()
+    save_model(m, tmp_path / "v.safetensors")
+    back = load_model(tmp_path / "v.safetensors")
+    lr = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(m.upscale(lr), back.upscale(lr))
+
+
+def test_export_without_encoder(tiny, tmp_path):
+    lean = HiTok(tiny.config, with_encoder=False)
+    lean.load_state_dict({k: v for k, v in tiny.state_dict().items() if ".encoder." not in k})
+    save_model(lean, tmp_path / "lean.safetensors")
+    back = load_model(tmp_path / "lean.safetensors")
+    assert not back.has_encoder
+    with pytest.raises(RuntimeError, match="without the tokenizer encoder"):
+        back.encode(torch.rand(1, 3, 16, 16))
+
+
+def test_mismatched_files_are_refused(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    path = tmp_path / "m.safetensors"
+    save_model(tiny, path)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(path))
+
+    state_missing = dict(state)
+    state_missing.pop("tokenizer.quantizer.codebook")
+    save_file(state_missing, str(tmp_path / "missing.safetensors"), metadata=meta)
+    with pytest.raises(ModelFileError, match="missing .*codebook"):
+        load_model(tmp_path / "missing.safetensors")
+
+    cfg = json.loads(meta["config"])
+    cfg["tokenizer"]["codebook_size"] = 32
+    cfg["generator"]["codebook_size"] = 32
+    save_file(state, str(tmp_path / "shape.safetensors"), metadata={**meta, "config": json.dumps(cfg)})
+    with pytest.raises(ModelFileError, match="shape"):
+        load_model(tmp_path / "shape.safetensors")
+
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model at all")
+    with pytest.raises(ModelFileError, match="not a readable"):
+        load_model(tmp_path / "junk.safetensors")
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "absent.safetensors")
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ModelFileError, match="not a hitok model"):
+        load_model(tmp_path / "other.safetensors")

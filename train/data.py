@@ -1,0 +1,117 @@
+"""Training data: any folder of photos -> random HR crops (flips, 90-degree rotations) and, for the generator and
+decoder stages, their x4 LR counterparts from the Real-ESRGAN degradation (train/degrade.py).
+
+Every sample is a pure function of (seed, step, rank, slot): a resumed run sees exactly the batches the
+uninterrupted run would have seen, whatever the number of DataLoader workers."""
+import logging
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+log = logging.getLogger("hitok.train")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+
+
+def list_images(root: str | Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root}")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_rgb(path: Path) -> np.ndarray | None:
+    """Decode to uint8 RGB (H, W, 3) with EXIF orientation applied; None when the file is unreadable."""
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I", "F"):
+                arr = np.asarray(im, dtype=np.float32)
+                arr = (arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8)
+                return np.repeat(arr[..., None], 3, axis=2)
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # any decoder failure: the run goes on without this file
+        warnings.warn(f"skipping unreadable image {path}: {type(e).__name__}: {e}", stacklevel=2)
+        return None
+
+
+class CropStream(IterableDataset):
+    """Yields batches {"hr": (B, 3, S, S)[, "lr": (B, 3, S/4, S/4)]} for steps start_step, start_step+1, ...
+
+    Batches (not samples) are the unit, so the order is deterministic with any number of workers: worker w makes
+    the steps congruent to w modulo the worker count, and the DataLoader interleaves them round-robin."""
+
+    def __init__(self, root: str | Path, crop: int, batch_size: int, seed: int = 0, start_step: int = 0,
+                 with_lr: bool = False, rank: int = 0, cache_images: int = 64, degrade_cfg=None,
+                 max_steps: int | None = None):
+        self.paths = list_images(root)
+        if not self.paths:
+            raise FileNotFoundError(f"no images (jpg/png/webp/tiff) found under {root}")
+        self.crop, self.batch_size, self.seed = crop, batch_size, seed
+        self.start_step, self.max_steps, self.rank = start_step, max_steps, rank
+        self.with_lr, self.degrade_cfg = with_lr, degrade_cfg
+        self.cache_images = cache_images
+        self._cache: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self._bad: set[int] = set()
+
+    def _image(self, i: int) -> np.ndarray | None:
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        img = load_rgb(self.paths[i])
+        if img is not None and min(img.shape[:2]) < self.crop:
+            warnings.warn(f"skipping {self.paths[i]}: smaller than the {self.crop}px crop", stacklevel=2)
+            img = None
+        self._cache[i] = img
+        if len(self._cache) > self.cache_images:
+            self._cache.popitem(last=False)
+        return img
+
+    def sample(self, step: int, slot: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step, self.rank, slot])
+        for _ in range(100):
+            i = int(rng.integers(len(self.paths)))
+            if i in self._bad:
+                continue
+            img = self._image(i)
+            if img is None:
+                self._bad.add(i)
+                if len(self._bad) == len(self.paths):
+                    raise RuntimeError("no usable training images: every file was unreadable or too small")
+                continue
+            break
+        else:
+            raise RuntimeError("could not draw a usable training image in 100 tries")
+        H, W = img.shape[:2]
+        y, x = int(rng.integers(H - self.crop + 1)), int(rng.integers(W - self.crop + 1))
+        patch = img[y:y + self.crop, x:x + self.crop]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        patch = np.rot90(patch, k=int(rng.integers(4)))
+        hr = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float() / 255  # (3, S, S)
+        out = {"hr": hr}
+        if self.with_lr:
+            from .degrade import DegradationConfig, degrade
+            out["lr"] = degrade(hr, rng, self.degrade_cfg or DegradationConfig())
+        return out
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        items = [self.sample(step, s) for s in range(self.batch_size)]
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        step = self.start_step + wid
+        while self.max_steps is None or step < self.max_steps:
+            yield step, self.batch(step)
+            step += nw
+
+
+def make_loader(stream: CropStream, workers: int) -> DataLoader:
+    return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None)
