@@ -30,6 +30,7 @@ class GeneratorConfig:
     conv_blocks: tuple[int, ...] = (1, 1, 2)
     vfm_input_scale: float = 4.0  # the VFM sees the LR image resized by this factor (4: the HR grid, p=16 aligned)
     rope_base: float = 100.0
+    window: int = 0            # 0: global attention (paper); >0: shifted ws x ws token windows (models/window.py)
 
 
 @dataclass
@@ -43,7 +44,8 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.patchify = ConvDown(3, cfg.dim, cfg.lr_patch, cfg.conv_widths, cfg.conv_blocks)
-        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.window, shifted=i % 2 == 1)
+                                    for i in range(cfg.depth))
         self.norm = RMSNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.groups * cfg.codebook_size)
         self.vfm = vfm
@@ -58,7 +60,9 @@ class Generator(nn.Module):
         x = self.patchify(lr * 2 - 1)  # (B, dim, h, w)
         B, D, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, dim)
-        angles = rope_2d_angles(h, w, D // self.cfg.heads, self.cfg.rope_base, device=lr.device)
+        ws = self.cfg.window
+        ah, aw = (ws, ws) if ws else (h, w)
+        angles = rope_2d_angles(ah, aw, D // self.cfg.heads, self.cfg.rope_base, device=lr.device)
         mods, n_prefix, vfm_patch = None, 0, None
         if self.vfm is not None:
             scale = self.cfg.vfm_input_scale
@@ -74,7 +78,7 @@ class Generator(nn.Module):
         for i, blk in enumerate(self.blocks):
             if self.vfm is not None:
                 mods = self.sft[i](cond)
-            tokens = blk(tokens, angles, mods, n_prefix)
+            tokens = blk(tokens, angles, mods, n_prefix, hw=(h, w))
         tokens = self.norm(tokens[:, n_prefix:])  # CLS tokens are dropped after the last block
         logits = self.head(tokens)  # (B, h*w, N*K)
         logits = logits.transpose(1, 2).reshape(B, self.cfg.groups, self.cfg.codebook_size, h, w)

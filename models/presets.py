@@ -22,9 +22,9 @@ def small() -> HiTokConfig:
     too little for a briefly trained model to stay faithful), conv stem/head around a short ViT, no VFM."""
     return HiTokConfig(
         tokenizer=TokenizerConfig(patch=4, latent_dim=32, groups=4, codebook_size=1024,
-                                  enc_dim=128, enc_depth=1, dec_dim=128, dec_depth=2, heads=4,
-                                  conv_widths=(32, 64, 128), enc_conv_blocks=(0, 1, 1), dec_conv_blocks=(1, 1, 2)),
-        generator=GeneratorConfig(lr_patch=1, groups=4, codebook_size=1024, dim=256, depth=6, heads=8,
+                                  enc_dim=128, enc_depth=1, dec_dim=128, dec_depth=2, heads=4, window=8,
+                                  conv_widths=(32, 64, 128), enc_conv_blocks=(0, 0, 1), dec_conv_blocks=(0, 0, 2)),
+        generator=GeneratorConfig(lr_patch=1, groups=4, codebook_size=1024, dim=192, depth=6, heads=6, window=8,
                                   conv_widths=(64,), conv_blocks=(2,)),
         vfm=None,
         name="small",

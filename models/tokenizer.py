@@ -30,6 +30,7 @@ class TokenizerConfig:
     dec_conv_blocks: tuple[int, ...] = ()  # decoder residual blocks per scale
     beta: float = 0.25         # commitment weight of Eq. 7
     rope_base: float = 100.0
+    window: int = 0            # 0: global attention (paper); >0: shifted ws x ws token windows (models/window.py)
 
 
 @dataclass
@@ -50,18 +51,19 @@ def _to_unit(x: torch.Tensor) -> torch.Tensor:
 class _Trunk(nn.Module):
     """A stack of RoPE Transformer blocks over an h x w token grid."""
 
-    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, rope_base: float):
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, rope_base: float, window: int = 0):
         super().__init__()
-        self.heads, self.rope_base = heads, rope_base
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
+        self.heads, self.rope_base, self.window = heads, rope_base, window
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, window, shifted=i % 2 == 1) for i in range(depth))
         self.norm = RMSNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, D, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, D)
-        angles = rope_2d_angles(h, w, D // self.heads, self.rope_base, device=x.device)
+        ah, aw = (self.window, self.window) if self.window else (h, w)
+        angles = rope_2d_angles(ah, aw, D // self.heads, self.rope_base, device=x.device)
         for blk in self.blocks:
-            tokens = blk(tokens, angles)
+            tokens = blk(tokens, angles, hw=(h, w))
         return self.norm(tokens).transpose(1, 2).reshape(B, D, h, w)
 
 
@@ -69,7 +71,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         self.patchify = ConvDown(3, cfg.enc_dim, cfg.patch, cfg.conv_widths, cfg.enc_conv_blocks)
-        self.trunk = _Trunk(cfg.enc_dim, cfg.enc_depth, cfg.heads, cfg.mlp_ratio, cfg.rope_base)
+        self.trunk = _Trunk(cfg.enc_dim, cfg.enc_depth, cfg.heads, cfg.mlp_ratio, cfg.rope_base, cfg.window)
         self.to_latent = nn.Conv2d(cfg.enc_dim, cfg.latent_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +83,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         self.from_latent = nn.Conv2d(cfg.latent_dim, cfg.dec_dim, 1)
-        self.trunk = _Trunk(cfg.dec_dim, cfg.dec_depth, cfg.heads, cfg.mlp_ratio, cfg.rope_base)
+        self.trunk = _Trunk(cfg.dec_dim, cfg.dec_depth, cfg.heads, cfg.mlp_ratio, cfg.rope_base, cfg.window)
         self.unpatchify = ConvUp(cfg.dec_dim, 3, cfg.patch, cfg.conv_widths, cfg.dec_conv_blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,409 @@
+"""The ``hitok`` command line: thin Typer commands over the library functions of hitok.cli.
+
+Each command parses its options, calls one library function (upscale.py, batch.py, tokens.py,
+model_store.py) and reports with Rich: results on stdout (or one JSON object with ``--json``),
+progress bars and warnings on stderr. Errors a user can cause are one line on stderr with exit
+code 1 (:mod:`hitok.cli.errors`); ``hitok --debug ...`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from . import batch as batch_lib
+from . import model_store
+from . import tokens as tokens_lib
+from .device import resolve_device, resolve_devices, resolve_precision
+from .errors import Interrupted, UserError, set_debug, user_errors
+from .imageio import DEFAULT_MAX_PIXELS, Picture, read_image, write_image
+from .upscale import DEFAULT_OVERLAP, Upscaler, check_output, resolve_output
+
+app = typer.Typer(name="hitok", help="hitok: x4 photo upscaler (HiTokSR: hierarchical tokens predicted from a "
+                  "low-resolution photo in one pass).", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+models_app = typer.Typer(help="List and add models (.safetensors only).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+# `hitok train` is attached at the end of this file (hitok_cli/train_cmd.py); it wraps its commands with
+# hitok.cli.errors.user_errors for the same one-line errors.
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Format(str, Enum):
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+    same = "same"
+
+
+class Source(str, Enum):
+    hr = "hr"
+    lr = "lr"
+
+
+# Options shared by upscale and batch.
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model name (see `hitok models list`) or "
+                                                 "path to a .safetensors file. Default: the shipped model.")]
+TileOpt = Annotated[str, typer.Option("--tile", help="Tile side in LR pixels, or 'auto' (largest that fits "
+                                      "free memory; halved on out-of-memory).")]
+OverlapOpt = Annotated[int, typer.Option("--overlap", min=0, help="Tile overlap in LR pixels, blended smoothly.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto = bf16/fp16 on GPU, fp32 on CPU; "
+                                                 "NaN/inf output is re-run in fp32.")]
+DetailOpt = Annotated[Optional[int], typer.Option("--detail", min=1, help="Decode with only the first M token "
+                                                  "groups (coarse-to-fine; less invented texture). Default: all N.")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="Output format; 'same' keeps the input's.")]
+QualityOpt = Annotated[Optional[int], typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality "
+                                                   "(default 95; WebP 100 = lossless).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse inputs with more pixels "
+                                           "(decompression-bomb guard; Pillow's default).")]
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    set_debug(debug)
+
+
+def _tile_value(tile: str) -> int | None:
+    if tile.strip().lower() == "auto":
+        return None
+    try:
+        value = int(tile)
+    except ValueError:
+        raise UserError(f"--tile {tile!r}: give a number of LR pixels or 'auto'") from None
+    if value <= 0:
+        raise UserError(f"--tile {tile}: must be positive")
+    return value
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+class _TileBar:
+    """A tile progress bar that appears only when an image needs more than one tile."""
+
+    def __init__(self, label: str):
+        self.label, self.progress, self.task = label, None, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is None and total > 1:
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("tiles"), TimeRemainingColumn(), console=err, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=total)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _make_upscaler(model: Optional[str], device, precision: Precision, detail: Optional[int]) -> Upscaler:
+    loaded = model_store.load(model, device)
+    return Upscaler(loaded.model, device, resolve_precision(precision.value, device), detail, loaded.id)
+
+
+@app.command()
+@user_errors
+def upscale(
+    input: Annotated[Path, typer.Argument(help="Photo to upscale x4.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file. Default: "
+                                                   "NAME_x4.EXT beside the input.")] = None,
+    model: ModelOpt = None,
+    tile: TileOpt = "auto",
+    overlap: OverlapOpt = DEFAULT_OVERLAP,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = Precision.auto,
+    detail: DetailOpt = None,
+    format: FormatOpt = Format.same,
+    quality: QualityOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Upscale one photo x4 (EXIF orientation, ICC, alpha and 16-bit depth kept)."""
+    if not input.is_file():
+        raise UserError(f"{input}: no such file" if not input.exists() else f"{input}: is not a file")
+    dest, fmt = resolve_output(input, output, format.value)
+    check_output(input, dest, overwrite)
+    tile_px = _tile_value(tile)
+    dev = resolve_device(device)
+    upscaler = _make_upscaler(model, dev, precision, detail)
+    bar = _TileBar(input.name)
+    try:
+        result = upscaler.upscale_file(input, dest, fmt, quality=quality, tile=tile_px, overlap=overlap,
+                                       max_pixels=max_pixels, progress=bar)
+    finally:
+        bar.close()
+    for w in result.warnings:
+        _warn(w)
+    if json_out:
+        print(json.dumps(result.to_dict()))
+        return
+    (w0, h0), (w1, h1) = result.input_size, result.output_size
+    out.print(f"wrote {escape(result.output)}  {w0}x{h0} -> {w1}x{h1}  ({result.seconds:.1f} s, "
+              f"{result.device} {result.precision}, tile {result.tile}, {result.tiles} tile(s), "
+              f"detail {result.detail})", soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def batch(
+    in_dir: Annotated[Path, typer.Argument(help="Folder of photos.", show_default=False)],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the results (mirrors IN_DIR's tree).",
+                                            show_default=False)],
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include sub-folders.")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip files whose output exists "
+                                                "(resume an interrupted run).")] = False,
+    glob: Annotated[Optional[str], typer.Option("--glob", help="Only files matching this pattern "
+                                                "(case-insensitive), e.g. '*.jpg'.")] = None,
+    model: ModelOpt = None,
+    tile: TileOpt = "auto",
+    overlap: OverlapOpt = DEFAULT_OVERLAP,
+    device: DeviceOpt = "auto",
+    devices: Annotated[Optional[str], typer.Option("--devices", help="Spread files over several devices, "
+                                                   "e.g. cuda:0,cuda:1 (overrides --device).")] = None,
+    precision: PrecisionOpt = Precision.auto,
+    detail: DetailOpt = None,
+    format: FormatOpt = Format.same,
+    quality: QualityOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Upscale every photo in a folder; keeps going past bad files; exit 1 if any failed."""
+    jobs, decided = batch_lib.plan_jobs(in_dir, out_dir, recursive, glob, format.value, skip_existing, overwrite)
+    if not jobs and not decided:
+        hint = "" if recursive else " (add --recursive for sub-folders)"
+        raise UserError(f"no images found in {in_dir}{hint}")
+    tile_px = _tile_value(tile)
+    devs = resolve_devices(devices) if devices else [resolve_device(device)]
+    upscalers = [_make_upscaler(model, d, precision, detail) for d in devs] if jobs else []
+    kwargs = dict(quality=quality, tile=tile_px, overlap=overlap, max_pixels=max_pixels)
+    progress = Progress(TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+                        TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                        console=err, transient=False)
+    task = progress.add_task("batch", total=len(jobs), visible=bool(jobs))
+
+    def on_outcome(o: batch_lib.Outcome) -> None:
+        for w in o.warnings:
+            progress.console.print(f"[yellow]warning:[/] {escape(o.rel.as_posix())}: {escape(w)}", soft_wrap=True)
+
+    outcomes: list[batch_lib.Outcome] = []
+    interrupted = None
+    start = time.perf_counter()
+    with progress:
+        try:
+            outcomes = batch_lib.run_jobs(jobs, upscalers, kwargs, lambda x: progress.update(task, completed=x),
+                                          on_outcome)
+        except Interrupted as exc:
+            interrupted = exc
+    everything = decided + outcomes
+    _batch_report(everything, json_out, in_dir, out_dir, len(devs), time.perf_counter() - start)
+    if interrupted:
+        raise interrupted
+    if any(o.status == "failed" for o in everything):
+        raise typer.Exit(1)
+
+
+def _batch_report(outcomes: list[batch_lib.Outcome], json_out: bool, in_dir: Path, out_dir: Path,
+                  workers: int, wall: float) -> None:
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    if json_out:
+        print(json.dumps({"in_dir": str(in_dir), "out_dir": str(out_dir), **counts, "seconds": round(wall, 3),
+                          "files": [{"file": o.rel.as_posix(), "status": o.status, "reason": o.reason,
+                                     "seconds": round(o.seconds, 3)} for o in outcomes]}))
+        return
+    listed = [o for o in outcomes if o.status != "done"]
+    if listed:
+        table = Table()
+        table.add_column("status")
+        table.add_column("file", overflow="fold")
+        table.add_column("reason", overflow="fold")
+        for o in sorted(listed, key=lambda o: (o.status, o.rel.as_posix()))[:50]:
+            style = "red" if o.status == "failed" else "dim"
+            table.add_row(f"[{style}]{o.status}[/]", escape(o.rel.as_posix()), escape(o.reason))
+        out.print(table)
+        if len(listed) > 50:
+            out.print(f"... and {len(listed) - 50} more (use --json for the full list)")
+    out.print(f"done {counts['done']}  skipped {counts['skipped']}  failed {counts['failed']}  "
+              f"-> {escape(str(out_dir))}  ({wall:.1f} s on {workers} worker(s))", soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def tokenize(
+    input: Annotated[Path, typer.Argument(help="Photo to tokenize.", show_default=False)],
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Token dump (.safetensors). Default: "
+                                                     "NAME_codes.safetensors beside the input.")] = None,
+    preview: Annotated[Optional[Path], typer.Option("--preview", help="Write a labelled PNG: "
+                                                    "input | M=1 | ... | M=N.")] = None,
+    source: Annotated[Source, typer.Option("--source", help="hr: encode the photo with the tokenizer's "
+                                           "encoder; lr: treat it as LR and predict tokens with the generator.")]
+    = Source.hr,
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Dump the hierarchical token indices of a photo (and a coarse-to-fine preview)."""
+    dest = out_file or input.with_name(f"{input.stem}_codes.safetensors")
+    if dest.suffix.lower() != ".safetensors":
+        raise UserError(f"--out {dest}: the dump is a .safetensors file")
+    if preview is not None and preview.suffix.lower() != ".png":
+        raise UserError(f"--preview {preview}: the preview is a .png file")
+    for path in [dest] + ([preview] if preview else []):
+        check_output(input, path, overwrite)
+    pic = read_image(input, max_pixels=max_pixels)
+    for w in pic.warnings:
+        _warn(w)
+    if pic.alpha is not None:
+        _warn("alpha is ignored by tokenize")
+    loaded = model_store.load(model, resolve_device(device))
+    img = tokens_lib.picture_to_tensor(pic)
+    codes = tokens_lib.tokenize(loaded.model, img, source.value, loaded.id)
+    codes.meta["input"] = input.name
+    tokens_lib.save_codes(dest, codes)
+    if preview is not None:
+        tokens_lib.write_preview(preview, loaded.model, img, codes)
+    usage = tokens_lib.code_usage(codes)
+    if json_out:
+        print(json.dumps({"out": str(dest), "preview": str(preview) if preview else None, **codes.meta,
+                          "usage": usage}))
+        return
+    n, k = codes.meta["groups"], codes.meta["codebook_size"]
+    out.print(f"{escape(input.name)}: {n} groups x {codes.meta['grid_height']}x{codes.meta['grid_width']} "
+              f"tokens, K={k}, source {source.value}", soft_wrap=True)
+    table = Table()
+    for col in ("group", "codes used", "of K", "perplexity"):
+        table.add_column(col, justify="right")
+    for row in usage:
+        table.add_row(str(row["group"]), str(row["used"]), f"{100 * row['fraction']:.1f}%",
+                      f"{row['perplexity']:.1f}")
+    out.print(table)
+    out.print(f"wrote {escape(str(dest))}" + (f" and {escape(str(preview))}" if preview else ""), soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def detokenize(
+    codes_file: Annotated[Path, typer.Argument(help="Token dump written by `hitok tokenize`.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output PNG. Default: "
+                                                   "NAME.png beside the dump.")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    detail: DetailOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Decode a token dump back to an image (equals the preview's M=N panel)."""
+    codes = tokens_lib.load_codes(codes_file)
+    dest = output or codes_file.with_name(codes_file.name.removesuffix(".safetensors") + ".png")
+    if dest.suffix.lower() != ".png":
+        raise UserError(f"-o {dest}: detokenize writes PNG")
+    check_output(codes_file, dest, overwrite)
+    loaded = model_store.load(model, resolve_device(device))
+    tokens_lib.check_model_matches(codes, loaded.model, loaded.id)
+    n = int(codes.meta["groups"])
+    if detail is not None and detail > n:
+        raise UserError(f"--detail {detail}: the dump has {n} token groups; use 1..{n}")
+    pixels = tokens_lib.decode_panel(loaded.model, codes, detail or n)
+    write_image(dest, Picture(pixels=pixels), "PNG")
+    out.print(f"wrote {escape(str(dest))}  {pixels.shape[1]}x{pixels.shape[0]}  (M={detail or n} of {n})",
+              soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def presets(
+    lr_size: Annotated[int, typer.Option("--lr-size", min=16, help="LR input side for the MAC count.")] = 128,
+    json_out: JsonOpt = False,
+) -> None:
+    """Parameters per component and MACs per LR input for each preset (counted on the meta device)."""
+    from hitok.models import presets as model_presets
+    from hitok.models.summary import summarize
+
+    rows = {}
+    for name, make in model_presets.PRESETS.items():
+        cfg = make(vfm_weights="none") if name == "paper" else make()  # counting needs no pretrained weights
+        rows[name] = summarize(cfg, lr_size)
+    if json_out:
+        print(json.dumps(rows))
+        return
+    comps = ("encoder", "codebooks", "decoder", "generator", "vfm")
+    params = Table(title="parameters (millions)", title_justify="left")
+    params.add_column("preset")
+    for c in comps:
+        params.add_column(c, justify="right")
+    params.add_column("inference", justify="right")
+    macs = Table(title=f"inference GMAC per {lr_size}x{lr_size} LR input (x4 output)", title_justify="left")
+    for c in ("preset", "generator", "vfm", "decoder", "total"):
+        macs.add_column(c, justify="right" if c != "preset" else "left")
+    for name, r in rows.items():
+        params.add_row(name, *(f"{r['params'][c] / 1e6:.3f}" for c in comps), f"{r['inference_params'] / 1e6:.2f}")
+        m = r["macs"]
+        macs.add_row(name, *(f"{m[c] / 1e9:.1f}" for c in ("generator", "vfm", "decoder")),
+                     f"{r['total_macs'] / 1e9:.1f}")
+    out.print(params)
+    out.print(macs)
+
+
+@models_app.command("list")
+@user_errors
+def models_list(json_out: JsonOpt = False) -> None:
+    """Show the shipped default and the user's models."""
+    entries = model_store.list_models()
+    if json_out:
+        print(json.dumps([{"name": e.name, "source": e.source, "path": str(e.path), "size": e.size, "id": e.id,
+                           "summary": e.summary} for e in entries]))
+        return
+    table = Table(title=f"models (user folder: {escape(str(model_store.user_models_dir()))})", title_justify="left")
+    for col in ("name", "source", "id", "size", "config"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(escape(e.name), e.source, e.id, f"{e.size / 2**20:.1f} MiB", escape(e.summary))
+    out.print(table)
+    if not any(e.source == "default" for e in entries):
+        out.print("no default model is installed: pass --model NAME|PATH to upscale")
+
+
+@models_app.command("add")
+@user_errors
+def models_add(
+    file: Annotated[Path, typer.Argument(help="A hitok .safetensors model file.", show_default=False)],
+    name: Annotated[Optional[str], typer.Option("--name", help="Name to use with --model. Default: file stem.")]
+    = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Check a model file and copy it into the user model folder."""
+    entry = model_store.add_model(file, name, overwrite)
+    out.print(f"added model {escape(entry.name)} ({entry.id}, {escape(entry.summary)}) -> {escape(str(entry.path))}",
+              soft_wrap=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,70 @@
+"""Choosing the device and the number format for inference.
+
+``--device auto`` takes CUDA, then Apple's MPS, then the CPU. ``--precision auto`` takes bf16 on
+GPUs that support it (its fp32-sized exponent does not overflow to inf the way fp16 can), fp16
+on other GPUs and MPS, and fp32 on the CPU, where half precision is rarely faster. Reduced
+precision runs under ``torch.autocast`` (weights stay fp32, matmuls run in half), and the
+upscaler re-runs a tile in fp32 when its output holds NaN/inf — the "black image" that fp16
+produces in other upscalers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import UserError
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` -> a usable torch.device (or a UserError)."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"unknown device {spec!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return torch.device("cuda", index)
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {spec}: MPS is not available on this machine; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unsupported device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def resolve_devices(spec: str) -> list[torch.device]:
+    """``cuda:0,cuda:1`` -> one worker device each. A device named twice gets two workers
+    (e.g. ``cuda:0,cuda:0`` overlaps one file's decoding with another's inference)."""
+    devices = [resolve_device(part) for part in spec.split(",") if part.strip()]
+    if not devices:
+        raise UserError("--devices is empty: give e.g. cuda:0,cuda:1")
+    return devices
+
+
+def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":
+            return torch.float16
+        return torch.float32
+    if spec not in PRECISIONS:
+        raise UserError(f"unknown precision {spec!r}: use auto, fp32, fp16 or bf16")
+    return PRECISIONS[spec]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in PRECISIONS.items()}[dtype]

@@ -1,0 +1,85 @@
+"""User-facing errors: one clear line on stderr and a non-zero exit, never a traceback.
+
+Library code in ``hitok.cli`` raises :class:`UserError` for anything a user can cause (a bad
+path, an unreadable image, a missing model, an output that already exists). The Typer commands
+are wrapped with :func:`user_errors`, which turns such an error into ``error: <message>`` and
+exit code 1. Unexpected exceptions are also reduced to one line (with a hint) unless the user
+asked for the traceback with ``hitok --debug ...`` or ``HITOK_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable)
+
+# Set by the app callback (`hitok --debug`); the environment variable covers sub-apps and tests.
+_debug = False
+
+
+class UserError(Exception):
+    """An error the user can fix; its message is the single line we print."""
+
+    exit_code = 1
+
+
+class Interrupted(UserError):
+    """Ctrl-C: nothing partial was left behind; 130 is the shell's convention for SIGINT."""
+
+    exit_code = 130
+
+
+def set_debug(flag: bool) -> None:
+    global _debug
+    _debug = bool(flag)
+
+
+def debug_enabled() -> bool:
+    return _debug or os.environ.get("HITOK_DEBUG", "") not in ("", "0")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as a single line (OS errors carry their filename in a separate field)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def print_error(message: str) -> None:
+    # Plain print, not Rich: a path with [brackets] must not be parsed as markup.
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def user_errors(fn: F) -> F:
+    """Decorator for Typer commands: UserError -> one line + exit code, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except UserError as exc:
+            if debug_enabled():
+                raise
+            print_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            print_error("interrupted")
+            raise typer.Exit(Interrupted.exit_code) from None
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+            if debug_enabled():
+                raise
+            print_error(f"{type(exc).__name__}: {one_line(exc)} (run `hitok --debug ...` for the traceback)")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]

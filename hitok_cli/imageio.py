@@ -1,0 +1,324 @@
+"""Reading and writing photos without losing what users care about.
+
+Read (:func:`read_image`): decode with Pillow under a decompression-bomb guard, apply the EXIF
+orientation to the pixels, split off alpha, bring grey / palette / CMYK / 16-bit / float modes
+to one of four layouts, keep the ICC profile and EXIF, and take the first frame of animations
+(with a warning). Write (:func:`write_image`): PNG, JPEG, WebP, TIFF or BMP, 16 bits per channel
+where the source had them (PNG/TIFF), the ICC profile and EXIF copied (orientation reset to 1
+because the pixels are already upright), always through an atomic temp-file + rename.
+
+A :class:`Picture` holds pixels as integers, (H, W, 1) for grey or (H, W, 3) for colour,
+uint8 or uint16, with alpha as a separate (H, W) plane of the same dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms
+
+from . import highbit
+from .errors import UserError, one_line
+from .fsutil import atomic_write
+
+# Pillow's own default guard (~89.5 Mpx); --max-pixels raises it explicitly.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+# Formats hitok writes, by Pillow name, and the suffixes that mean them.
+SUFFIX_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".webp": "WEBP",
+                 ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+# Suffixes hitok reads (Pillow can read more; these are the ones batch picks up by default).
+READ_SUFFIXES = tuple(SUFFIX_FORMAT) + (".gif",)
+
+_EXIF_ORIENTATION = 0x0112
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+_PIXEL_X, _PIXEL_Y = 0xA002, 0xA003
+# A TIFF's "EXIF" is its whole IFD0 (strip offsets and all); only these descriptive tags travel.
+_TIFF_TAGS_KEPT = (270, 271, 272, 274, 305, 306, 315, 33432)
+_pillow_guard_lock = threading.RLock()
+
+
+@dataclass
+class Picture:
+    pixels: np.ndarray  # (H, W, 1) grey or (H, W, 3) colour; uint8 or uint16
+    alpha: np.ndarray | None = None  # (H, W), same dtype as pixels
+    icc: bytes | None = None  # ICC profile matching the pixels' colour space
+    exif: bytes | None = None  # "Exif\0\0..." with orientation already applied (tag = 1)
+    source_format: str = ""  # Pillow's name for the input format, e.g. "JPEG"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bits(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    @property
+    def max_value(self) -> int:
+        return 65535 if self.bits == 16 else 255
+
+    @property
+    def grey(self) -> bool:
+        return self.pixels.shape[2] == 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), Pillow's order."""
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip an (H, W, ...) array as EXIF orientation 1..8 asks (same as ImageOps.exif_transpose)."""
+    ops = {
+        2: lambda x: x[:, ::-1],
+        3: lambda x: x[::-1, ::-1],
+        4: lambda x: x[::-1],
+        5: lambda x: x.swapaxes(0, 1),
+        6: lambda x: np.rot90(x, -1),
+        7: lambda x: np.rot90(x, 2).swapaxes(0, 1),
+        8: lambda x: np.rot90(x, 1),
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(a)) if op else a
+
+
+def _icc_space(icc: bytes | None) -> bytes | None:
+    return icc[16:20] if icc and len(icc) >= 20 else None
+
+
+def _read_exif(im: Image.Image, warnings: list[str]) -> tuple[int, bytes | None]:
+    """(orientation, EXIF bytes with orientation reset to 1) of an opened image."""
+    try:
+        exif = im.getexif()
+        orientation = int(exif.get(_EXIF_ORIENTATION, 1))
+        if im.format == "TIFF":
+            kept = Image.Exif()
+            for tag in _TIFF_TAGS_KEPT:
+                if tag in exif:
+                    kept[tag] = exif[tag]
+            exif = kept
+        if _EXIF_ORIENTATION in exif:
+            exif[_EXIF_ORIENTATION] = 1
+        data = exif.tobytes() if len(exif) else None
+    except Exception as exc:  # noqa: BLE001 - broken EXIF must not cost the user the photo
+        warnings.append(f"EXIF could not be read and is not copied ({one_line(exc)})")
+        return 1, None
+    return (orientation if 1 <= orientation <= 8 else 1), data
+
+
+@contextlib.contextmanager
+def _pillow_guard_off():
+    # We apply the user's --max-pixels limit ourselves (one clear message); Pillow's global
+    # guard would otherwise fire first with its own limit and wording.
+    with _pillow_guard_lock:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _to_layout(im: Image.Image, icc: bytes | None, warnings: list[str]):
+    """Pillow image -> (pixels (H,W,C) uint8/uint16, alpha or None, icc that fits the pixels)."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im)
+        return np.clip(a, 0, 65535).astype(np.uint16)[..., None], None, icc
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        scale = 65535.0 if np.nanmax(a) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(a) * scale, 0, 65535).round().astype(np.uint16)[..., None], None, icc
+    if mode == "CMYK":
+        if _icc_space(icc) == b"CMYK":
+            try:
+                srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+                im = ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(icc)), srgb,
+                                               outputMode="RGB")
+                return np.asarray(im), None, srgb.tobytes()
+            except Exception as exc:  # noqa: BLE001
+                warnings.append(f"CMYK colour profile unusable ({one_line(exc)}); converted without it")
+        return np.asarray(im.convert("RGB")), None, None
+    if mode == "P" or mode == "PA":
+        im = im.convert("RGBA") if im.has_transparency_data else im.convert("RGB")
+        mode = im.mode
+    if mode == "1":
+        im, mode = im.convert("L"), "L"
+    if mode in ("L", "LA"):
+        a = np.asarray(im)
+        if mode == "L":
+            return a[..., None], None, icc
+        return np.ascontiguousarray(a[..., :1]), np.ascontiguousarray(a[..., 1]), icc
+    if mode == "RGBA":
+        a = np.asarray(im)
+        return np.ascontiguousarray(a[..., :3]), np.ascontiguousarray(a[..., 3]), icc
+    if mode == "RGB":
+        return np.asarray(im), None, icc
+    try:
+        converted = im.convert("RGBA" if "A" in mode else "RGB")
+    except Exception:  # noqa: BLE001
+        raise UserError(f"unsupported pixel mode {mode!r}") from None
+    return _to_layout(converted, icc if _icc_space(icc) == b"RGB " else None, warnings)
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except Exception:  # noqa: BLE001 - a fallback reader that fails just means "not readable"
+        return None
+
+
+def _head(path: Path, n: int) -> bytes:
+    with path.open("rb") as fp:
+        return fp.read(n)
+
+
+def _decode(path: Path, max_pixels: int, warnings: list[str]) -> tuple[Picture, int]:
+    """Decode with Pillow (or highbit) -> (picture as stored, EXIF orientation still to apply)."""
+    try:
+        im = Image.open(path)
+    except Image.UnidentifiedImageError:
+        # Pillow has no mode for 16-bit grey+alpha TIFF (which hitok itself writes); read it directly.
+        full = _try(highbit.read_tiff16, path) if _head(path, 4) in (b"II*\x00", b"MM\x00*") else None
+        if full is not None and full.shape[2] == 2:
+            return Picture(pixels=full[..., :1], alpha=full[..., 1], source_format="TIFF"), 1
+        raise UserError(f"{path}: not an image, or a format hitok cannot read") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a corrupt header
+        raise UserError(f"{path}: cannot decode, the file is truncated or corrupt ({one_line(exc)})") from None
+    with im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise UserError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
+                            f"(decompression-bomb guard); pass --max-pixels {w * h} if you trust this file")
+        if w == 0 or h == 0:
+            raise UserError(f"{path}: image has no pixels ({w}x{h})")
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            warnings.append(f"{frames} frames (animated or multi-page): only the first frame is used")
+        fmt = im.format or ""
+        icc = im.info.get("icc_profile") or None
+        orientation, exif = _read_exif(im, warnings)
+        try:
+            pixels = alpha = None
+            if fmt == "PNG" and highbit.png_bit_depth(_head(path, 26)) == 16:
+                full = highbit.read_png16(path)  # (H, W, C) uint16, C in 1..4
+            elif fmt == "TIFF" and set(im.tag_v2.get(258, (8,))) == {16} and im.mode in ("RGB", "RGBA"):
+                full = highbit.read_tiff16(path)
+                if full is None:
+                    warnings.append("this 16-bit TIFF layout (compression/tiling) is read at 8 bits per channel")
+            else:
+                full = None
+            if full is not None:
+                c = full.shape[2]
+                pixels = full[..., : 1 if c <= 2 else 3]
+                alpha = full[..., c - 1] if c in (2, 4) else None
+            else:
+                im.seek(0)
+                im.load()
+                pixels, alpha, icc = _to_layout(im, icc, warnings)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt data
+            raise UserError(f"{path}: cannot decode, the file is truncated or corrupt ({one_line(exc)})") from None
+    return Picture(pixels=pixels, alpha=alpha, icc=icc, exif=exif, source_format=fmt, warnings=warnings), orientation
+
+
+def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    """Decode an image file into an upright :class:`Picture`; raise UserError with one line if not possible."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file (0 bytes)")
+    warnings: list[str] = []
+    # Pillow's own bomb guard also fires inside some decoders (GIF frames, ...), so it stays off
+    # for the whole decode; our check below, with the user's limit, runs before any pixel is read.
+    with _pillow_guard_off():
+        pic, orientation = _decode(path, max_pixels, warnings)
+    # A colour profile must describe the pixels we hand on, or viewers render wrong colours.
+    if _icc_space(pic.icc) != (b"GRAY" if pic.grey else b"RGB "):
+        pic.icc = None
+    pic.pixels = apply_orientation(np.ascontiguousarray(pic.pixels), orientation)
+    if pic.alpha is not None:
+        pic.alpha = apply_orientation(np.ascontiguousarray(pic.alpha), orientation)
+    return pic
+
+
+def _exif_for_output(exif: bytes | None, width: int, height: int) -> bytes | None:
+    """EXIF with the pixel dimensions updated (orientation was reset at read time)."""
+    if not exif:
+        return None
+    try:
+        ex = Image.Exif()
+        ex.load(exif)
+        ifd = ex.get_ifd(_EXIF_IFD)
+        if _PIXEL_X in ifd or _PIXEL_Y in ifd:
+            ifd[_PIXEL_X], ifd[_PIXEL_Y] = width, height
+        return ex.tobytes()
+    except Exception:  # noqa: BLE001 - keep the original bytes rather than drop the metadata
+        return exif
+
+
+def _to8(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(x / 257)
+
+
+def write_image(path: Path | str, pic: Picture, fmt: str, quality: int | None = None) -> list[str]:
+    """Write ``pic`` atomically as ``fmt`` (Pillow name). Returns warnings for the user."""
+    path = Path(path)
+    warnings: list[str] = []
+    pixels, alpha, icc = pic.pixels, pic.alpha, pic.icc
+    h, w = pixels.shape[:2]
+    exif = _exif_for_output(pic.exif, w, h)
+    if fmt in ("JPEG", "BMP") and alpha is not None:
+        # No (portable) alpha: composite onto white rather than let transparent areas turn black.
+        a = alpha.astype(np.float32)[..., None] / pic.max_value
+        pixels = (pixels.astype(np.float32) * a + pic.max_value * (1.0 - a)).round().astype(pixels.dtype)
+        alpha = None
+        warnings.append(f"{fmt} keeps no transparency: transparent areas were flattened onto white")
+    if fmt == "WEBP" and pic.grey:
+        pixels = np.repeat(pixels, 3, axis=2)  # WebP has no grey mode
+        icc = None
+    if pic.bits == 16 and fmt in ("PNG", "TIFF"):
+        planes = pixels if alpha is None else np.concatenate([pixels, alpha[..., None]], axis=2)
+        with atomic_write(path) as fp:
+            if fmt == "PNG":
+                highbit.write_png16(fp, planes, icc=icc, exif=exif)
+            else:
+                highbit.write_tiff16(fp, planes, icc=icc)
+        if exif and fmt == "TIFF":
+            warnings.append("EXIF is not copied into 16-bit TIFF output")
+        return warnings
+
+    pixels, alpha = _to8(pixels), (_to8(alpha) if alpha is not None else None)
+    if pixels.shape[2] == 1:
+        arr = pixels[..., 0] if alpha is None else np.dstack([pixels[..., 0], alpha])
+    else:
+        arr = pixels if alpha is None else np.dstack([pixels, alpha])
+    im = Image.fromarray(np.ascontiguousarray(arr))  # mode follows the shape: L, LA, RGB, RGBA
+    kwargs: dict = {}
+    if icc:
+        kwargs["icc_profile"] = icc
+    if exif and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+        kwargs["exif"] = exif
+    if fmt == "JPEG":
+        q = 95 if quality is None else quality
+        # 4:4:4 chroma at high quality: upscaled detail is exactly what 4:2:0 would blur away.
+        kwargs.update(quality=q, subsampling=0 if q >= 90 else 2, optimize=True)
+    elif fmt == "WEBP":
+        q = 95 if quality is None else quality
+        kwargs.update(quality=q, lossless=q >= 100, method=4)
+    elif fmt == "PNG":
+        kwargs.update(compress_level=6)
+    elif fmt == "TIFF":
+        kwargs.update(compression="tiff_deflate")
+    with atomic_write(path) as fp:
+        im.save(fp, format=fmt, **kwargs)
+    return warnings

@@ -1,0 +1,172 @@
+"""Where models come from: the shipped default, the user's model folder, or a path.
+
+* The default model is package data, ``hitok/cli/weights/default.safetensors``, so
+  ``hitok upscale photo.jpg`` works offline. ``HITOK_MODEL`` (a name or path) replaces it.
+* User models live in ``platformdirs.user_data_dir("hitok")/models`` (``HITOK_MODELS_DIR``
+  overrides the folder), added with ``hitok models add FILE`` and used with ``--model NAME``.
+* ``--model PATH`` loads any hitok ``.safetensors`` file. Pickle checkpoints (.pt/.pth/.ckpt/.bin)
+  are refused outright: unpickling a file can run arbitrary code.
+
+Every model is identified by the first 12 hex digits of its file's SHA-256 (the "model id"
+written into token dumps so that ``detokenize`` can tell that it has the right decoder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+import torch
+
+from .errors import UserError, one_line
+from .fsutil import atomic_path
+
+MODEL_SUFFIX = ".safetensors"
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_id_cache: dict[tuple[str, int, int], str] = {}
+
+
+def default_model_path() -> Path:
+    return Path(__file__).resolve().parent / "weights" / f"default{MODEL_SUFFIX}"
+
+
+def user_models_dir() -> Path:
+    override = os.environ.get("HITOK_MODELS_DIR")
+    return Path(override).expanduser() if override else Path(platformdirs.user_data_dir("hitok")) / "models"
+
+
+def model_id(path: Path) -> str:
+    """First 12 hex digits of the file's SHA-256, cached per (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _id_cache:
+        h = hashlib.sha256()
+        with path.open("rb") as fp:
+            for block in iter(lambda: fp.read(1 << 20), b""):
+                h.update(block)
+        _id_cache[key] = h.hexdigest()[:12]
+    return _id_cache[key]
+
+
+def _check_suffix(path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise UserError(f"{path}: pickle checkpoints are not loaded (they can run code); "
+                        f"hitok models are {MODEL_SUFFIX} files")
+    if suffix != MODEL_SUFFIX:
+        raise UserError(f"{path}: hitok models are {MODEL_SUFFIX} files")
+
+
+def _user_names() -> list[str]:
+    folder = user_models_dir()
+    return sorted(p.stem for p in folder.glob(f"*{MODEL_SUFFIX}")) if folder.is_dir() else []
+
+
+def resolve_model(spec: str | None = None) -> Path:
+    """A --model value (name, path or None for the default) -> an existing model file."""
+    spec = spec or os.environ.get("HITOK_MODEL") or None
+    if spec is None or spec == "default":
+        path = default_model_path()
+        if not path.is_file():
+            raise UserError("no default model is installed; pass --model NAME|PATH "
+                            "(a .safetensors file, or a name from `hitok models list`)")
+        return path
+    path = Path(spec).expanduser()
+    if path.is_file():
+        _check_suffix(path)
+        return path
+    if path.suffix or "/" in spec or os.sep in spec:
+        if path.is_dir():
+            raise UserError(f"--model {spec}: is a folder; give a {MODEL_SUFFIX} file")
+        raise UserError(f"--model {spec}: no such model file")
+    candidate = user_models_dir() / f"{spec}{MODEL_SUFFIX}"
+    if candidate.is_file():
+        return candidate
+    names = _user_names()
+    known = f"installed: {', '.join(names)}" if names else "no user models are installed"
+    raise UserError(f"--model {spec}: no model of that name ({known}; see `hitok models list`)")
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    path: Path
+    id: str
+
+
+def load(spec: str | None, device: torch.device | str = "cpu") -> LoadedModel:
+    """Resolve and load a model; every failure is a one-line UserError."""
+    from hitok.models import ModelFileError, load_model
+
+    path = resolve_model(spec)
+    try:
+        model = load_model(path, device=device)
+    except ModelFileError as exc:
+        raise UserError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. a device that runs out of memory while loading
+        raise UserError(f"{path}: cannot load this model ({one_line(exc)})") from None
+    return LoadedModel(model=model, path=path, id=model_id(path))
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    source: str  # "default" | "user"
+    path: Path
+    size: int
+    id: str
+    summary: str  # preset name, groups N, codebook size K, patch p
+
+
+def _summary(path: Path) -> str:
+    from hitok.models import ModelFileError, read_metadata
+
+    try:
+        meta = read_metadata(path)
+        cfg = json.loads(meta["config"])
+        tok = cfg["tokenizer"]
+        enc = "" if meta.get("has_encoder", "true") == "true" else ", no encoder"
+        return f"{cfg.get('name', '?')}: N={tok['groups']} K={tok['codebook_size']} p={tok['patch']}{enc}"
+    except (ModelFileError, KeyError, ValueError, TypeError) as exc:
+        return f"unreadable ({one_line(exc)})"
+
+
+def list_models() -> list[ModelEntry]:
+    entries = []
+    paths = [("default", "default", default_model_path())]
+    paths += [(name, "user", user_models_dir() / f"{name}{MODEL_SUFFIX}") for name in _user_names()]
+    for name, source, path in paths:
+        if path.is_file():
+            entries.append(ModelEntry(name, source, path, path.stat().st_size, model_id(path), _summary(path)))
+    return entries
+
+
+def add_model(file: Path, name: str | None = None, overwrite: bool = False) -> ModelEntry:
+    """Validate a model file by loading it, then copy it (atomically) into the user model folder."""
+    from hitok.models import ModelFileError, load_model
+
+    file = Path(file)
+    if not file.is_file():
+        raise UserError(f"{file}: no such file")
+    _check_suffix(file)
+    name = name or file.stem
+    if not _NAME_OK.match(name) or name == "default":
+        raise UserError(f"model name {name!r} is not allowed: use letters, digits, '.', '_' or '-' "
+                        "(and not 'default', which is the shipped model)")
+    try:
+        load_model(file, device="cpu")
+    except ModelFileError as exc:
+        raise UserError(str(exc)) from None
+    dest = user_models_dir() / f"{name}{MODEL_SUFFIX}"
+    if dest.exists() and not overwrite:
+        raise UserError(f"a model named {name!r} already exists ({dest}); pass --overwrite to replace it")
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(file, tmp)
+    return ModelEntry(name, "user", dest, dest.stat().st_size, model_id(dest), _summary(dest))

@@ -1,0 +1,253 @@
+"""Seamless tiled inference with memory bounded by the tile, not the photo.
+
+The LR image is cut into tiles whose sides are multiples of the model's token grid
+(``model.lr_align`` LR pixels per token), overlapping by ``overlap`` LR pixels. Each tile goes
+through any callable ``fn(lr_tile (1,C,h,w)) -> hr_tile (1,C,sh,sw)``. Instead of pasting the
+centres of padded tiles with a hard cut (Real-ESRGAN's tile mode), HR tiles are blended with a
+separable raised-cosine (Hann) ramp over the overlap and normalised by the accumulated weight
+(weighted overlap-add), so two tiles that disagree fade into each other over the whole overlap
+and neither a step nor a kink shows at a tile border. Tile edges on the image border keep full
+weight.
+
+Memory: the model only ever sees one tile. The float accumulator is one band of tile rows
+(tile height x image width); rows above the current band are final and are written straight
+into the integer output array as soon as no later tile can touch them.
+
+``--tile auto`` = the largest aligned tile whose estimated peak memory fits a fraction of the
+free device memory (CUDA: ``torch.cuda.mem_get_info``; CPU: ``MemAvailable`` in /proc/meminfo),
+capped per device (:data:`AUTO_MAX_TOKENS`); :func:`tiled_apply_with_retry` halves the tile on
+an out-of-memory error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TileFn = Callable[[torch.Tensor], torch.Tensor]
+Progress = Callable[[int, int], None]  # (tiles done, tiles total)
+
+# Largest tile side --tile auto picks, in tokens (x align = LR pixels). Global attention costs
+# grow with the square of a tile's token count, so on a CPU more context comes at a steep price
+# in time; the paper preset (4 LR px per token) gets 256 px tiles on a CPU, 512 on a GPU.
+AUTO_MAX_TOKENS = {"cuda": 128, "mps": 96, "cpu": 64}
+MEMORY_FRACTION = {"cuda": 0.8, "mps": 0.5, "cpu": 0.5}
+
+
+def round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def round_down(x: int, m: int) -> int:
+    return (x // m) * m
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tile positions (top-left corners, LR pixels) over a padded LR image."""
+
+    height: int  # padded LR height (multiple of align)
+    width: int
+    tile_h: int
+    tile_w: int
+    overlap: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+
+def _positions(n: int, t: int, o: int) -> tuple[int, ...]:
+    if t >= n:
+        return (0,)
+    step = t - o
+    pos = list(range(0, n - t, step))
+    return tuple(pos + [n - t])  # the last tile ends exactly at the border
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int) -> TilePlan:
+    """Plan aligned tiles over a (height, width) LR image whose sides are multiples of ``align``."""
+    if height % align or width % align:
+        raise ValueError(f"image {height}x{width} is not padded to a multiple of {align}")
+    tile = max(align, round_up(tile, align))
+    # Overlap must leave a positive aligned step, and anything beyond half a tile buys nothing.
+    overlap = min(round_up(max(overlap, 0), align), round_down(tile // 2, align))
+    th, tw = min(tile, height), min(tile, width)
+    return TilePlan(height, width, th, tw, overlap, _positions(height, th, overlap), _positions(width, tw, overlap))
+
+
+def ramp(n: int, length: int, rise: bool, fall: bool) -> torch.Tensor:
+    """1-D window of size n: raised-cosine rise/fall over ``length`` samples, 1 in between; never 0."""
+    w = torch.ones(n)
+    if length > 0:
+        r = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(length) + 0.5) / length)
+        if rise:
+            w[:length] = torch.minimum(w[:length], r)
+        if fall:
+            w[n - length:] = torch.minimum(w[n - length:], r.flip(0))
+    return w
+
+
+def _to_output(rows: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """(C, h, w) float in [0, 1] -> (h, w, C) array of the output dtype."""
+    rows = rows.clamp_(0.0, 1.0).permute(1, 2, 0)
+    if np.issubdtype(dtype, np.integer):
+        top = np.iinfo(dtype).max
+        return (rows * top + 0.5).floor_().numpy().astype(dtype)
+    return rows.numpy().astype(dtype)
+
+
+def tiled_apply(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: int, align: int,
+                out_dtype: np.dtype = np.float32, progress: Progress | None = None) -> np.ndarray:
+    """Run ``fn`` tile by tile over ``lr`` (1, C, h, w) in [0, 1]; return (h*scale, w*scale, C) of out_dtype."""
+    _, c, h, w = lr.shape
+    hp, wp = round_up(h, align), round_up(w, align)
+    if (hp, wp) != (h, w):
+        # Replicate padding up to the token grid; the padded border is cropped off the output.
+        lr = F.pad(lr, (0, wp - w, 0, hp - h), mode="replicate")
+    plan = plan_tiles(hp, wp, tile, overlap, align)
+    s, th, tw = scale, plan.tile_h, plan.tile_w
+    out = np.empty((h * s, w * s, c), dtype=out_dtype)
+    band_h = th * s
+    acc = torch.zeros(c, band_h, wp * s)  # weighted sum over the current band of tile rows
+    wsum = torch.zeros(band_h, wp * s)
+    band_top = 0  # HR row of acc[:, 0]
+    ramp_len = plan.overlap * s
+    done, total = 0, len(plan)
+
+    def flush(upto: int) -> None:
+        # HR rows [band_top, upto) are final: normalise, write out, shift the band up.
+        nonlocal band_top
+        n = upto - band_top
+        if n <= 0:
+            return
+        keep = min(n, max(0, h * s - band_top))
+        if keep:
+            rows = acc[:, :keep, : w * s] / wsum[:keep, : w * s]
+            out[band_top : band_top + keep] = _to_output(rows, out_dtype)
+        acc[:, : band_h - n] = acc[:, n:].clone()
+        acc[:, band_h - n :] = 0
+        wsum[: band_h - n] = wsum[n:].clone()
+        wsum[band_h - n :] = 0
+        band_top = upto
+
+    for y in plan.ys:
+        flush(y * s)
+        wy = ramp(th * s, ramp_len, rise=y > 0, fall=y + th < hp)
+        for x in plan.xs:
+            hr = fn(lr[:, :, y : y + th, x : x + tw])
+            if hr.shape[-2:] != (th * s, tw * s):
+                raise RuntimeError(f"tile function returned {tuple(hr.shape)} for a {th}x{tw} tile "
+                                   f"(expected x{s}: {th * s}x{tw * s})")
+            hr = hr[0].detach().to("cpu", torch.float32)  # (C, th*s, tw*s)
+            wx = ramp(tw * s, ramp_len, rise=x > 0, fall=x + tw < wp)
+            weight = wy[:, None] * wx[None, :]  # (th*s, tw*s)
+            top = y * s - band_top
+            acc[:, top : top + th * s, x * s : (x + tw) * s] += hr * weight
+            wsum[top : top + th * s, x * s : (x + tw) * s] += weight
+            done += 1
+            if progress:
+                progress(done, total)
+    flush(band_top + band_h)
+    return out
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def release_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def tiled_apply_with_retry(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: int, align: int,
+                           device: torch.device, out_dtype: np.dtype = np.float32,
+                           progress: Progress | None = None,
+                           on_retry: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, int]:
+    """:func:`tiled_apply`, halving the tile on out-of-memory. Returns (output, tile actually used)."""
+    min_tile = 4 * align
+    while True:
+        try:
+            return tiled_apply(fn, lr, scale, tile, overlap, align, out_dtype, progress), tile
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled; everything else re-raises
+            if not is_out_of_memory(exc) or tile <= min_tile:
+                raise
+        release_memory(device)
+        smaller = max(min_tile, round_down(tile // 2, align))
+        if on_retry:
+            on_retry(tile, smaller)
+        tile = smaller
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory available for one more tile on ``device`` (bytes)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "mps":
+        return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+    try:
+        with open("/proc/meminfo") as fp:
+            for line in fp:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2 << 30  # an unknown platform: assume a modest 2 GiB
+
+
+def measure_bytes_per_pixel(fn: TileFn, device: torch.device, align: int,
+                            module: torch.nn.Module | None = None, channels: int = 3) -> float:
+    """Peak working memory of ``fn`` per LR pixel, measured on a small probe tile."""
+    side = round_up(32, align)
+    probe = torch.rand(1, channels, side, side, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn(probe)
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        return 1.5 * peak / side**2
+    # CPU/MPS have no peak counter: take the largest tensor any module produces and allow a
+    # few of them alive at once (residual stream, attention/MLP temporaries, output).
+    biggest = [probe.numel() * probe.element_size()]
+
+    def hook(_module, _inputs, output):
+        tensors = output if isinstance(output, (tuple, list)) else (output,)
+        size = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+        biggest[0] = max(biggest[0], size)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()] if module is not None else []
+    try:
+        out = fn(probe)
+        biggest[0] = max(biggest[0], out.numel() * out.element_size())
+    finally:
+        for h in handles:
+            h.remove()
+    return 6.0 * biggest[0] / side**2
+
+
+def auto_tile(bytes_per_pixel: float, free_bytes: int, device: torch.device, align: int,
+              image_side: int) -> int:
+    """Largest aligned square tile whose estimated peak fits the device's memory budget."""
+    budget = free_bytes * MEMORY_FRACTION.get(device.type, 0.5)
+    side = int(math.sqrt(max(budget, 0) / max(bytes_per_pixel, 1e-9)))
+    cap = min(AUTO_MAX_TOKENS.get(device.type, 64) * align, round_up(image_side, align))
+    return max(4 * align, min(round_down(side, align), round_down(cap, align) or align))

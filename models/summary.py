@@ -1,0 +1,58 @@
+"""Parameter and MAC counts per component (`hitok presets`, the README's comparison with the paper's Table 2).
+
+MACs are counted by torch.utils.flop_counter on the meta device (no memory, no compute), for the inference path
+LR -> generator (+ VFM) -> top-1 -> decoder; FLOPs / 2 = MACs."""
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .hitok import HiTok, HiTokConfig
+
+
+def _params(module: torch.nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def component_params(model: HiTok) -> dict[str, int]:
+    gen = model.generator
+    vfm = _params(gen.vfm)
+    return {
+        "encoder": _params(model.tokenizer.encoder),
+        "codebooks": _params(model.tokenizer.quantizer),
+        "decoder": _params(model.tokenizer.decoder),
+        "generator": _params(gen) - vfm,
+        "vfm": vfm,
+    }
+
+
+def inference_macs(model: HiTok, lr_size: int = 128) -> dict[str, int]:
+    """MACs of one lr_size x lr_size LR input through the inference path, split by component."""
+    lr = torch.empty(1, 3, lr_size, lr_size, device=next(model.parameters()).device)
+    out = {}
+    with FlopCounterMode(display=False) as fc:
+        logits = model.generator(lr).logits
+    total_gen = fc.get_total_flops() // 2
+    vfm = 0
+    if model.generator.vfm is not None:
+        scale = model.config.generator.vfm_input_scale
+        side = round(lr_size * scale)
+        with FlopCounterMode(display=False) as fc:
+            model.generator.vfm(torch.empty(1, 3, side, side, device=lr.device))
+        vfm = fc.get_total_flops() // 2
+    out["generator"], out["vfm"] = total_gen - vfm, vfm
+    idx = torch.zeros(logits.shape[0], logits.shape[1], *logits.shape[3:], dtype=torch.long, device=lr.device)
+    with FlopCounterMode(display=False) as fc:
+        model.tokenizer.decode_latent(model.tokenizer.quantizer.embed(idx))
+    out["decoder"] = fc.get_total_flops() // 2
+    return out
+
+
+def summarize(cfg: HiTokConfig, lr_size: int = 128) -> dict:
+    """Build the model on the meta device (instant, no memory) and count."""
+    with torch.device("meta"):
+        model = HiTok(cfg)
+    with torch.no_grad():
+        macs = inference_macs(model, lr_size)
+    params = component_params(model)
+    inference_params = sum(v for k, v in params.items() if k != "encoder")
+    return {"params": params, "inference_params": inference_params, "macs": macs,
+            "total_macs": sum(macs.values())}
