@@ -405,5 +405,10 @@ def models_add(
               soft_wrap=True)
 
 
+from .train_cmd import train_app  # noqa: E402 - `hitok train`; hitok.train itself loads only when a command runs
+app.add_typer(train_app, name="train")
+from .eval_cmd import eval_command  # noqa: E402 - `hitok eval`; hitok.bench loads only when it runs
+app.command("eval")(eval_command)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

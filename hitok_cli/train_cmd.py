@@ -1,0 +1,201 @@
+"""`hitok train ...`: thin Typer commands over hitok.train (the three HiTokSR stages, export, GPU campaign).
+
+    hitok train tokenizer --data PHOTOS --out runs/tok [--preset small]
+    hitok train generator --data PHOTOS --out runs/gen --init runs/tok
+    hitok train decoder   --data PHOTOS --out runs/dec --init runs/gen [--topk 5]
+    hitok train export runs/dec -o my-model.safetensors [--half] [--no-encoder]
+    hitok train campaign --data PHOTOS --out parts/ --preset small --budget-min 9
+    hitok train join parts/ -o my-model.safetensors
+
+Multi-GPU: `torchrun --standalone --nproc_per_node=8 --no-python hitok train tokenizer ...` or `--nproc 8`.
+hitok.train is imported inside the commands, so `hitok upscale` never pays for it."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .errors import Interrupted, UserError, user_errors
+
+train_app = typer.Typer(help="Train your own HiTokSR model on a folder of photos (three stages), export it.",
+                        no_args_is_help=True)
+out = Console(highlight=False)
+
+HELP = {
+    "tokenizer": "Stage 1 (Sec. 3.1): the coarse-to-fine tokenizer (L1 + LPIPS + hinge GAN + commitment).",
+    "generator": "Stage 2 (Sec. 3.2): the token generator on x4-degraded inputs, tokenizer frozen (needs --init).",
+    "decoder": "Stage 3 (Sec. 3.3): decoder fine-tuning on top-K sampled generator tokens (needs --init).",
+}
+
+
+def _library_errors(fn):
+    """Map the training library's user-facing errors onto the CLI's one-line errors."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from hitok.models import ModelFileError
+        from hitok.train.config import TrainError
+        try:
+            return fn(*args, **kwargs)
+        except (TrainError, ModelFileError, FileNotFoundError) as e:
+            raise UserError(str(e)) from None
+    return wrapper
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _setup_logging() -> None:
+    lg = logging.getLogger("hitok.train")
+    if not any(isinstance(h, _StderrHandler) for h in lg.handlers):
+        lg.addHandler(_StderrHandler())
+    lg.setLevel(logging.INFO)
+
+
+def _make_stage_command(stage: str):
+    def command(
+        data: Annotated[Path, typer.Option("--data", help="Folder of training photos (searched recursively).")],
+        out_dir: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, metrics.csv, samples/, "
+                                              "model.safetensors).")],
+        preset: Annotated[Optional[str], typer.Option(help="tiny, small or paper (default: the --init model's, "
+                                                      "else small).")] = None,
+        init: Annotated[Optional[str], typer.Option(help="Previous stage's run folder or model file.")] = None,
+        steps: Annotated[Optional[int], typer.Option(min=1, help="Total optimizer steps (default per preset).")] = None,
+        batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch per process.")] = None,
+        crop: Annotated[Optional[int], typer.Option(min=8, help="HR crop side in pixels.")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last "
+                                             "checkpoint.")] = False,
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+        workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers per process.")] = None,
+        accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation micro-batches per step.")] = 1,
+        lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: Table 6 / preset).")] = None,
+        d_lr: Annotated[Optional[float], typer.Option(help="Discriminator learning rate.")] = None,
+        warmup: Annotated[Optional[int], typer.Option(min=0, help="Linear warm-up steps.")] = None,
+        schedule: Annotated[str, typer.Option(help="constant or cosine after the warm-up.")] = "constant",
+        ema_decay: Annotated[Optional[float], typer.Option(help="EMA decay of the exported weights.")] = None,
+        adv_start: Annotated[Optional[int], typer.Option(min=0, help="Step at which the GAN terms start.")] = None,
+        adv_weight: Annotated[Optional[float], typer.Option(help="Adversarial weight (Table 6: 0.8/0.5).")] = None,
+        grad_clip: Annotated[float, typer.Option(min=0.0, help="Max gradient norm (0: off).")] = 1.0,
+        topk: Annotated[int, typer.Option(min=1, help="Decoder stage: sample tokens among the top-K.")] = 5,
+        ae_warmup: Annotated[Optional[int], typer.Option(min=0, help="Tokenizer stage: steps without "
+                                                         "quantization before the k-means codebook init.")] = None,
+        no_masking: Annotated[bool, typer.Option("--no-masking", help="Switch off group masking (Table 3 "
+                                                 "ablation).")] = False,
+        no_vfm: Annotated[bool, typer.Option("--no-vfm", help="Build the preset without its VFM (new tokenizer "
+                                             "runs).")] = False,
+        seed: Annotated[int, typer.Option(help="Seed of data, masks and samplers.")] = 0,
+        nproc: Annotated[int, typer.Option(min=1, help="Spawn N data-parallel processes (one per GPU).")] = 1,
+        threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads per process.")] = None,
+        time_limit_min: Annotated[Optional[float], typer.Option(help="Stop (and save) after this many "
+                                                                "minutes.")] = None,
+        log_every: Annotated[int, typer.Option(min=1)] = 10,
+        sample_every: Annotated[Optional[int], typer.Option(min=1, help="Write samples/STAGE_STEP.png every N "
+                                                            "steps.")] = None,
+        ckpt_every: Annotated[Optional[int], typer.Option(min=1, help="Checkpoint every N steps.")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    ) -> None:
+        from hitok.train.config import TrainConfig
+        from hitok.train.loop import train
+
+        _setup_logging()
+        cfg = TrainConfig(stage=stage, data=str(data), out=str(out_dir), preset=preset, init=init, resume=resume,
+                          steps=steps, batch_size=batch_size, crop=crop, accum=accum, lr=lr, d_lr=d_lr,
+                          warmup=warmup, schedule=schedule, ema_decay=ema_decay, adv_start=adv_start,
+                          adv_weight=adv_weight, grad_clip=grad_clip, topk=topk, ae_warmup=ae_warmup,
+                          masking=not no_masking, no_vfm=no_vfm, seed=seed, device=device, workers=workers,
+                          log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every,
+                          time_limit_s=None if time_limit_min is None else time_limit_min * 60, nproc=nproc,
+                          threads=threads, quiet=quiet)
+        r = train(cfg)
+        out.print(f"{stage}: step {r.step}/{r.total_steps}, {r.it_per_s:.2f} it/s ({r.samples_per_s:.1f} "
+                  f"samples/s), model: {escape(str(r.run_dir / 'model.safetensors'))}", soft_wrap=True)
+        if r.interrupted:
+            raise Interrupted(f"interrupted at step {r.step}; checkpoint saved — continue with --resume")
+
+    command.__name__ = stage
+    command.__doc__ = HELP[stage]
+    return command
+
+
+for _stage in ("tokenizer", "generator", "decoder"):
+    train_app.command(name=_stage, help=HELP[_stage])(user_errors(_library_errors(_make_stage_command(_stage))))
+
+
+@train_app.command()
+@user_errors
+@_library_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (its EMA model) or a model file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Bundle to write (.safetensors).")],
+    half: Annotated[bool, typer.Option("--half", help="Store weights as fp16 (half the size).")] = False,
+    no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Leave out the tokenizer encoder (upscaling "
+                                             "does not need it; `tokenize --source hr` does).")] = False,
+) -> None:
+    """Write one inference bundle loadable by `hitok upscale --model`."""
+    from hitok.train.export import export_bundle
+
+    if output.suffix != ".safetensors":
+        raise UserError(f"{output}: the bundle must be a .safetensors file")
+    model = export_bundle(run_dir, output, half=half, no_encoder=no_encoder)
+    stages = ", ".join(f"{s} {model.metadata[f'steps_{s}']}" for s in ("tokenizer", "generator", "decoder")
+                       if f"steps_{s}" in model.metadata)
+    out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 2**20:.1f} MiB; steps: {stages or 'n/a'})",
+              soft_wrap=True)
+
+
+@train_app.command()
+@user_errors
+@_library_errors
+def campaign(
+    data: Annotated[Path, typer.Option("--data", help="Folder of training photos.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the bf16 parts, campaign.json, sample.png.")],
+    preset: Annotated[str, typer.Option(help="Model preset.")] = "small",
+    budget_min: Annotated[float, typer.Option(help="Wall-clock budget for all three stages, minutes.")] = 9.0,
+    work: Annotated[Optional[Path], typer.Option(help="Folder for the three run folders (default: OUT-runs "
+                                                 "beside --out).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    workers: Annotated[Optional[int], typer.Option(min=0)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
+    crop: Annotated[Optional[int], typer.Option(min=8)] = None,
+    nproc: Annotated[int, typer.Option(min=1)] = 1,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads per process.")] = None,
+    seed: int = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Run all three stages within --budget-min, then write bf16 parts of <= 16 MiB (join them with `join`)."""
+    from hitok.train.campaign import run_campaign
+
+    _setup_logging()
+    s = run_campaign(str(data), str(out_dir), preset, budget_min, None if work is None else str(work), device,
+                     seed, workers, batch_size, crop, nproc, quiet=quiet, threads=threads)
+    steps = ", ".join(f"{k} {v['steps']}" for k, v in s["stages"].items())
+    out.print(f"campaign done in {s['seconds']} s (steps: {steps}); parts: {', '.join(s['parts'])}")
+
+
+@train_app.command()
+@user_errors
+@_library_errors
+def join(
+    parts_dir: Annotated[Path, typer.Argument(help="Folder holding model-XX-of-YY.safetensors.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.")],
+) -> None:
+    """Join the parts a campaign wrote into one model file."""
+    from hitok.train.export import join_parts
+
+    join_parts(parts_dir, output)
+    out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 2**20:.1f} MiB)")

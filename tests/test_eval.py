@@ -1,0 +1,194 @@
+"""The x4 evaluation (bench/evaluate.py) and `hitok eval`, on generated images with a random tiny model.
+
+Checks the table's rows and columns, finiteness, the n/a reasons (NIQE below two 96 px patches, LPIPS
+without weights, DISTS always), the deterministic crops and LR tracks, the side-by-side PNGs, and the
+command through a Typer app that holds only it (the real app attaches it in app.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from hitok.bench import evaluate as ev
+from hitok.bench.metrics import psnr_y
+from hitok.cli.eval_cmd import eval_command
+
+torch.set_num_threads(1)
+COLS = "| PSNR-Y (dB) ↑ | SSIM-Y ↑ | NIQE ↓ | LPIPS ↓ | DISTS ↓ | s / image |"
+
+
+def _photo(h: int, w: int, seed: int) -> np.ndarray:
+    """Smooth colour gradients plus a few sharp edges and mild noise: something to upscale."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack([0.5 + 0.3 * np.sin(x * rng.uniform(0.05, 0.15) + y * rng.uniform(0.05, 0.15) + c)
+                    for c in range(3)], -1)
+    img[h // 3 : h // 2, w // 4 : 3 * w // 4] *= 0.5  # a dark bar: edges
+    img += rng.normal(0, 0.01, img.shape)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    from hitok.models import HiTok, presets, save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_model(HiTok(presets.tiny()), path)
+    return path
+
+
+@pytest.fixture()
+def hr_dir(tmp_path) -> Path:
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    for i, name in enumerate(("a.png", "b.png")):
+        Image.fromarray(_photo(96, 96, i)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def no_real_esrgan(monkeypatch):
+    """Tests never find (or run) Real-ESRGAN, whatever this machine has installed."""
+    from hitok.bench import realesrgan
+
+    monkeypatch.delenv(realesrgan.ENV_DIR, raising=False)
+    monkeypatch.setattr(realesrgan, "_package_models_dir", lambda: None)
+    monkeypatch.delenv("HITOK_MODEL", raising=False)
+
+
+def test_evaluate_table_values_and_panels(hr_dir, model_path, tmp_path):
+    methods, notes = ev.build_methods([str(model_path)], realesrgan=False)
+    assert [m.name for m in methods] == ["bicubic", "hitok"] and notes == []
+    out = tmp_path / "out"
+    res = ev.evaluate(hr_dir, methods, crop=64, out_dir=out)
+
+    assert res.images == ["a.png", "b.png"]
+    assert len(res.scores) == 2 * 2 * 2  # images x tracks x methods
+    for track in ev.TRACKS:
+        for m in res.methods:
+            mean = res.mean(track, m)
+            assert list(mean) == list(ev.METRICS)
+            assert all(math.isfinite(mean[k]) for k in ("psnr_y", "ssim_y", "seconds"))
+            assert 0 < mean["ssim_y"] <= 1 and mean["seconds"] >= 0
+            assert mean["niqe"] is None and mean["dists"] is None  # 64 px < two NIQE patches
+    # bicubic on the bicubic track of a smooth image beats a random model, and is reproducible here.
+    bic = res.mean("bicubic", "bicubic")["psnr_y"]
+    assert bic > 25 and bic > res.mean("bicubic", "hitok")["psnr_y"]
+    hr = ev.centre_crop(np.asarray(Image.open(hr_dir / "a.png")), 64)
+    again = psnr_y(ev.Bicubic()(ev.make_lr(hr, "bicubic", 0)), hr)
+    assert again == pytest.approx(res.rows("bicubic", "bicubic")[0].psnr_y)
+    assert "two 96x96 patches" in res.unavailable["niqe"]
+    assert res.unavailable["dists"] == ev.DISTS_NA
+    assert res.unavailable.get("lpips") or all(s.lpips is not None and s.lpips >= 0 for s in res.scores)
+
+    md = (out / "results.md").read_text()
+    for track in ev.TRACKS:
+        assert f"## Track: {track} (mean over 2 image(s))" in md
+    lines = md.splitlines()
+    assert lines.count("| method " + COLS) == 2 and lines.count("| image | method " + COLS) == 2
+    def starting(prefix: str) -> int:
+        return sum(ln.startswith(prefix) for ln in lines)
+
+    assert starting("| bicubic | ") == 2 and starting("| hitok | ") == 2
+    assert starting("| GT (HR crop) | — | — | n/a | — | — | — |") == 2
+    assert starting("| a.png | hitok | ") == 2 and starting("| b.png | bicubic | ") == 2
+    assert starting("| b.png | GT (HR crop) | — | — | n/a |") == 2
+    assert all(ln.count("|") == len(ev.METRICS) + 2 for ln in lines if ln.startswith(("| bicubic", "| hitok")))
+    assert "- DISTS n/a:" in md and "- NIQE n/a:" in md
+
+    data = json.loads((out / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert data["methods"] == ["bicubic", "hitok"] and len(data["per_image"]) == 8
+    assert data["mean"]["realistic"]["hitok"]["psnr_y"] == pytest.approx(res.mean("realistic", "hitok")["psnr_y"])
+    assert "tile auto -> " in data["method_info"][1]
+
+    pngs = sorted(p.name for p in (out / "panels").iterdir())
+    assert pngs == ["a_bicubic.png", "a_realistic.png", "b_bicubic.png", "b_realistic.png"]
+    panel = Image.open(out / "panels" / "a_realistic.png")
+    # 4 panels (LR | bicubic | hitok | GT) of 64 px + gaps; overview and 2x detail rows, each labelled.
+    assert panel.width == 4 * 128 + 3 * 4 and panel.height == (64 + 18) + 6 + (128 + 18)
+    # The overview's last panel is GT at full size under its label (the detail box outlines its rim).
+    gt = np.asarray(panel.convert("RGB"))[18 + 1 : 18 + 63, 3 * 68 + 1 : 3 * 68 + 63]
+    assert np.array_equal(gt, hr[1:63, 1:63])
+
+
+def test_niqe_scored_on_large_enough_crops(tmp_path):
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    Image.fromarray(_photo(224, 240, 3)).save(folder / "big.png")
+    res = ev.evaluate(folder, [ev.Bicubic()], crop=208, lpips=False)
+    assert "niqe" not in res.unavailable
+    for track in ev.TRACKS:
+        assert math.isfinite(res.mean(track, "bicubic")["niqe"])
+    assert math.isfinite(res.hr_niqe["big.png"])
+    md = res.to_markdown()
+    assert "| GT (HR crop) | — | — | n/a |" not in md and f"| {res.hr_niqe['big.png']:.3f} |" in md
+
+
+def test_crops_and_tracks_are_deterministic():
+    img = _photo(100, 70, 0)
+    assert ev.centre_crop(img, 512).shape == (96, 64, 3)  # largest multiple-of-16 crop per side
+    assert ev.centre_crop(img, 32).shape == (32, 32, 3)
+    assert np.array_equal(ev.centre_crop(img, 32), img[34:66, 19:51])
+    assert ev.centre_crop(img[:10], 512) is None
+    hr = ev.centre_crop(img, 64)
+    a = ev.make_lr(hr, "realistic", ev.image_seed(0, "x.png"))
+    assert a.shape == (16, 16, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, ev.make_lr(hr, "realistic", ev.image_seed(0, "x.png")))
+    assert not np.array_equal(a, ev.make_lr(hr, "realistic", ev.image_seed(0, "y.png")))
+    assert not np.array_equal(a, ev.make_lr(hr, "bicubic", 0))
+
+
+def test_missing_real_esrgan_is_a_note(model_path, tmp_path):
+    methods, notes = ev.build_methods([str(model_path)], realesrgan=True, realesrgan_dir=str(tmp_path))
+    assert [m.name for m in methods] == ["bicubic", "hitok"]
+    assert len(notes) == 1 and notes[0].startswith("Real-ESRGAN skipped:") and "not found" in notes[0]
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+
+    @app.callback()
+    def main() -> None:  # a callback keeps "eval" a sub-command, as in the real app
+        pass
+
+    return app
+
+
+def test_cli_eval(hr_dir, model_path, tmp_path):
+    out = tmp_path / "cli-out"
+    result = CliRunner().invoke(_app(), ["eval", str(hr_dir), "--model", str(model_path), "--model",
+                                         str(model_path), "--crop", "64", "--out", str(out), "--max-images", "1",
+                                         "--threads", "1", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert "track bicubic" in result.stdout and "track realistic" in result.stdout
+    assert "Real-ESRGAN skipped" in result.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert data["images"] == ["a.png"] and data["settings"]["seed"] == 3
+    ident = data["method_info"][1].split("(id ")[1][:6]
+    assert data["methods"] == ["bicubic", f"hitok:tiny@{ident}", f"hitok:tiny@{ident}#2"]  # same file twice
+    assert "Real-ESRGAN skipped" in (out / "results.md").read_text()
+    assert sorted(p.name for p in (out / "panels").iterdir()) == ["a_bicubic.png", "a_realistic.png"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "/nonexistent/photos", "--no-realesrgan"], "no such folder"),
+    (["eval", "{hr}", "--crop", "100", "--no-realesrgan"], "multiple of 16"),
+    (["eval", "{hr}", "--model", "/nonexistent/m.safetensors", "--no-realesrgan"], "no such model file"),
+])
+def test_cli_eval_errors_are_one_line(hr_dir, args, message):
+    result = CliRunner().invoke(_app(), [a.replace("{hr}", str(hr_dir)) for a in args])
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.exit_code == 1
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
