@@ -12,6 +12,7 @@ hitok.train is imported inside the commands, so `hitok upscale` never pays for i
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -65,6 +66,13 @@ def _setup_logging() -> None:
     if not any(isinstance(h, _StderrHandler) for h in lg.handlers):
         lg.addHandler(_StderrHandler())
     lg.setLevel(logging.INFO)
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    if output.suffix != ".safetensors":
+        raise UserError(f"{output}: a model file must end in .safetensors")
+    if output.exists() and not overwrite:
+        raise UserError(f"{output} already exists (add --overwrite to replace it)")
 
 
 def _make_stage_command(stage: str):
@@ -122,6 +130,8 @@ def _make_stage_command(stage: str):
                           time_limit_s=None if time_limit_min is None else time_limit_min * 60, nproc=nproc,
                           threads=threads, quiet=quiet)
         r = train(cfg)
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+            return
         out.print(f"{stage}: step {r.step}/{r.total_steps}, {r.it_per_s:.2f} it/s ({r.samples_per_s:.1f} "
                   f"samples/s), model: {escape(str(r.run_dir / 'model.safetensors'))}", soft_wrap=True)
         if r.interrupted:
@@ -145,12 +155,12 @@ def export(
     half: Annotated[bool, typer.Option("--half", help="Store weights as fp16 (half the size).")] = False,
     no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Leave out the tokenizer encoder (upscaling "
                                              "does not need it; `tokenize --source hr` does).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
     """Write one inference bundle loadable by `hitok upscale --model`."""
     from hitok.train.export import export_bundle
 
-    if output.suffix != ".safetensors":
-        raise UserError(f"{output}: the bundle must be a .safetensors file")
+    _check_output(output, overwrite)
     model = export_bundle(run_dir, output, half=half, no_encoder=no_encoder)
     stages = ", ".join(f"{s} {model.metadata[f'steps_{s}']}" for s in ("tokenizer", "generator", "decoder")
                        if f"steps_{s}" in model.metadata)
@@ -193,9 +203,11 @@ def campaign(
 def join(
     parts_dir: Annotated[Path, typer.Argument(help="Folder holding model-XX-of-YY.safetensors.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
     """Join the parts a campaign wrote into one model file."""
     from hitok.train.export import join_parts
 
+    _check_output(output, overwrite)
     join_parts(parts_dir, output)
     out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 2**20:.1f} MiB)")

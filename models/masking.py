@@ -7,7 +7,8 @@ def sample_active_groups(n_groups: int, generator: torch.Generator | None = None
     """Draw M from Eq. 3 (one M per training step)."""
     if n_groups == 1:
         return 1
-    u = torch.rand((), generator=generator).item()
+    # drawn on the generator's device: the training loop passes one generator on the model's device (CUDA too)
+    u = torch.rand((), generator=generator, device=None if generator is None else generator.device).item()
     if u < p_full:
         return n_groups
     # the remaining mass 1 - p_full split evenly over m = 1..N-1

@@ -86,6 +86,8 @@ def test_three_stages_export_a_bundle_that_upscales(pipeline, tmp_path):
     r = _cli("export", dec, "-o", out, "--half", "--no-encoder")
     assert r.exit_code == 0, r.output
     assert "steps: tokenizer 6, generator 6, decoder 6" in r.output
+    r = _cli("export", dec, "-o", out)
+    assert r.exit_code == 1 and "already exists" in r.output
     model = load_model(out)
     assert not model.has_encoder
     meta = model.metadata

@@ -4,6 +4,7 @@ decoder stages, their x4 LR counterparts from the Real-ESRGAN degradation (train
 Every sample is a pure function of (seed, step, rank, slot): a resumed run sees exactly the batches the
 uninterrupted run would have seen, whatever the number of DataLoader workers."""
 import logging
+import signal
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -112,6 +113,13 @@ class CropStream(IterableDataset):
             step += nw
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the training process decides when to stop (after the current
+    # step, with a checkpoint), so workers must not die under it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(stream: CropStream, workers: int) -> DataLoader:
     return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
-                      prefetch_factor=4 if workers > 0 else None)
+                      prefetch_factor=4 if workers > 0 else None,
+                      worker_init_fn=_ignore_sigint if workers > 0 else None)

@@ -1,0 +1,376 @@
+"""The training loop of one HiTokSR stage (Sec. 3.1-3.3, Table 6): it owns the optimisation, the stages
+(train/stages.py) own the math.
+
+Per optimizer step: linear warm-up (then constant or cosine) learning rates, `accum` micro-batches through
+`stage.step`, plus the adversarial term once step >= adv_start (Table 6: hinge for the tokenizer, vanilla
+after); gradients averaged over processes, clipped, AdamW; then the discriminator's own AdamW step on the
+same fakes; then the stage's non-gradient updates (dead-code restarts) and the EMA. bf16 autocast and TF32
+on CUDA, fp32 on the CPU.
+
+Reproducibility: batches are a pure function of (seed, step, rank) (train/data.py) and every random draw
+of a step (group mask M, top-K sampling, codebook restarts) comes from a generator seeded by
+(seed, stage, step, micro-step, rank), so `--resume` from a checkpoint continues bit-for-bit on the CPU.
+SIGINT/SIGTERM finish the current step, checkpoint and return; a second Ctrl-C aborts."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hitok.models import save_model
+from hitok.models.gan_loss import discriminator_loss, generator_adv_loss
+
+from . import distributed as ddp
+from .checkpoint import atomic_write_text, find_checkpoint, read_state, rng_state, set_rng_state, write_checkpoint
+from .config import ADV_START_FRACTION, STAGES, TrainConfig
+from .data import CropStream, make_loader
+from .ema import EMA
+from .monitor import Averager, Bar, MetricsCSV, TensorBoard, dead_groups, psnr, save_sample, usage_report
+from .assemble import Setup, build, prepare, provenance
+
+log = logging.getLogger("hitok.train")
+CODEBOOK = "tokenizer.quantizer.codebook"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    stage: str
+    step: int
+    total_steps: int
+    interrupted: bool
+    seconds: float
+    it_per_s: float
+    samples_per_s: float
+    terms: dict[str, float] = field(default_factory=dict)
+    replica_spread: float = 0.0
+
+
+def step_generator(seed: int, stage: str, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:
+    """The one source of randomness of a (micro-)step; on the model's device so every sampler can use it."""
+    s = np.random.SeedSequence([seed, STAGES.index(stage), step, micro, rank]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(s) & (2 ** 63 - 1))
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine" and total > warmup:
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    return 1.0
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT aborts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stop requested: finishing the current step, then saving a checkpoint (Ctrl-C again aborts)")
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, env: ddp.DistEnv, s: Setup):
+        self.cfg, self.env, self.s = cfg, env, s
+        self.run_dir = Path(cfg.out)
+        self.device = s.device
+        self.step, self.total = 0, cfg.steps
+        self.adv_start = cfg.adv_start
+        self.planned = not cfg.budget_plan
+        self.elapsed_before = 0.0
+        trained = {id(p) for g in s.opt.param_groups for p in g["params"]}
+        named = {n: p for n, p in s.model.named_parameters() if id(p) in trained}
+        self.g_params = [p for g in s.opt.param_groups for p in g["params"]]
+        self.d_params = list(s.disc.parameters())
+        self.ema = EMA(named, cfg.ema_decay)
+        self.extra = {k: m for k, m in s.stage.modules().items() if not any(m is x for x in s.model.modules())}
+        self.weights = s.weights
+
+    def autocast(self):
+        """bf16 autocast on CUDA (TF32 for what stays fp32, set in assemble.py); plain fp32 elsewhere."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ---- state -----------------------------------------------------------------------------------------------
+    def resume_from(self, ckpt: Path) -> None:
+        state, disc, ema_t, ema_n = read_state(ckpt, self.device)
+        self.s.opt.load_state_dict(state["opt"])
+        for k, m in self.extra.items():
+            m.load_state_dict(state["extra"][k])
+        self.s.disc.load_state_dict(disc["model"])
+        self.s.d_opt.load_state_dict(disc["opt"])
+        self.ema.load_state_tensors(ema_t, ema_n)
+        self.step, self.elapsed_before = int(state["step"]), float(state.get("elapsed", 0.0))
+        set_rng_state(state.get("rng", {}), self.device)
+
+    def save(self) -> None:
+        if not self.env.is_main:
+            return
+        s = self.s
+        state = {"step": self.step, "total_steps": self.total, "opt": s.opt.state_dict(),
+                 "extra": {k: m.state_dict() for k, m in self.extra.items()}, "rng": rng_state(self.device),
+                 "elapsed": self.elapsed_before + (time.time() - self.t_start)}
+        disc = {"model": s.disc.state_dict(), "opt": s.d_opt.state_dict()}
+        meta = {"checkpoint_stage": self.cfg.stage, "checkpoint_step": str(self.step)}
+        write_checkpoint(self.run_dir, lambda p: save_model(s.model, p, metadata=meta),
+                         self.ema.state_tensors(), self.ema.updates, state, disc)
+        with self.ema.swapped_in():
+            save_model(s.model, self.run_dir / "model.safetensors", metadata=provenance(self.cfg, s, self.step))
+
+    # ---- one step --------------------------------------------------------------------------------------------
+    def _set_lrs(self, gan: bool) -> None:
+        c = self.cfg
+        f = lr_factor(self.step, c.warmup, self.total, c.schedule, c.min_lr_ratio)
+        for g in self.s.opt.param_groups:
+            g["lr"] = g["base_lr"] * f
+        if gan:
+            fd = lr_factor(self.step - self.adv_start, c.warmup, self.total - self.adv_start, c.schedule,
+                           c.min_lr_ratio)
+            for g in self.s.d_opt.param_groups:
+                g["lr"] = c.d_lr * fd
+
+    def train_step(self, it) -> tuple[dict, dict, object]:
+        c, s, stage = self.cfg, self.s, self.s.stage
+        q = s.model.tokenizer.quantizer
+        gan = self.adv_start is not None and self.step >= self.adv_start and self.weights.adv > 0
+        self._set_lrs(gan)
+        was_initialized = bool(q.initialized)
+        s.opt.zero_grad(set_to_none=True)
+        avg, fakes = Averager(), []
+        for micro in range(c.accum):
+            data_step, batch = next(it)
+            assert data_step == self.step * c.accum + micro, (data_step, self.step, micro)
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            gen = step_generator(c.seed, c.stage, self.step, micro, self.env.rank, self.device)
+            with self.autocast():
+                out = stage.step(batch, self.step, gen)
+                loss = out.loss
+                terms = dict(out.terms)
+                if gan:
+                    s.disc.requires_grad_(False)
+                    adv = generator_adv_loss(s.disc(out.fake), self.weights.adv_kind)
+                    loss = loss + self.weights.adv * adv
+                    terms["adv"] = adv.item()
+            (loss / c.accum).backward()
+            terms.update(loss=loss.item(), psnr=psnr(out.fake, out.real))
+            avg.add(terms)
+            if gan:
+                fakes.append((out.fake.detach(), out.real.detach()))
+        ddp.allreduce_grads(self.g_params, self.env)
+        extra = {}
+        if c.grad_clip > 0:
+            extra["gnorm"] = float(torch.nn.utils.clip_grad_norm_(self.g_params, c.grad_clip))
+        s.opt.step()
+        if gan:
+            s.disc.requires_grad_(True)
+            s.d_opt.zero_grad(set_to_none=True)
+            for fake, real in fakes:
+                with self.autocast():
+                    dl = discriminator_loss(s.disc(real), s.disc(fake), self.weights.adv_kind)
+                (dl.loss / c.accum).backward()
+                avg.add({"d_loss": dl.loss.item(), "d_real": dl.real.item(), "d_fake": dl.fake.item()})
+            ddp.allreduce_grads(self.d_params, self.env)
+            if c.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.d_params, c.grad_clip)
+            s.d_opt.step()
+        # Non-gradient codebook updates: keep replicas equal and the EMA from averaging across a re-init.
+        if c.stage == "tokenizer":
+            if not was_initialized and bool(q.initialized):
+                ddp.broadcast_module(q, self.env)
+                self.ema.reset(CODEBOOK)
+            ddp.average_float_buffers(q, self.env)
+            before = q.codebook.detach().clone()
+            restarted = stage.after_step(self.step, gen)
+            if restarted:
+                ddp.broadcast_module(q, self.env)
+                self.ema.copy_changed(CODEBOOK, before)
+                extra.update(restarted)
+        else:
+            extra.update(stage.after_step(self.step, gen))
+        self.ema.update()
+        return {**avg.flush(), **extra}, batch, out
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+    def _plan_from_budget(self, elapsed: float, rate_start: tuple[int, float] | None) -> None:
+        """Time-budget runs fix their step count once the speed is known (10% of the budget in), so the
+        warm-up, GAN start and schedule are laid out over steps the run will really make."""
+        c = self.cfg
+        if self.planned or rate_start is None or elapsed < 0.1 * c.time_limit_s or self.step - rate_start[0] < 2:
+            return
+        rate = (self.step - rate_start[0]) / max(elapsed - rate_start[1], 1e-6)
+        total = max(self.step + 1, self.step + int(rate * (c.time_limit_s - elapsed) * 0.97))
+        self.total = int(ddp.agree_max([float(total)], self.env, self.device)[0])  # ranks measure their own speed
+        self.adv_start = max(self.step, int(ADV_START_FRACTION[c.stage] * self.total)) \
+            if c.adv_start is None else c.adv_start
+        self.planned = True
+        self.cfg.steps, self.cfg.adv_start, self.cfg.budget_plan = self.total, self.adv_start, False
+        if self.env.is_main:
+            atomic_write_text(self.run_dir / "config.json", self.cfg.to_json())
+            log.info(f"{c.stage}: {rate:.2f} it/s -> planned {self.total} steps within the time limit "
+                     f"(GAN from step {self.adv_start})")
+
+    def run(self, on_step=None) -> RunResult:
+        c, s, env = self.cfg, self.s, self.env
+        self.t_start = time.time()
+        ckpt = find_checkpoint(self.run_dir) if c.resume else None
+        if ckpt is not None:
+            self.resume_from(ckpt)
+            if env.is_main:
+                log.info(f"resumed {c.stage} run at step {self.step} from {ckpt}")
+        for m in [s.model, s.disc, *self.extra.values()]:
+            ddp.broadcast_module(m, env)
+        stream = CropStream(c.data, c.crop, c.batch_size, seed=c.seed + 1000 * STAGES.index(c.stage),
+                            start_step=self.step * c.accum, with_lr=c.stage != "tokenizer", rank=env.rank)
+        loader = make_loader(stream, c.workers)
+        main = env.is_main
+        csv = MetricsCSV(self.run_dir / "metrics.csv", resume_step=self.step) if main else None
+        tb = TensorBoard(self.run_dir / "tb") if main else None
+        bar = Bar(self.total, self.step, c.stage, enabled=main and not c.quiet)
+        avg, first = Averager(), self.step
+        rate_start, t_first, last_ckpt, interrupted = None, None, self.step, False
+        last_terms: dict = {}
+        it = iter(loader)
+        try:
+            with _StopFlag() as stop:
+                while self.step < self.total:
+                    terms, batch, out = self.train_step(it)
+                    self.step += 1
+                    now = time.time()
+                    if t_first is None:  # the first step carries one-off costs (worker start-up, allocations)
+                        t_first = now
+                        rate_start = (self.step, now - self.t_start)
+                    avg.add(terms)
+                    last_terms = terms
+                    bar.update(terms)
+                    if on_step is not None:
+                        on_step(self.step, terms)
+                    # every rank takes the same branch: any rank's stop request, the slowest rank's clock
+                    stop_flag, elapsed = ddp.agree_max([float(stop.requested), time.time() - self.t_start],
+                                                       env, self.device)
+                    if c.time_limit_s:
+                        self._plan_from_budget(elapsed, rate_start)
+                        bar.set_total(self.total)
+                    if main and (self.step % c.log_every == 0 or self.step == self.total):
+                        self._log(csv, tb, bar, avg.flush(), batch)
+                    if main and (self.step % c.sample_every == 0 or self.step == self.total):
+                        self._sample(batch, out)
+                    timed_out = c.time_limit_s is not None and elapsed >= c.time_limit_s
+                    if timed_out and not self.planned:  # the budget ran out before the speed was measured
+                        self.total = self.cfg.steps = self.step
+                    if stop_flag or timed_out:
+                        interrupted = bool(stop_flag)
+                        if main and interrupted:
+                            bar.write(f"stopping at step {self.step} (interrupted)")
+                        break
+                    if self.step % c.ckpt_every == 0:
+                        self.save()
+                        last_ckpt = self.step
+                        ddp.barrier(env)
+            if self.step != last_ckpt or not (self.run_dir / "model.safetensors").exists():
+                self.save()
+            ddp.barrier(env)
+        finally:
+            bar.close()
+            if tb is not None:
+                tb.close()
+            del it, loader
+        spread = ddp.replica_spread(self.g_params, env, self.device)
+        if main and spread > 1e-3:
+            log.warning(f"replicas differ after training (checksum spread {spread:.3g})")
+        seconds = time.time() - self.t_start
+        steps_timed = self.step - first - 1
+        ips = steps_timed / (time.time() - t_first) if t_first and steps_timed > 0 else 0.0
+        world_batch = c.batch_size * c.accum * env.world
+        return RunResult(self.run_dir, c.stage, self.step, self.total, interrupted, seconds, ips,
+                         ips * world_batch, last_terms, spread)
+
+    def _log(self, csv, tb, bar, terms: dict, batch: dict) -> None:
+        s = self.s
+        report = usage_report(self.cfg.stage, s.model, batch, getattr(s.stage, "restart_threshold", 0.03))
+        row = {"step": self.step, "time": round(time.time() - self.t_start + self.elapsed_before, 1),
+               "lr": s.opt.param_groups[0]["lr"], **terms, **report}
+        csv.append(row)
+        tb.add(self.step, row)
+        # what a batch really uses: the tokenizer's own codes, or the generator's top-1 predictions
+        used = {k: v for k, v in terms.items() if k.startswith("usage")} if self.cfg.stage == "tokenizer" else report
+        dead = dead_groups(used, s.model.config.tokenizer.codebook_size)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("step", "time") and
+                         not k.startswith(("usage", "live", "pred_usage", "restarted")))
+        usage = " ".join(f"{v:.0%}" for v in used.values())
+        bar.write(f"[{self.cfg.stage} {self.step}/{self.total}] {shown} | codes used per group: {usage}")
+        if dead and self.cfg.stage == "tokenizer":
+            bar.write(f"warning: dead codebook in group(s) {dead}: batches use at most 1% of their codes")
+        elif dead:
+            bar.write(f"warning: the generator predicts at most 1% of the codes of group(s) {dead} (collapse)")
+
+    def _sample(self, batch: dict, out) -> None:
+        inp = batch["hr"] if self.cfg.stage == "tokenizer" else batch["lr"]
+        save_sample(self.run_dir / "samples" / f"{self.cfg.stage}_{self.step:07d}.png", [inp, out.fake, out.real])
+
+
+def _run_here(cfg: TrainConfig, on_step=None) -> RunResult:
+    device_type = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) \
+        else "cpu"
+    env = ddp.init_from_env(device_type)
+    try:
+        s = build(cfg, env)
+        return Trainer(cfg, env, s).run(on_step)
+    finally:
+        ddp.shutdown(env)
+
+
+def _spawned_worker(cfg: TrainConfig) -> None:
+    result = _run_here(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_summary(result)
+
+
+def train(cfg: TrainConfig, on_step=None) -> RunResult:
+    """Run (or resume) one stage; returns when done, interrupted or out of time. `--nproc N` spawns N local
+    processes (rank 0's result is read back from summary.json)."""
+    cfg = prepare(cfg)
+    if cfg.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        ddp.spawn(cfg.nproc, _spawned_worker, cfg)
+        return read_summary(Path(cfg.out))
+    result = _run_here(cfg, on_step)
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_summary(result)
+    return result
+
+
+def write_summary(r: RunResult) -> None:
+    d = {**asdict(r), "run_dir": str(r.run_dir)}
+    atomic_write_text(Path(r.run_dir) / "summary.json", json.dumps(d, indent=1))
+
+
+def read_summary(run_dir: Path) -> RunResult:
+    d = json.loads((Path(run_dir) / "summary.json").read_text())
+    d["run_dir"] = Path(d["run_dir"])
+    return RunResult(**d)
