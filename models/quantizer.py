@@ -30,7 +30,7 @@ class QuantizerOutput:
 
 
 class GroupedQuantizer(nn.Module):
-    def __init__(self, latent_dim: int, groups: int, codebook_size: int, usage_decay: float = 0.99):
+    def __init__(self, latent_dim: int, groups: int, codebook_size: int, usage_decay: float = 0.95):
         super().__init__()
         assert latent_dim % groups == 0, "latent_dim must be divisible by the number of groups"
         self.groups, self.codebook_size, self.group_dim = groups, codebook_size, latent_dim // groups

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from hitok.models import HiTok, ModelFileError, load_model, presets, save_model
-from hitok.models.dwt import dwt_target, haar_analysis, haar_synthesis, target_for_active_groups
+from hitok.models.dwt import (cdf53_analysis, cdf53_synthesis, dwt_target, haar_analysis, haar_synthesis,
+                              target_for_active_groups)
 from hitok.models.masking import mask_groups, sample_active_groups
 from hitok.models.quantizer import GroupedQuantizer
 from hitok.train.stages import sample_topk
@@ -105,30 +106,42 @@ def test_group_sampler_matches_eq3():
     assert (freq - expected).abs().max() < 0.012, freq
 
 
-def test_dwt_targets():
+@pytest.mark.parametrize("wavelet,analysis,synthesis", [("haar", haar_analysis, haar_synthesis),
+                                                      ("cdf53", cdf53_analysis, cdf53_synthesis)])
+def test_dwt_targets(wavelet, analysis, synthesis):
     torch.manual_seed(0)
-    x = torch.rand(2, 3, 16, 24)
-    assert torch.equal(dwt_target(x, 0), x)
-    assert torch.equal(target_for_active_groups(x, 4, 4), x)
-    ll, lh, hl, hh = haar_analysis(x)
-    torch.testing.assert_close(haar_synthesis(ll, lh, hl, hh), x)  # perfect reconstruction
+    x = torch.rand(2, 3, 16, 24, dtype=torch.float64)
+    assert torch.equal(dwt_target(x, 0, wavelet), x)
+    assert torch.equal(target_for_active_groups(x, 4, 4, wavelet), x)
+    torch.testing.assert_close(synthesis(*analysis(x)), x)  # perfect reconstruction
     for level in (1, 2, 3):
-        t = dwt_target(x, level)
+        t = dwt_target(x, level, wavelet)
         assert t.shape == x.shape
         cur = t
         for _ in range(level):
-            cur, lh, hl, hh = haar_analysis(cur)
+            cur, lh, hl, hh = analysis(cur)
             for band in (lh, hl, hh):
-                assert band.abs().max() < 1e-5  # no energy in the dropped detail bands
-        # and the approximation it kept is the input's
-        ref = x
+                assert band.abs().max() < 1e-9  # no energy in the dropped detail bands
+        ref = x  # and the approximation it kept is the input's
         for _ in range(level):
-            ref = haar_analysis(ref)[0]
+            ref = analysis(ref)[0]
         torch.testing.assert_close(cur, ref)
-    # Eq. 5: one active group of four -> the coarsest target T(3), constant on 8x8 blocks
+    flat = torch.full((1, 1, 16, 16), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(dwt_target(flat, 3, wavelet), flat)  # a constant is pure low frequency
+
+
+def test_haar_target_is_block_means_and_cdf53_is_smooth():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 24)
+    # Eq. 5 with Haar: one active group of four -> the coarsest target T(3), constant on 8x8 blocks
     t3 = target_for_active_groups(x, 4, 1)
     blocks = t3.unfold(2, 8, 8).unfold(3, 8, 8)
     assert (blocks - blocks[..., :1, :1]).abs().max() < 1e-5
+    # CDF 5/3 keeps no block edges: neighbouring pixels differ far less than across Haar block borders
+    s3 = target_for_active_groups(x, 4, 1, "cdf53")
+    haar_jump = (t3[..., :, 8] - t3[..., :, 7]).abs().mean()
+    cdf_jump = (s3[..., :, 8] - s3[..., :, 7]).abs().mean()
+    assert cdf_jump < 0.5 * haar_jump
 
 
 def test_kmeans_init_and_dead_code_restart():

@@ -83,7 +83,7 @@ class TokenizerStage:
     def step(self, batch: dict, step: int, gen: torch.Generator) -> StepOutput:
         hr = batch["hr"]
         M = sample_active_groups(self.n, gen) if self.masking else self.n
-        target = target_for_active_groups(hr, self.n, M) if self.freq_targets else hr
+        target = target_for_active_groups(hr, self.n, M, self.tok.cfg.wavelet) if self.freq_targets else hr
         q = self.tok.quantizer
         if step < self.ae_warmup:  # no quantization yet: a continuous autoencoder with the same masking
             recon = self.tok.decoder(mask_groups(self.tok.encode_latent(hr), self.n, M))
@@ -194,7 +194,7 @@ class DecoderStage:
         tok = self.model.tokenizer
         n = tok.cfg.groups
         M = sample_active_groups(n, gen) if self.masking else n
-        target = target_for_active_groups(hr, n, M) if self.masking else hr
+        target = target_for_active_groups(hr, n, M, tok.cfg.wavelet) if self.masking else hr
         sr = tok.decode_latent(tok.quantizer.embed(idx).detach(), M)
         loss, terms = _pixel_terms(sr, target, self.w, self.lpips)
         terms["M"] = M
