@@ -15,8 +15,8 @@ into the integer output array as soon as no later tile can touch them.
 
 ``--tile auto`` = the largest aligned tile whose estimated peak memory fits a fraction of the
 free device memory (CUDA: ``torch.cuda.mem_get_info``; CPU: ``MemAvailable`` in /proc/meminfo),
-capped per device (:data:`AUTO_MAX_TOKENS`); :func:`tiled_apply_with_retry` halves the tile on
-an out-of-memory error.
+capped per device (:data:`AUTO_MAX_TOKENS`, or :data:`AUTO_MAX_TOKENS_WINDOWED` for models whose
+attention is windowed); :func:`tiled_apply_with_retry` halves the tile on an out-of-memory error.
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 # grow with the square of a tile's token count, so on a CPU more context comes at a steep price
 # in time; the paper preset (4 LR px per token) gets 256 px tiles on a CPU, 512 on a GPU.
 AUTO_MAX_TOKENS = {"cuda": 128, "mps": 96, "cpu": 64}
+# Windowed attention (models/window.py) costs the same per token whatever the tile, so for such
+# models memory picks the tile and the cap only bounds one tile's latency. On a CPU the time per
+# pixel still grows with the tile once its activations leave the caches (the `small` preset at
+# 1 thread, measured under load: 64 -> 128 -> 192 -> 256 px tiles ~ 1 : 1.2 : 1.3 : 1.4), while
+# a 16 px overlap adds 31% of the work at 128 px, 19% at 192 and 14% at 256: from 128 to 256 the
+# two cancel, and 192 keeps one tile's memory moderate. `python -m hitok.bench.speed` re-measures
+# the first ratio (its tile sweep) on a quiet machine.
+AUTO_MAX_TOKENS_WINDOWED = {"cuda": 1024, "mps": 512, "cpu": 192}
 MEMORY_FRACTION = {"cuda": 0.8, "mps": 0.5, "cpu": 0.5}
 
 
@@ -72,14 +80,31 @@ def _positions(n: int, t: int, o: int) -> tuple[int, ...]:
     return tuple(pos + [n - t])  # the last tile ends exactly at the border
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int) -> TilePlan:
-    """Plan aligned tiles over a (height, width) LR image whose sides are multiples of ``align``."""
+def _balanced(n: int, t: int, o: int, align: int) -> int:
+    """The smallest aligned tile side that covers n in as few tiles as side t does.
+
+    Full-size tiles with the last one flush to the border waste work when n is just over a tile
+    (n=256, t=192, o=16: two 192 px tiles, 2.25x the pixels); evening them out costs ~o per cut."""
+    if t >= n:
+        return n
+    k = -(-(n - o) // (t - o))  # tiles of side t needed
+    even = min(t, round_up(-(-(n - o) // k) + o, align))
+    return even if round_down(even // 2, align) >= o else t  # keep the overlap within half a tile
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int, balance: bool = False) -> TilePlan:
+    """Plan aligned tiles over a (height, width) LR image whose sides are multiples of ``align``.
+
+    ``balance``: shrink each axis's tiles as far as the same number of tiles still covers it
+    (--tile auto: ``tile`` is then a ceiling, not a request)."""
     if height % align or width % align:
         raise ValueError(f"image {height}x{width} is not padded to a multiple of {align}")
     tile = max(align, round_up(tile, align))
     # Overlap must leave a positive aligned step, and anything beyond half a tile buys nothing.
     overlap = min(round_up(max(overlap, 0), align), round_down(tile // 2, align))
     th, tw = min(tile, height), min(tile, width)
+    if balance:
+        th, tw = _balanced(height, th, overlap, align), _balanced(width, tw, overlap, align)
     return TilePlan(height, width, th, tw, overlap, _positions(height, th, overlap), _positions(width, tw, overlap))
 
 
@@ -105,14 +130,15 @@ def _to_output(rows: torch.Tensor, dtype: np.dtype) -> np.ndarray:
 
 
 def tiled_apply(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: int, align: int,
-                out_dtype: np.dtype = np.float32, progress: Progress | None = None) -> np.ndarray:
+                out_dtype: np.dtype = np.float32, progress: Progress | None = None,
+                balance: bool = False) -> np.ndarray:
     """Run ``fn`` tile by tile over ``lr`` (1, C, h, w) in [0, 1]; return (h*scale, w*scale, C) of out_dtype."""
     _, c, h, w = lr.shape
     hp, wp = round_up(h, align), round_up(w, align)
     if (hp, wp) != (h, w):
         # Replicate padding up to the token grid; the padded border is cropped off the output.
         lr = F.pad(lr, (0, wp - w, 0, hp - h), mode="replicate")
-    plan = plan_tiles(hp, wp, tile, overlap, align)
+    plan = plan_tiles(hp, wp, tile, overlap, align, balance)
     s, th, tw = scale, plan.tile_h, plan.tile_w
     out = np.empty((h * s, w * s, c), dtype=out_dtype)
     band_h = th * s
@@ -176,12 +202,13 @@ def release_memory(device: torch.device) -> None:
 def tiled_apply_with_retry(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: int, align: int,
                            device: torch.device, out_dtype: np.dtype = np.float32,
                            progress: Progress | None = None,
-                           on_retry: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, int]:
+                           on_retry: Callable[[int, int], None] | None = None,
+                           balance: bool = False) -> tuple[np.ndarray, int]:
     """:func:`tiled_apply`, halving the tile on out-of-memory. Returns (output, tile actually used)."""
     min_tile = 4 * align
     while True:
         try:
-            return tiled_apply(fn, lr, scale, tile, overlap, align, out_dtype, progress), tile
+            return tiled_apply(fn, lr, scale, tile, overlap, align, out_dtype, progress, balance), tile
         except Exception as exc:  # noqa: BLE001 - only OOM is handled; everything else re-raises
             if not is_out_of_memory(exc) or tile <= min_tile:
                 raise
@@ -245,9 +272,14 @@ def measure_bytes_per_pixel(fn: TileFn, device: torch.device, align: int,
 
 
 def auto_tile(bytes_per_pixel: float, free_bytes: int, device: torch.device, align: int,
-              image_side: int) -> int:
-    """Largest aligned square tile whose estimated peak fits the device's memory budget."""
+              image_side: int, windowed: bool = False, token: int | None = None) -> int:
+    """Largest aligned square tile whose estimated peak fits the device's memory budget.
+
+    ``align``: the tile's granularity in LR pixels (a token, or a whole attention window for a
+    windowed model); ``token``: LR pixels per token (default ``align``), the unit of the caps;
+    ``windowed``: the model's attention is windowed, so the larger per-device cap applies."""
     budget = free_bytes * MEMORY_FRACTION.get(device.type, 0.5)
     side = int(math.sqrt(max(budget, 0) / max(bytes_per_pixel, 1e-9)))
-    cap = min(AUTO_MAX_TOKENS.get(device.type, 64) * align, round_up(image_side, align))
+    caps = AUTO_MAX_TOKENS_WINDOWED if windowed else AUTO_MAX_TOKENS
+    cap = min(caps.get(device.type, 64) * (token or align), round_up(image_side, align))
     return max(4 * align, min(round_down(side, align), round_down(cap, align) or align))

@@ -8,6 +8,12 @@ atomically with the original ICC/EXIF (imageio).
 
 Reduced precision (fp16/bf16) runs under autocast; a tile whose output holds NaN/inf is re-run
 in fp32 and the rest of the image stays in fp32 (the user gets one warning, not a black image).
+
+Windowed models (``model.attention_window`` > 0, the ``small`` preset) are tiled on the window
+grid: tiles start on multiples of a window, so every tile puts its windows where a whole-image
+pass puts them and tiled output equals the whole-image output beyond the model's reach
+(:func:`receptive_field`) from a tile edge; their cost is linear in a tile's pixels, so --tile
+auto sizes their tiles by memory (tiling.AUTO_MAX_TOKENS_WINDOWED).
 """
 
 from __future__ import annotations
@@ -28,6 +34,36 @@ FORMAT_CHOICES = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 DEFAULT_OVERLAP = 16  # LR pixels; 64 HR pixels of raised-cosine blend between neighbouring tiles
 # Luma weights (ITU-R BT.601, as Pillow's "L" conversion) to bring a grey photo back to grey.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _conv_reach(widths: tuple[int, ...], blocks: tuple[int, ...], up: bool) -> float:
+    """Reach (one side, pixels of the full-resolution level) of models/convblocks.py's ConvDown (up=False)
+    or ConvUp (up=True): a 3x3 conv at level i reaches one element (2**i px), a ResBlock holds two, and
+    each level change one resampling conv (at the finer level going down, the coarser going up)."""
+    reach = 1.0  # the 3x3 conv at full resolution (ConvDown's first, ConvUp's last)
+    last = len(widths) - 1
+    for i, b in enumerate(blocks):
+        resample = (i > 0) if up else (i < last)
+        reach += (2 * b + resample) * 2**i
+    return reach
+
+
+def receptive_field(model: torch.nn.Module) -> int | None:
+    """How far (LR pixels, one side) an input pixel can change the output of a windowed model, or None
+    when some attention is global (then every pixel of a tile can, and only the blend hides seams).
+
+    Shifted windows carry information at most half a window further per block (depth x window/2
+    tokens per trunk, across a window-aligned tile edge); conv stems/heads add their kernels' reach."""
+    window = getattr(model, "attention_window", 0)
+    if not window:
+        return None
+    g, t = model.config.generator, model.config.tokenizer
+    lr_per_token = g.lr_patch
+    gen = (_conv_reach(g.conv_widths, g.conv_blocks, up=False) if g.conv_widths else 0) \
+        + g.depth * g.window / 2 * lr_per_token
+    dec_hr = _conv_reach(t.conv_widths, t.dec_conv_blocks, up=True) if t.conv_widths else 0  # HR pixels
+    dec = t.dec_depth * t.window / 2 * lr_per_token + dec_hr / model.scale
+    return int(-(-(gen + dec) // 1))
 
 
 def output_format(path: Path) -> str | None:
@@ -106,6 +142,18 @@ class Upscaler:
         self.detail = detail or groups
         self.warnings: list[str] = []
         self._bytes_per_pixel: float | None = None
+        # Tile granularity: a token, or a whole attention window so that windows line up across tiles.
+        self.window = getattr(model, "attention_window", 0)
+        self.grid = model.lr_align * (self.window or 1)
+
+    @property
+    def default_overlap(self) -> int:
+        """DEFAULT_OVERLAP, or less when a windowed model's receptive field is shorter (then the overlap,
+        on the window grid, covers it and tiles agree exactly where they are blended)."""
+        reach = receptive_field(self.model)
+        if reach is None:
+            return DEFAULT_OVERLAP
+        return min(DEFAULT_OVERLAP, tiling.round_up(reach, self.grid))
 
     # -- per tile ---------------------------------------------------------------------------------
     def _forward(self, lr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -128,20 +176,25 @@ class Upscaler:
 
     def pick_tile(self, lr_shape: tuple[int, int]) -> int:
         """--tile auto: the largest aligned tile that fits the device's free memory."""
-        align = self.model.lr_align
         if self._bytes_per_pixel is None:
-            self._bytes_per_pixel = tiling.measure_bytes_per_pixel(self.tile_fn, self.device, align, self.model)
+            self._bytes_per_pixel = tiling.measure_bytes_per_pixel(self.tile_fn, self.device, self.grid, self.model)
         free = tiling.free_memory_bytes(self.device)
-        return tiling.auto_tile(self._bytes_per_pixel, free, self.device, align, max(lr_shape))
+        return tiling.auto_tile(self._bytes_per_pixel, free, self.device, self.grid, max(lr_shape),
+                                windowed=bool(self.window), token=self.model.lr_align)
 
     # -- per picture ------------------------------------------------------------------------------
-    def upscale_picture(self, pic: Picture, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
+    def upscale_picture(self, pic: Picture, tile: int | None = None, overlap: int | None = None,
                         progress: tiling.Progress | None = None) -> tuple[Picture, tiling.TilePlan]:
-        """x4 the picture; returns (picture, the tile plan that was used in the end)."""
-        scale, align = self.model.scale, self.model.lr_align
+        """x4 the picture; returns (picture, the tile plan that was used in the end).
+
+        tile / overlap in LR pixels, None = auto / :attr:`default_overlap`; windowed models round both
+        up to the window grid."""
+        scale, align, grid = self.model.scale, self.model.lr_align, self.grid
+        overlap = self.default_overlap if overlap is None else overlap
         rgb = pic.pixels if not pic.grey else np.repeat(pic.pixels, 3, axis=2)
         lr = torch.from_numpy(rgb.astype(np.float32) / pic.max_value).permute(2, 0, 1)[None]  # (1, 3, h, w)
         h, w = lr.shape[-2:]
+        balance = not tile  # an auto tile is a ceiling: even the tiles out under it; a given one is kept
         tile = tile or self.pick_tile((h, w))
         if tile % align:
             raise UserError(f"--tile {tile}: must be a multiple of {align} (the model's token size in LR pixels)")
@@ -151,21 +204,22 @@ class Upscaler:
             self.warnings.append(f"out of memory with tile {old}; retried with tile {new}")
 
         try:
-            hr, used = tiling.tiled_apply_with_retry(self.tile_fn, lr, scale, tile, overlap, align, self.device,
-                                                     out_dtype if not pic.grey else np.float32, progress, on_retry)
+            hr, used = tiling.tiled_apply_with_retry(self.tile_fn, lr, scale, tile, overlap, grid, self.device,
+                                                     out_dtype if not pic.grey else np.float32, progress, on_retry,
+                                                     balance)
         except Exception as exc:  # noqa: BLE001
             if tiling.is_out_of_memory(exc):
-                raise UserError(f"out of memory even with tile {4 * align}; try --device cpu") from None
+                raise UserError(f"out of memory even with tile {4 * grid}; try --device cpu") from None
             raise
         if pic.grey:
             grey = (hr @ _LUMA)[..., None]  # (H, W, 1)
             hr = (grey * pic.max_value + 0.5).astype(out_dtype)
         alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
-        plan = tiling.plan_tiles(tiling.round_up(h, align), tiling.round_up(w, align), used, overlap, align)
+        plan = tiling.plan_tiles(tiling.round_up(h, grid), tiling.round_up(w, grid), used, overlap, grid, balance)
         return Picture(pixels=hr, alpha=alpha, icc=pic.icc, exif=pic.exif, source_format=pic.source_format), plan
 
     def upscale_file(self, inp: Path, out: Path, fmt: str, quality: int | None = None,
-                     tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
+                     tile: int | None = None, overlap: int | None = None,
                      max_pixels: int = DEFAULT_MAX_PIXELS,
                      progress: tiling.Progress | None = None) -> UpscaleResult:
         """Read ``inp``, upscale, write ``out`` (Pillow format ``fmt``) atomically."""

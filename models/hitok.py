@@ -1,5 +1,6 @@
 """HiTok: the one model core every command uses — tokenizer (codebooks, decoder, optional encoder), generator and
 optional VFM. At inference (Fig. 2): LR -> generator -> top-1 indices -> decoder(decode_indices) -> HR."""
+import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -81,6 +82,16 @@ class HiTok(nn.Module):
     @property
     def groups(self) -> int:
         return self.config.tokenizer.groups
+
+    @property
+    def attention_window(self) -> int:
+        """Tokens per window side when every attention on the inference path (generator, decoder) is windowed,
+        else 0. Windowed cost is linear in a tile's tokens, and tiles placed on multiples of this many tokens
+        see the windows a whole-image pass sees (models/window.py), which is what the CLI tiler needs to know."""
+        t, g = self.config.tokenizer.window, self.config.generator.window
+        if t <= 0 or g <= 0 or self.generator.vfm is not None:  # a global-attention trunk or VFM anywhere
+            return 0
+        return math.lcm(t, g)
 
     def predict_indices(self, lr: torch.Tensor) -> torch.Tensor:
         """lr (B, 3, h, w) in [0, 1] -> top-1 indices (B, N, h/r, w/r)."""
