@@ -59,8 +59,10 @@ def receptive_field(model: torch.nn.Module) -> int | None:
         return None
     g, t = model.config.generator, model.config.tokenizer
     lr_per_token = g.lr_patch
+    lr_per_gen_token = g.lr_patch * g.token_stride  # a strided generator's tokens cover s x s grid cells
     gen = (_conv_reach(g.conv_widths, g.conv_blocks, up=False) if g.conv_widths else 0) \
-        + g.depth * g.window / 2 * lr_per_token
+        + g.depth * g.window / 2 * lr_per_gen_token \
+        + (_conv_reach(g.up_widths, g.up_blocks, up=True) * lr_per_token if g.up_widths else 0)
     dec_hr = _conv_reach(t.conv_widths, t.dec_conv_blocks, up=True) if t.conv_widths else 0  # HR pixels
     dec = t.dec_depth * t.window / 2 * lr_per_token + dec_hr / model.scale
     return int(-(-(gen + dec) // 1))

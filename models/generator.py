@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .block import Block
-from .convblocks import ConvDown
+from .convblocks import ConvDown, ConvUp
 from .norm import RMSNorm
 from .rope import rope_2d_angles
 from .sft import SFT
@@ -31,6 +31,11 @@ class GeneratorConfig:
     vfm_input_scale: float = 4.0  # the VFM sees the LR image resized by this factor (4: the HR grid, p=16 aligned)
     rope_base: float = 100.0
     window: int = 0            # 0: global attention (paper); >0: shifted ws x ws token windows (models/window.py)
+    token_stride: int = 1      # >1: Transformer tokens cover s x s cells of the token grid; a conv upsampler
+                               # (up_widths/up_blocks, ConvUp layout) brings them back to the grid before the heads
+    up_widths: tuple[int, ...] = ()
+    up_blocks: tuple[int, ...] = ()
+    head_rank: int = 0         # 0: one linear map to N*K logits (paper); r > 0: per-group rank-r factorisation
 
 
 @dataclass
@@ -43,11 +48,18 @@ class Generator(nn.Module):
     def __init__(self, cfg: GeneratorConfig, vfm: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
-        self.patchify = ConvDown(3, cfg.dim, cfg.lr_patch, cfg.conv_widths, cfg.conv_blocks)
+        self.patchify = ConvDown(3, cfg.dim, cfg.lr_patch * cfg.token_stride, cfg.conv_widths, cfg.conv_blocks)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.window, shifted=i % 2 == 1)
                                     for i in range(cfg.depth))
-        self.norm = RMSNorm(cfg.dim)
-        self.head = nn.Linear(cfg.dim, cfg.groups * cfg.codebook_size)
+        head_in = cfg.dim
+        self.upsample = None
+        if cfg.token_stride > 1:
+            head_in = cfg.up_widths[0]
+            self.upsample = ConvUp(cfg.dim, head_in, cfg.token_stride, cfg.up_widths, cfg.up_blocks)
+        self.norm = RMSNorm(head_in)
+        n_logits = cfg.groups * cfg.codebook_size
+        self.head = nn.Linear(head_in, n_logits) if cfg.head_rank == 0 else \
+            LowRankHeads(head_in, cfg.groups, cfg.codebook_size, cfg.head_rank)
         self.vfm = vfm
         if vfm is not None:
             d_vfm = vfm.embed_dim
@@ -79,7 +91,29 @@ class Generator(nn.Module):
             if self.vfm is not None:
                 mods = self.sft[i](cond)
             tokens = blk(tokens, angles, mods, n_prefix, hw=(h, w))
-        tokens = self.norm(tokens[:, n_prefix:])  # CLS tokens are dropped after the last block
-        logits = self.head(tokens)  # (B, h*w, N*K)
+        tokens = tokens[:, n_prefix:]  # CLS tokens are dropped after the last block
+        if self.upsample is not None:
+            grid = self.upsample(tokens.transpose(1, 2).reshape(B, D, h, w))  # (B, head_in, h*s, w*s)
+            h, w = grid.shape[-2:]
+            tokens = grid.flatten(2).transpose(1, 2)  # (B, h*w, head_in)
+        logits = self.head(self.norm(tokens))  # (B, h*w, N*K)
         logits = logits.transpose(1, 2).reshape(B, self.cfg.groups, self.cfg.codebook_size, h, w)
         return GeneratorOutput(logits, vfm_patch)
+
+
+class LowRankHeads(nn.Module):
+    """N heads of K logits through a rank-r bottleneck: Linear(dim, N*r), then each group its own r x K map. The same
+    N x K logits as the paper's single Linear(dim, N*K) for a fraction of the cost when K is large and dim small."""
+
+    def __init__(self, dim: int, groups: int, codebook_size: int, rank: int):
+        super().__init__()
+        self.groups, self.rank = groups, rank
+        self.proj = nn.Linear(dim, groups * rank)
+        self.out_weight = nn.Parameter(torch.randn(groups, rank, codebook_size) / rank ** 0.5)
+        self.out_bias = nn.Parameter(torch.zeros(groups, codebook_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, dim) -> logits (B, L, N*K)."""
+        B, L, _ = x.shape
+        y = self.proj(x).view(B, L, self.groups, self.rank)  # (B, L, N, r)
+        return (torch.einsum("blnr,nrk->blnk", y, self.out_weight) + self.out_bias).flatten(2)

@@ -73,7 +73,9 @@ class HiTok(nn.Module):
 
     @property
     def lr_align(self) -> int:
-        return self.config.generator.lr_patch
+        """LR pixels the input sides must be multiples of: one generator token (lr_patch x token_stride)."""
+        g = self.config.generator
+        return g.lr_patch * g.token_stride
 
     @property
     def has_encoder(self) -> bool:
@@ -85,13 +87,15 @@ class HiTok(nn.Module):
 
     @property
     def attention_window(self) -> int:
-        """Tokens per window side when every attention on the inference path (generator, decoder) is windowed,
+        """Window period (in units of lr_align LR pixels) when every attention on the inference path is windowed,
         else 0. Windowed cost is linear in a tile's tokens, and tiles placed on multiples of this many tokens
         see the windows a whole-image pass sees (models/window.py), which is what the CLI tiler needs to know."""
         t, g = self.config.tokenizer.window, self.config.generator.window
         if t <= 0 or g <= 0 or self.generator.vfm is not None:  # a global-attention trunk or VFM anywhere
             return 0
-        return math.lcm(t, g)
+        gc = self.config.generator
+        # both trunks' windows in LR pixels, then in units of lr_align (the CLI tiles on lr_align * this)
+        return math.lcm(t * gc.lr_patch, g * gc.lr_patch * gc.token_stride) // self.lr_align
 
     def predict_indices(self, lr: torch.Tensor) -> torch.Tensor:
         """lr (B, 3, h, w) in [0, 1] -> top-1 indices (B, N, h/r, w/r)."""

@@ -22,7 +22,8 @@ def apply_rope(x: torch.Tensor, angles: torch.Tensor, n_prefix: int = 0) -> torc
     """Rotate (B, heads, n_prefix + h*w, head_dim) by `angles`; the first n_prefix tokens (CLS) stay unrotated."""
     if n_prefix:
         return torch.cat([x[:, :, :n_prefix], apply_rope(x[:, :, n_prefix:], angles)], dim=2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, heads, L, head_dim/2) pairs to rotate
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return out.flatten(-2)
+    # adjacent channel pairs as complex numbers, rotated by one complex multiply (several times faster on the CPU
+    # than the explicit cos/sin form, same result)
+    rot = torch.polar(torch.ones_like(angles), angles)  # (L, head_dim/2) complex
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, heads, L, head_dim/2)
+    return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)

@@ -40,6 +40,19 @@ def test_generator_shapes_without_and_with_vfm():
         assert hr.shape == (2, 3, 48, 80) and hr.min() >= 0 and hr.max() <= 1
 
 
+def test_generator_with_token_stride_and_low_rank_heads():
+    import dataclasses
+    torch.manual_seed(0)
+    cfg = presets.tiny()
+    cfg = dataclasses.replace(cfg, generator=dataclasses.replace(
+        cfg.generator, token_stride=2, conv_widths=(8, 8, 16), conv_blocks=(0, 1, 1), up_widths=(8, 16),
+        up_blocks=(1, 0), head_rank=4))
+    m = HiTok(cfg).eval()
+    out = m.generator(torch.rand(2, 3, 16, 24))
+    assert out.logits.shape == (2, 2, 16, 8, 12)  # still one logit vector per token of the grid
+    assert torch.isfinite(out.logits).all()
+
+
 def test_upscale_rejects_misaligned_input(tiny):
     with pytest.raises(ValueError, match="multiples of 2"):
         tiny.upscale(torch.rand(1, 3, 13, 16))
