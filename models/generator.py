@@ -36,12 +36,15 @@ class GeneratorConfig:
     up_widths: tuple[int, ...] = ()
     up_blocks: tuple[int, ...] = ()
     head_rank: int = 0         # 0: one linear map to N*K logits (paper); r > 0: per-group rank-r factorisation
+    head: str = "linear"       # "linear" (above) or "codebook": predict a latent, score codes by distance
+    latent_dim: int = 32       # C of the tokenizer (used by the "codebook" head)
 
 
 @dataclass
 class GeneratorOutput:
     logits: torch.Tensor              # (B, N, K, h, w)
     vfm_patch: torch.Tensor | None    # (B, D_vfm, h', w') LoRA-adapted VFM patch features of the LQ input (for REPA)
+    latent: torch.Tensor | None = None  # (B, C, h, w) the "codebook" head's predicted latent
 
 
 class Generator(nn.Module):
@@ -58,8 +61,13 @@ class Generator(nn.Module):
             self.upsample = ConvUp(cfg.dim, head_in, cfg.token_stride, cfg.up_widths, cfg.up_blocks)
         self.norm = RMSNorm(head_in)
         n_logits = cfg.groups * cfg.codebook_size
-        self.head = nn.Linear(head_in, n_logits) if cfg.head_rank == 0 else \
-            LowRankHeads(head_in, cfg.groups, cfg.codebook_size, cfg.head_rank)
+        if cfg.head == "codebook":
+            self.head = CodebookHeads(head_in, cfg.latent_dim, cfg.groups)
+        elif cfg.head == "linear":
+            self.head = nn.Linear(head_in, n_logits) if cfg.head_rank == 0 else \
+                LowRankHeads(head_in, cfg.groups, cfg.codebook_size, cfg.head_rank)
+        else:
+            raise ValueError(f"unknown generator head {cfg.head!r} (linear or codebook)")
         self.vfm = vfm
         if vfm is not None:
             d_vfm = vfm.embed_dim
@@ -67,8 +75,10 @@ class Generator(nn.Module):
             self.cls_proj = nn.Linear(d_vfm, cfg.dim)
             self.cls_level = nn.Parameter(torch.zeros(vfm.n_cls, cfg.dim))  # which VFM layer a CLS token came from
 
-    def forward(self, lr: torch.Tensor) -> GeneratorOutput:
-        """lr (B, 3, h*r, w*r) in [0, 1], r = lr_patch -> logits (B, N, K, h, w)."""
+    def forward(self, lr: torch.Tensor, codebook: torch.Tensor | None = None) -> GeneratorOutput:
+        """lr (B, 3, h*r, w*r) in [0, 1], r = lr_patch -> logits (B, N, K, h, w).
+
+        codebook (N, K, C/N): the tokenizer's codebooks, needed by the "codebook" head (HiTok.generate passes them)."""
         x = self.patchify(lr * 2 - 1)  # (B, dim, h, w)
         B, D, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, dim)
@@ -96,9 +106,41 @@ class Generator(nn.Module):
             grid = self.upsample(tokens.transpose(1, 2).reshape(B, D, h, w))  # (B, head_in, h*s, w*s)
             h, w = grid.shape[-2:]
             tokens = grid.flatten(2).transpose(1, 2)  # (B, h*w, head_in)
-        logits = self.head(self.norm(tokens))  # (B, h*w, N*K)
+        latent = None
+        if isinstance(self.head, CodebookHeads):
+            if codebook is None:
+                raise ValueError("the codebook head needs the tokenizer's codebook (use HiTok.generate)")
+            logits, latent = self.head(self.norm(tokens), codebook)
+            latent = latent.transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
+        else:
+            logits = self.head(self.norm(tokens))  # (B, h*w, N*K)
         logits = logits.transpose(1, 2).reshape(B, self.cfg.groups, self.cfg.codebook_size, h, w)
-        return GeneratorOutput(logits, vfm_patch)
+        return GeneratorOutput(logits, vfm_patch, latent)
+
+
+class CodebookHeads(nn.Module):
+    """N heads of K logits tied to the tokenizer's codebooks: each token predicts a latent z' (C channels, split in
+    N groups as in Eq. 1) and code k of group g scores -s_g ||z'_g - C_g[k]||^2. Top-1 is then the nearest code,
+    the same rule as Eq. 2, and similar codes get similar logits, so the head starts out knowing the geometry a
+    linear N*K classifier must learn from scratch — what a briefly trained CPU model needs. s_g is learned."""
+
+    def __init__(self, dim: int, latent_dim: int, groups: int):
+        super().__init__()
+        self.groups = groups
+        self.proj = nn.Linear(dim, latent_dim)
+        self.log_scale = nn.Parameter(torch.zeros(groups))
+
+    def forward(self, x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, L, dim), codebook (N, K, d) -> logits (B, L, N*K), latent (B, L, C)."""
+        B, L, _ = x.shape
+        z = self.proj(x)  # (B, L, C)
+        zg = z.view(B, L, self.groups, -1).transpose(0, 2).reshape(self.groups, B * L, -1)  # (N, B*L, d)
+        cb = codebook.to(z.dtype)
+        d2 = (zg.pow(2).sum(-1, keepdim=True) - 2 * zg @ cb.transpose(1, 2)
+              + cb.pow(2).sum(-1)[:, None, :])  # (N, B*L, K)
+        logits = -d2 * self.log_scale.exp()[:, None, None]
+        logits = logits.view(self.groups, L, B, -1).permute(2, 1, 0, 3).reshape(B, L, -1)  # (B, L, N*K)
+        return logits, z
 
 
 class LowRankHeads(nn.Module):

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .generator import Generator, GeneratorConfig
+from .generator import Generator, GeneratorConfig, GeneratorOutput
 from .tokenizer import Tokenizer, TokenizerConfig
 
 SCALE = 4  # HiTokSR is a x4 method: the generator's LR token grid equals the tokenizer's HR token grid
@@ -26,6 +26,8 @@ class HiTokConfig:
             raise ValueError(f"generator lr_patch ({g.lr_patch}) x {SCALE} must equal tokenizer patch ({t.patch})")
         if (g.groups, g.codebook_size) != (t.groups, t.codebook_size):
             raise ValueError("generator groups/codebook_size must match the tokenizer's")
+        if g.head == "codebook" and g.latent_dim != t.latent_dim:
+            raise ValueError("the codebook head's latent_dim must match the tokenizer's")
 
 
 def config_to_dict(cfg: HiTokConfig) -> dict:
@@ -97,9 +99,13 @@ class HiTok(nn.Module):
         # both trunks' windows in LR pixels, then in units of lr_align (the CLI tiles on lr_align * this)
         return math.lcm(t * gc.lr_patch, g * gc.lr_patch * gc.token_stride) // self.lr_align
 
+    def generate(self, lr: torch.Tensor) -> GeneratorOutput:
+        """The generator's forward with the tokenizer's codebooks at hand (the "codebook" head scores them)."""
+        return self.generator(lr, self.tokenizer.quantizer.codebook)
+
     def predict_indices(self, lr: torch.Tensor) -> torch.Tensor:
         """lr (B, 3, h, w) in [0, 1] -> top-1 indices (B, N, h/r, w/r)."""
-        return self.generator(lr).logits.argmax(dim=2)
+        return self.generate(lr).logits.argmax(dim=2)
 
     def encode(self, hr: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.encode(hr)

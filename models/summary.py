@@ -29,7 +29,7 @@ def inference_macs(model: HiTok, lr_size: int = 128) -> dict[str, int]:
     lr = torch.empty(1, 3, lr_size, lr_size, device=next(model.parameters()).device)
     out = {}
     with FlopCounterMode(display=False) as fc:
-        logits = model.generator(lr).logits
+        logits = model.generate(lr).logits
     total_gen = fc.get_total_flops() // 2
     vfm = 0
     if model.generator.vfm is not None:

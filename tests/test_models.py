@@ -53,6 +53,22 @@ def test_generator_with_token_stride_and_low_rank_heads():
     assert torch.isfinite(out.logits).all()
 
 
+def test_codebook_head_scores_codes_by_distance():
+    import dataclasses
+    torch.manual_seed(0)
+    cfg = presets.tiny()
+    cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, head="codebook", latent_dim=8))
+    m = HiTok(cfg).eval()
+    lr = torch.rand(1, 3, 8, 12)
+    with torch.no_grad():
+        out = m.generate(lr)
+        assert out.logits.shape == (1, 2, 16, 4, 6) and out.latent.shape == (1, 8, 4, 6)
+        # top-1 of the distance logits is Eq. 2's nearest code of the predicted latent
+        assert torch.equal(out.logits.argmax(2), m.tokenizer.quantizer.nearest(out.latent))
+    with pytest.raises(ValueError, match="codebook"):
+        m.generator(lr)
+
+
 def test_upscale_rejects_misaligned_input(tiny):
     with pytest.raises(ValueError, match="multiples of 2"):
         tiny.upscale(torch.rand(1, 3, 13, 16))

@@ -161,6 +161,8 @@ def build(cfg: TrainConfig, env: ddp.DistEnv) -> Setup:
     weights = default_weights(cfg.stage)
     if cfg.adv_weight is not None:
         weights.adv = cfg.adv_weight
+    if cfg.latent_weight is not None:
+        weights.latent = cfg.latent_weight
     torch.manual_seed(cfg.seed + 1)  # the REPA projector's init
     model.train()
     stage = _make_stage(cfg, model, weights, lpips)

@@ -32,6 +32,8 @@ class LossWeights:
     commit: float = 1.0   # lambda of Eq. 8 (beta of Eq. 7 lives in the tokenizer config)
     ce: float = 1.0
     repa: float = 1.0
+    latent: float = 0.0   # generator stage, "codebook" head only: MSE of the predicted latent to the encoder's
+                          # (not in the paper; a dense signal for short CPU runs — 0 keeps Eq. 10 as published)
     adv: float = 0.8
     adv_kind: str = "hinge"
 
@@ -141,8 +143,9 @@ class GeneratorStage:
         hr, lr = batch["hr"], batch["lr"]
         tok = self.model.tokenizer.eval()
         with torch.no_grad():
-            gt_idx = tok.encode(hr)  # (B, N, h, w)
-        out = self.model.generator(lr)
+            z_gt = tok.encode_latent(hr)  # (B, C, h, w)
+            gt_idx = tok.quantizer.nearest(z_gt)  # (B, N, h, w)
+        out = self.model.generate(lr)
         logits = out.logits  # (B, N, K, h, w)
         ce = F.cross_entropy(logits.float().transpose(1, 2), gt_idx)  # class dim must be 1: (B, K, N, h, w)
         probs = logits.float().softmax(dim=2)
@@ -153,6 +156,10 @@ class GeneratorStage:
         loss = loss + self.w.ce * ce
         terms["ce"] = ce.item()
         terms["acc"] = (probs.argmax(2) == gt_idx).float().mean().item()
+        if out.latent is not None and self.w.latent > 0:
+            lat = (out.latent.float() - z_gt).pow(2).mean()
+            loss = loss + self.w.latent * lat
+            terms["latent"] = lat.item()
         if self.repa is not None:
             target = self.model.generator.vfm.forward_frozen(hr).patch
             repa = self.repa(out.vfm_patch, target)
@@ -189,7 +196,8 @@ class DecoderStage:
     def step(self, batch: dict, step: int, gen: torch.Generator) -> StepOutput:
         hr, lr = batch["hr"], batch["lr"]
         with torch.no_grad():
-            logits = self.model.generator.eval()(lr).logits.float()  # (B, N, K, h, w)
+            self.model.generator.eval()
+            logits = self.model.generate(lr).logits.float()  # (B, N, K, h, w)
             idx = sample_topk(logits, self.topk, gen)
         tok = self.model.tokenizer
         n = tok.cfg.groups
