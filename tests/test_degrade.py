@@ -199,3 +199,14 @@ def test_degrade_eval_is_deterministic_and_mild():
     # close to a clean antialiased bicubic downscale: a mild degradation, not a different image
     ref = F.interpolate(hr[None], size=(16, 16), mode="bicubic", antialias=True)[0].clamp(0, 1)
     assert float((a - ref).abs().mean()) < 0.1
+
+
+def test_clean_prob_one_gives_plain_bicubic_downscale():
+    import torch.nn.functional as F
+    hr = torch.rand(3, 32, 48, generator=torch.Generator().manual_seed(0))
+    lr = degrade(hr, 0, DegradationConfig(clean_prob=1.0))
+    ref = (F.interpolate(hr[None], size=(8, 12), mode="bicubic", antialias=True, align_corners=False)
+           .clamp(0, 1) * 255).round() / 255
+    assert torch.equal(lr, ref[0])
+    # the default (0) keeps Real-ESRGAN's pipeline, which differs from a plain downscale
+    assert not torch.equal(degrade(hr, 0), ref[0])

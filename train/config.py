@@ -69,6 +69,7 @@ class TrainConfig:
     adv_start: int | None = None       # step at which the GAN terms start (None: ADV_START_FRACTION * steps)
     adv_weight: float | None = None    # None: Table 6 (0.8 tokenizer, 0.5 generator/decoder)
     latent_weight: float | None = None  # generator stage with the codebook head: latent MSE weight (None: 0)
+    clean_lr: float = 0.0              # share of LR inputs made by plain bicubic downscaling (0: Real-ESRGAN only)
     d_channels: int | None = None      # discriminator width (Real-ESRGAN: 64)
     topk: int = 5                      # decoder stage: sample input tokens among the generator's top-K
     ae_warmup: int | None = None       # tokenizer stage: steps without quantization before k-means init

@@ -72,6 +72,9 @@ class DegradationConfig:
     jpeg_range2: tuple[int, int] = (30, 95)  # also the final JPEG
     # final step
     final_sinc_prob: float = 0.8
+    # not Real-ESRGAN: probability that a sample skips the pipeline and is only downscaled (antialiased bicubic,
+    # 8-bit), so a short CPU run also sees clean inputs; 0 keeps the published pipeline (and its random draws)
+    clean_prob: float = 0.0
     kernel_sizes: tuple[int, ...] = KERNEL_SIZES
     # Real-ESRGAN resizes with plain F.interpolate, so down-scaling aliases; that aliasing is part of
     # the published training distribution. True low-passes bilinear/bicubic down-scaling instead.
@@ -201,6 +204,9 @@ def _degrade_one(x: torch.Tensor, rng: np.random.Generator, cfg: DegradationConf
     """x: (1, 3, H, W) -> (1, 3, H // scale, W // scale)."""
     H, W = x.shape[-2:]
     aa = cfg.antialias
+    if cfg.clean_prob > 0 and rng.random() < cfg.clean_prob:
+        lr = resize(x, (H // scale, W // scale), "bicubic", antialias=True)
+        return (lr.clamp(0, 1) * 255).round() / 255
 
     # first order
     kernel = random_blur_kernel(rng, cfg.kernel_prob, cfg.blur_sigma, cfg.betag_range, cfg.betap_range,

@@ -34,6 +34,7 @@ from . import distributed as ddp
 from .checkpoint import atomic_write_text, find_checkpoint, read_state, rng_state, set_rng_state, write_checkpoint
 from .config import ADV_START_FRACTION, STAGES, TrainConfig
 from .data import CropStream, make_loader
+from .degrade import DegradationConfig
 from .ema import EMA
 from .monitor import Averager, Bar, MetricsCSV, TensorBoard, dead_groups, psnr, save_sample, usage_report
 from .assemble import Setup, build, prepare, provenance
@@ -247,7 +248,8 @@ class Trainer:
         for m in [s.model, s.disc, *self.extra.values()]:
             ddp.broadcast_module(m, env)
         stream = CropStream(c.data, c.crop, c.batch_size, seed=c.seed + 1000 * STAGES.index(c.stage),
-                            start_step=self.step * c.accum, with_lr=c.stage != "tokenizer", rank=env.rank)
+                            start_step=self.step * c.accum, with_lr=c.stage != "tokenizer", rank=env.rank,
+                            degrade_cfg=DegradationConfig(clean_prob=c.clean_lr))
         loader = make_loader(stream, c.workers)
         main = env.is_main
         csv = MetricsCSV(self.run_dir / "metrics.csv", resume_step=self.step) if main else None
