@@ -99,9 +99,10 @@ def _make_stage_command(stage: str):
         adv_start: Annotated[Optional[int], typer.Option(min=0, help="Step at which the GAN terms start.")] = None,
         adv_weight: Annotated[Optional[float], typer.Option(help="Adversarial weight (Table 6: 0.8/0.5).")] = None,
         latent_weight: Annotated[Optional[float], typer.Option(help="Generator stage, codebook head: weight of the "
-                                                               "latent MSE (not in the paper; default 0).")] = None,
-        clean_lr: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of LR inputs made by plain bicubic "
-                                                "downscaling instead of the Real-ESRGAN pipeline.")] = 0.0,
+                                                               "latent MSE (not in the paper; default: preset).")] = None,
+        clean_lr: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Share of LR inputs made by plain "
+                                                          "bicubic downscaling instead of the Real-ESRGAN pipeline "
+                                                          "(default: preset; small 0.3).")] = None,
         grad_clip: Annotated[float, typer.Option(min=0.0, help="Max gradient norm (0: off).")] = 1.0,
         topk: Annotated[int, typer.Option(min=1, help="Decoder stage: sample tokens among the top-K.")] = 5,
         ae_warmup: Annotated[Optional[int], typer.Option(min=0, help="Tokenizer stage: steps without "
