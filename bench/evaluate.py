@@ -79,12 +79,12 @@ class HitokMethod:
     """A hitok model through the user's path: ``Upscaler.upscale_picture`` with tile auto."""
 
     def __init__(self, model: torch.nn.Module, name: str = "hitok", device: str | torch.device = "cpu",
-                 model_id: str = "", source: str = "", tile: int | None = None):
+                 model_id: str = "", source: str = "", tile: int | None = None, fix_colors: bool = True):
         from hitok.cli.device import resolve_device, resolve_precision
         from hitok.cli.upscale import Upscaler
 
         dev = resolve_device(str(device))
-        self.upscaler = Upscaler(model, dev, resolve_precision("auto", dev), None, model_id)
+        self.upscaler = Upscaler(model, dev, resolve_precision("auto", dev), None, model_id, fix_colors)
         self.name, self.tile, self.source = name, tile, source or "model"
         self.plan = None  # tile plan of the last call, for the report
 
@@ -96,7 +96,7 @@ class HitokMethod:
         tiles = f"tile {'auto' if self.tile is None else self.tile}" + (
             f" -> {p.tile_h}x{p.tile_w} LR px, overlap {p.overlap}, {len(p)} tile(s)" if p is not None else "")
         return (f"{self.name}: {self.source} (id {u.model_id or '-'}), {u.device} {precision_name(u.dtype)}, "
-                f"{tiles}, torch threads {torch.get_num_threads()}")
+                f"colour fix {'on' if u.fix_colors else 'off'}, {tiles}, torch threads {torch.get_num_threads()}")
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         out, self.plan = self.upscaler.upscale_picture(Picture(pixels=lr), tile=self.tile)
@@ -122,10 +122,12 @@ class RealESRGANMethod:
 
 def build_methods(models: Sequence[str | None], realesrgan: bool = True, device: str = "cpu",
                   realesrgan_dir: str | None = None, threads: int | None = None,
-                  tile: int | None = None) -> tuple[list[Method], list[str]]:
+                  tile: int | None = None, raw_rows: bool = False) -> tuple[list[Method], list[str]]:
     """bicubic, Real-ESRGAN (when wanted and found) and one hitok per model spec (name, path, None = default).
 
     tile: hitok's LR tile side; None = auto, what ``hitok upscale`` does by default.
+    raw_rows: also a "<name> raw" row per model without the colour fix (models/colorfix.py), so the table
+    shows what the fix adds and what the tokens alone give.
 
     Returns (methods, notes); a Real-ESRGAN that cannot run becomes a note, not an error.
     """
@@ -149,6 +151,8 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
         if name in taken:  # the same file given twice: keep the rows apart
             name = f"{name}#{sum(t == name or t.startswith(name + '#') for t in taken) + 1}"
         methods.append(HitokMethod(m.model, name, device, m.id, str(m.path), tile))
+        if raw_rows:
+            methods.append(HitokMethod(m.model, f"{name} raw", device, m.id, str(m.path), tile, fix_colors=False))
     return methods, notes
 
 

@@ -72,6 +72,8 @@ PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto = bf1
                                                  "NaN/inf output is re-run in fp32.")]
 DetailOpt = Annotated[Optional[int], typer.Option("--detail", min=1, help="Decode with only the first M token "
                                                   "groups (coarse-to-fine; less invented texture). Default: all N.")]
+ColorFixOpt = Annotated[bool, typer.Option("--color-fix/--no-color-fix", help="Take the output's coarse colours "
+                                           "and shading from the input (fixes colour drift of the tokens).")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format; 'same' keeps the input's.")]
 QualityOpt = Annotated[Optional[int], typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality "
                                                    "(default 95; WebP 100 = lossless).")]
@@ -122,9 +124,10 @@ class _TileBar:
             self.progress.stop()
 
 
-def _make_upscaler(model: Optional[str], device, precision: Precision, detail: Optional[int]) -> Upscaler:
+def _make_upscaler(model: Optional[str], device, precision: Precision, detail: Optional[int],
+                   color_fix: bool = True) -> Upscaler:
     loaded = model_store.load(model, device)
-    return Upscaler(loaded.model, device, resolve_precision(precision.value, device), detail, loaded.id)
+    return Upscaler(loaded.model, device, resolve_precision(precision.value, device), detail, loaded.id, color_fix)
 
 
 @app.command()
@@ -139,6 +142,7 @@ def upscale(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
     detail: DetailOpt = None,
+    color_fix: ColorFixOpt = True,
     format: FormatOpt = Format.same,
     quality: QualityOpt = None,
     overwrite: OverwriteOpt = False,
@@ -152,7 +156,7 @@ def upscale(
     check_output(input, dest, overwrite)
     tile_px = _tile_value(tile)
     dev = resolve_device(device)
-    upscaler = _make_upscaler(model, dev, precision, detail)
+    upscaler = _make_upscaler(model, dev, precision, detail, color_fix)
     bar = _TileBar(input.name)
     try:
         result = upscaler.upscale_file(input, dest, fmt, quality=quality, tile=tile_px, overlap=overlap,
@@ -189,6 +193,7 @@ def batch(
                                                    "e.g. cuda:0,cuda:1 (overrides --device).")] = None,
     precision: PrecisionOpt = Precision.auto,
     detail: DetailOpt = None,
+    color_fix: ColorFixOpt = True,
     format: FormatOpt = Format.same,
     quality: QualityOpt = None,
     overwrite: OverwriteOpt = False,
@@ -202,7 +207,7 @@ def batch(
         raise UserError(f"no images found in {in_dir}{hint}")
     tile_px = _tile_value(tile)
     devs = resolve_devices(devices) if devices else [resolve_device(device)]
-    upscalers = [_make_upscaler(model, d, precision, detail) for d in devs] if jobs else []
+    upscalers = [_make_upscaler(model, d, precision, detail, color_fix) for d in devs] if jobs else []
     kwargs = dict(quality=quality, tile=tile_px, overlap=overlap, max_pixels=max_pixels)
     progress = Progress(TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
                         TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),

@@ -44,6 +44,8 @@ def eval_command(
     = "cpu",
     tile: Annotated[Optional[int], typer.Option("--tile", min=1, help="hitok LR tile side. Default: auto, as "
                                                 "`hitok upscale` does.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Also a 'raw' row per model without the colour fix "
+                                      "(what the tokens alone give).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the realistic track's noise.")] = 0,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch and ncnn "
                                                    "(the same for both so timings compare). Default: torch's.")]
@@ -58,7 +60,7 @@ def eval_command(
     if threads:
         torch.set_num_threads(threads)
     methods, notes = build_methods(model or [], realesrgan, device,
-                                   str(realesrgan_dir) if realesrgan_dir else None, threads, tile)
+                                   str(realesrgan_dir) if realesrgan_dir else None, threads, tile, raw)
     for note in notes:
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     res = evaluate(hr_dir, methods, crop=crop, out_dir=out_dir, max_images=max_images, seed=seed,

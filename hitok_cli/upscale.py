@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hitok.models import colorfix
+
 from . import tiling
 from .device import precision_name
 from .errors import UserError
@@ -48,12 +50,13 @@ def _conv_reach(widths: tuple[int, ...], blocks: tuple[int, ...], up: bool) -> f
     return reach
 
 
-def receptive_field(model: torch.nn.Module) -> int | None:
+def receptive_field(model: torch.nn.Module, fix_colors: bool = False) -> int | None:
     """How far (LR pixels, one side) an input pixel can change the output of a windowed model, or None
     when some attention is global (then every pixel of a tile can, and only the blend hides seams).
 
     Shifted windows carry information at most half a window further per block (depth x window/2
-    tokens per trunk, across a window-aligned tile edge); conv stems/heads add their kernels' reach."""
+    tokens per trunk, across a window-aligned tile edge); conv stems/heads add their kernels' reach, and
+    fix_colors the colour fix's (models/colorfix.py)."""
     window = getattr(model, "attention_window", 0)
     if not window:
         return None
@@ -65,7 +68,7 @@ def receptive_field(model: torch.nn.Module) -> int | None:
         + (_conv_reach(g.up_widths, g.up_blocks, up=True) * lr_per_token if g.up_widths else 0)
     dec_hr = _conv_reach(t.conv_widths, t.dec_conv_blocks, up=True) if t.conv_widths else 0  # HR pixels
     dec = t.dec_depth * t.window / 2 * lr_per_token + dec_hr / model.scale
-    return int(-(-(gen + dec) // 1))
+    return int(-(-(gen + dec) // 1)) + (colorfix.reach() if fix_colors else 0)
 
 
 def output_format(path: Path) -> str | None:
@@ -123,6 +126,7 @@ class UpscaleResult:
     tiles: int
     overlap: int
     detail: int
+    color_fix: bool
     model_id: str
     seconds: float
     warnings: list[str] = field(default_factory=list)
@@ -135,13 +139,14 @@ class Upscaler:
     """One loaded model on one device; reused for every file of a batch."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
-                 detail: int | None = None, model_id: str = ""):
+                 detail: int | None = None, model_id: str = "", fix_colors: bool = True):
         groups = model.config.tokenizer.groups
         if detail is not None and not 1 <= detail <= groups:
             raise UserError(f"--detail {detail}: this model has {groups} token groups; use 1..{groups}")
         self.model = model.to(device).eval()
         self.device, self.dtype, self.model_id = device, dtype, model_id
         self.detail = detail or groups
+        self.fix_colors = fix_colors
         self.warnings: list[str] = []
         self._bytes_per_pixel: float | None = None
         # Tile granularity: a token, or a whole attention window so that windows line up across tiles.
@@ -152,7 +157,7 @@ class Upscaler:
     def default_overlap(self) -> int:
         """DEFAULT_OVERLAP, or less when a windowed model's receptive field is shorter (then the overlap,
         on the window grid, covers it and tiles agree exactly where they are blended)."""
-        reach = receptive_field(self.model)
+        reach = receptive_field(self.model, self.fix_colors)
         if reach is None:
             return DEFAULT_OVERLAP
         return min(DEFAULT_OVERLAP, tiling.round_up(reach, self.grid))
@@ -161,9 +166,9 @@ class Upscaler:
     def _forward(self, lr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         with torch.inference_mode():
             if dtype == torch.float32:
-                return self.model.upscale(lr, active_groups=self.detail)
+                return self.model.upscale(lr, active_groups=self.detail, fix_colors=self.fix_colors)
             with torch.autocast(self.device.type, dtype=dtype):
-                return self.model.upscale(lr, active_groups=self.detail).float()
+                return self.model.upscale(lr, active_groups=self.detail, fix_colors=self.fix_colors).float()
 
     def tile_fn(self, lr: torch.Tensor) -> torch.Tensor:
         lr = lr.to(self.device)
@@ -235,7 +240,7 @@ class Upscaler:
             input=str(inp), output=str(out), input_size=pic.size, output_size=result.size, format=fmt,
             bits=result.bits if fmt in ("PNG", "TIFF") else 8, device=str(self.device),
             precision=precision_name(self.dtype), tile=max(plan.tile_h, plan.tile_w), tiles=len(plan),
-            overlap=plan.overlap, detail=self.detail,
+            overlap=plan.overlap, detail=self.detail, color_fix=self.fix_colors,
             model_id=self.model_id, seconds=round(time.perf_counter() - start, 3), warnings=warnings)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .colorfix import color_fix
 from .generator import Generator, GeneratorConfig, GeneratorOutput
 from .tokenizer import Tokenizer, TokenizerConfig
 
@@ -113,9 +114,12 @@ class HiTok(nn.Module):
     def decode_indices(self, indices: torch.Tensor, active_groups: int | None = None) -> torch.Tensor:
         return self.tokenizer.decode_indices(indices, active_groups)
 
-    def upscale(self, lr: torch.Tensor, active_groups: int | None = None) -> torch.Tensor:
-        """lr (B, 3, h, w) in [0, 1], h and w multiples of lr_align -> (B, 3, 4h, 4w) in [0, 1]."""
+    def upscale(self, lr: torch.Tensor, active_groups: int | None = None, fix_colors: bool = False) -> torch.Tensor:
+        """lr (B, 3, h, w) in [0, 1], h and w multiples of lr_align -> (B, 3, 4h, 4w) in [0, 1].
+
+        fix_colors: take the output's coarse band from the LR input (models/colorfix.py; not in the paper)."""
         r = self.lr_align
         if lr.shape[-1] % r or lr.shape[-2] % r:
             raise ValueError(f"LR sides must be multiples of {r}, got {tuple(lr.shape[-2:])}")
-        return self.decode_indices(self.predict_indices(lr), active_groups)
+        sr = self.decode_indices(self.predict_indices(lr), active_groups)
+        return color_fix(sr, lr) if fix_colors else sr

@@ -97,6 +97,21 @@ def test_upscale_json_tiles_and_format(tmp_path, tiny_model_path):
     assert info["output_size"] == [160, 96] and info["tile"] == 16 and info["tiles"] == 6
     assert info["overlap"] == 4 and info["format"] == "WEBP" and info["detail"] == 2
     assert Image.open(tmp_path / "o.webp").format == "WEBP"
+    assert info["color_fix"] is True  # on by default
+
+
+def test_no_color_fix_gives_the_raw_token_output(tmp_path, tiny_model_path):
+    src = save_png(tmp_path / "p.png", smooth_rgb(24, 40))
+    outs = {}
+    for flag in ("--color-fix", "--no-color-fix"):
+        result = hitok("upscale", src, "-o", tmp_path / f"{flag}.png", "--model", tiny_model_path, "--json", flag)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["color_fix"] is (flag == "--color-fix")
+        outs[flag] = np.asarray(Image.open(tmp_path / f"{flag}.png"), dtype=np.float32)
+    # the colour fix pulls the (random) tiny model's output towards the input's coarse colours
+    lr_up = np.asarray(Image.open(src).resize((160, 96), Image.BICUBIC), dtype=np.float32)
+    err = {k: np.abs(v - lr_up).mean() for k, v in outs.items()}
+    assert err["--color-fix"] < 0.5 * err["--no-color-fix"]
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -173,8 +188,8 @@ def test_reduced_precision_nan_retries_in_fp32(tiny_model):
             super().__init__()
             self.inner, self.config, self.scale, self.lr_align = inner, inner.config, inner.scale, inner.lr_align
 
-        def upscale(self, lr, active_groups=None):
-            out = self.inner.upscale(lr, active_groups)
+        def upscale(self, lr, active_groups=None, fix_colors=False):
+            out = self.inner.upscale(lr, active_groups, fix_colors)
             return out * float("nan") if torch.is_autocast_enabled(lr.device.type) else out
 
     up = Upscaler(NaNInHalf(tiny_model), torch.device("cpu"), torch.bfloat16)

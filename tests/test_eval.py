@@ -192,3 +192,9 @@ def test_cli_eval_errors_are_one_line(hr_dir, args, message):
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert result.exit_code == 1
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_raw_rows_evaluate_the_model_without_the_colour_fix(model_path):
+    methods, _ = ev.build_methods([str(model_path)], realesrgan=False, raw_rows=True)
+    assert [m.name for m in methods] == ["bicubic", "hitok", "hitok raw"]
+    assert methods[1].upscaler.fix_colors and not methods[2].upscaler.fix_colors
