@@ -243,18 +243,25 @@ def _batch_report(outcomes: list[batch_lib.Outcome], json_out: bool, in_dir: Pat
                           "files": [{"file": o.rel.as_posix(), "status": o.status, "reason": o.reason,
                                      "seconds": round(o.seconds, 3)} for o in outcomes]}))
         return
-    listed = [o for o in outcomes if o.status != "done"]
-    if listed:
+    failed = sorted((o for o in outcomes if o.status == "failed"), key=lambda o: o.rel.as_posix())
+    skipped: dict[str, list[batch_lib.Outcome]] = {}
+    for o in sorted((o for o in outcomes if o.status == "skipped"), key=lambda o: o.rel.as_posix()):
+        skipped.setdefault(o.reason, []).append(o)
+    if failed or skipped:
         table = Table()
         table.add_column("status")
         table.add_column("file", overflow="fold")
         table.add_column("reason", overflow="fold")
-        for o in sorted(listed, key=lambda o: (o.status, o.rel.as_posix()))[:50]:
-            style = "red" if o.status == "failed" else "dim"
-            table.add_row(f"[{style}]{o.status}[/]", escape(o.rel.as_posix()), escape(o.reason))
+        for o in failed[:50]:
+            table.add_row("[red]failed[/]", escape(o.rel.as_posix()), escape(o.reason))
+        for reason, group in skipped.items():  # a resumed run skips thousands alike: one row per reason
+            for o in group if len(group) <= 3 else []:
+                table.add_row("[dim]skipped[/]", escape(o.rel.as_posix()), escape(reason))
+            if len(group) > 3:
+                table.add_row("[dim]skipped[/]", f"{len(group)} files", escape(reason))
         out.print(table)
-        if len(listed) > 50:
-            out.print(f"... and {len(listed) - 50} more (use --json for the full list)")
+        if len(failed) > 50:
+            out.print(f"... and {len(failed) - 50} more failures (use --json for the full list)")
     out.print(f"done {counts['done']}  skipped {counts['skipped']}  failed {counts['failed']}  "
               f"-> {escape(str(out_dir))}  ({wall:.1f} s on {workers} worker(s))", soft_wrap=True)
 

@@ -451,3 +451,14 @@ def test_models_add_list_and_use_by_name(tmp_path, tiny_model_path, user_models)
     assert files_in(user_models) == ["tiny1.safetensors"]
     src = save_png(tmp_path / "p.png", smooth_rgb(8, 8))
     assert hitok("upscale", src, "--model", "tiny1").exit_code == 0
+
+
+def test_batch_summary_folds_many_alike_skips_into_one_row(tmp_path, tiny_model_path):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(5):
+        save_png(src / f"p{i}.png", smooth_rgb(8, 8, seed=i))
+    assert hitok("batch", src, dst, "--model", tiny_model_path).exit_code == 0
+    again = hitok("batch", src, dst, "--skip-existing", "--model", tiny_model_path)
+    assert again.exit_code == 0 and "skipped 5" in again.stdout
+    assert "5 files" in again.stdout and "p3.png" not in again.stdout  # one row, not five
