@@ -68,8 +68,8 @@ TileOpt = Annotated[str, typer.Option("--tile", help="Tile side in LR pixels, or
                                       "free memory; halved on out-of-memory).")]
 OverlapOpt = Annotated[int, typer.Option("--overlap", min=0, help="Tile overlap in LR pixels, blended smoothly.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto = bf16/fp16 on GPU, fp32 on CPU; "
-                                                 "NaN/inf output is re-run in fp32.")]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto = bf16/fp16 on GPU, bf16 on CPUs "
+                                                 "with AMX, else fp32; NaN/inf output is re-run in fp32.")]
 DetailOpt = Annotated[Optional[int], typer.Option("--detail", min=1, help="Decode with only the first M token "
                                                   "groups (coarse-to-fine; less invented texture). Default: all N.")]
 ColorFixOpt = Annotated[bool, typer.Option("--color-fix/--no-color-fix", help="Take the output's coarse colours "

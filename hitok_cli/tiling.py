@@ -43,8 +43,11 @@ AUTO_MAX_TOKENS = {"cuda": 128, "mps": 96, "cpu": 64}
 # 1 thread, measured under load: 64 -> 128 -> 192 -> 256 px tiles ~ 1 : 1.2 : 1.3 : 1.4), while
 # a 16 px overlap adds 31% of the work at 128 px, 19% at 192 and 14% at 256: from 128 to 256 the
 # two cancel, and 192 keeps one tile's memory moderate. `python -m hitok.bench.speed` re-measures
-# the first ratio (its tile sweep) on a quiet machine.
-AUTO_MAX_TOKENS_WINDOWED = {"cuda": 1024, "mps": 512, "cpu": 192}
+# the first ratio (its tile sweep) on a quiet machine. Re-measured on a quiet machine at 2 threads
+# (docs/benchmarks.md, 2026-11-28 22:36): 64 : 128 : 192 : 256 px = 1 : 1.24 : 1.22 : 1.63 per LR pixel, so with
+# the overlap 192 px tiles cost ~22% less per output pixel than the 272 px that memory allowed: the CPU cap
+# is 96 tokens (192 LR px for the small preset's 2 px tokens).
+AUTO_MAX_TOKENS_WINDOWED = {"cuda": 1024, "mps": 512, "cpu": 96}
 MEMORY_FRACTION = {"cuda": 0.8, "mps": 0.5, "cpu": 0.5}
 
 

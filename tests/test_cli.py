@@ -462,3 +462,18 @@ def test_batch_summary_folds_many_alike_skips_into_one_row(tmp_path, tiny_model_
     again = hitok("batch", src, dst, "--skip-existing", "--model", tiny_model_path)
     assert again.exit_code == 0 and "skipped 5" in again.stdout
     assert "5 files" in again.stdout and "p3.png" not in again.stdout  # one row, not five
+
+
+def test_cpu_auto_precision_is_bf16_only_with_amx(monkeypatch):
+    from hitok.cli import device as device_lib
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.delenv("HITOK_CPU_FP32", raising=False)
+    assert device_lib.resolve_precision("auto", cpu) == torch.bfloat16
+    monkeypatch.setenv("HITOK_CPU_FP32", "1")
+    assert device_lib.resolve_precision("auto", cpu) == torch.float32
+    monkeypatch.delenv("HITOK_CPU_FP32")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert device_lib.resolve_precision("auto", cpu) == torch.float32
+    assert device_lib.resolve_precision("bf16", cpu) == torch.bfloat16  # asked for, always given
