@@ -143,7 +143,10 @@ class Upscaler:
         groups = model.config.tokenizer.groups
         if detail is not None and not 1 <= detail <= groups:
             raise UserError(f"--detail {detail}: this model has {groups} token groups; use 1..{groups}")
-        self.model = model.to(device).eval()
+        # channels-last on the CPU: oneDNN's convolutions run without layout reorders, measured 1.3x (fp32) and
+        # 1.44x (bf16) faster for the default model per 128x128 input (docs/benchmarks.md); outputs unchanged.
+        self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format).eval()
         self.device, self.dtype, self.model_id = device, dtype, model_id
         self.detail = detail or groups
         self.fix_colors = fix_colors
@@ -171,7 +174,7 @@ class Upscaler:
                 return self.model.upscale(lr, active_groups=self.detail, fix_colors=self.fix_colors).float()
 
     def tile_fn(self, lr: torch.Tensor) -> torch.Tensor:
-        lr = lr.to(self.device)
+        lr = lr.to(self.device).contiguous(memory_format=self.memory_format)
         out = self._forward(lr, self.dtype)
         if self.dtype != torch.float32 and not torch.isfinite(out).all():
             self.warnings.append(f"{precision_name(self.dtype)} produced NaN/inf; re-ran in fp32")

@@ -477,3 +477,16 @@ def test_cpu_auto_precision_is_bf16_only_with_amx(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert device_lib.resolve_precision("auto", cpu) == torch.float32
     assert device_lib.resolve_precision("bf16", cpu) == torch.bfloat16  # asked for, always given
+
+
+def test_cpu_upscaler_runs_channels_last_with_unchanged_output(tiny_model_path):
+    from hitok.models import load_model
+
+    plain = load_model(tiny_model_path)
+    up = Upscaler(load_model(tiny_model_path), torch.device("cpu"), torch.float32)
+    conv = next(m for m in up.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    lr = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = plain.upscale(lr, fix_colors=True)
+    assert torch.allclose(up.tile_fn(lr), ref, atol=1e-5)
