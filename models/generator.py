@@ -42,7 +42,7 @@ class GeneratorConfig:
 
 @dataclass
 class GeneratorOutput:
-    logits: torch.Tensor              # (B, N, K, h, w)
+    logits: torch.Tensor | None       # (B, N, K, h, w); None when the caller asked for the latent only
     vfm_patch: torch.Tensor | None    # (B, D_vfm, h', w') LoRA-adapted VFM patch features of the LQ input (for REPA)
     latent: torch.Tensor | None = None  # (B, C, h, w) the "codebook" head's predicted latent
 
@@ -75,10 +75,12 @@ class Generator(nn.Module):
             self.cls_proj = nn.Linear(d_vfm, cfg.dim)
             self.cls_level = nn.Parameter(torch.zeros(vfm.n_cls, cfg.dim))  # which VFM layer a CLS token came from
 
-    def forward(self, lr: torch.Tensor, codebook: torch.Tensor | None = None) -> GeneratorOutput:
+    def forward(self, lr: torch.Tensor, codebook: torch.Tensor | None = None, logits: bool = True) -> GeneratorOutput:
         """lr (B, 3, h*r, w*r) in [0, 1], r = lr_patch -> logits (B, N, K, h, w).
 
-        codebook (N, K, C/N): the tokenizer's codebooks, needed by the "codebook" head (HiTok.generate passes them)."""
+        codebook (N, K, C/N): the tokenizer's codebooks, needed by the "codebook" head (HiTok.generate passes them).
+        logits=False (codebook head only): return the predicted latent without the N x K logits, whose top-1 is its
+        nearest code (HiTok.predict_indices); at 128x128 LR the logits alone are 67M values."""
         x = self.patchify(lr * 2 - 1)  # (B, dim, h, w)
         B, D, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, dim)
@@ -108,14 +110,17 @@ class Generator(nn.Module):
             tokens = grid.flatten(2).transpose(1, 2)  # (B, h*w, head_in)
         latent = None
         if isinstance(self.head, CodebookHeads):
+            if not logits:
+                latent = self.head.proj(self.norm(tokens)).transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
+                return GeneratorOutput(None, vfm_patch, latent)
             if codebook is None:
                 raise ValueError("the codebook head needs the tokenizer's codebook (use HiTok.generate)")
-            logits, latent = self.head(self.norm(tokens), codebook)
+            scores, latent = self.head(self.norm(tokens), codebook)
             latent = latent.transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
         else:
-            logits = self.head(self.norm(tokens))  # (B, h*w, N*K)
-        logits = logits.transpose(1, 2).reshape(B, self.cfg.groups, self.cfg.codebook_size, h, w)
-        return GeneratorOutput(logits, vfm_patch, latent)
+            scores = self.head(self.norm(tokens))  # (B, h*w, N*K)
+        scores = scores.transpose(1, 2).reshape(B, self.cfg.groups, self.cfg.codebook_size, h, w)
+        return GeneratorOutput(scores, vfm_patch, latent)
 
 
 class CodebookHeads(nn.Module):

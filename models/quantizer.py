@@ -51,9 +51,10 @@ class GroupedQuantizer(nn.Module):
         cb = self.codebook.float()
         cb_sq = cb.pow(2).sum(-1)[:, None, :]  # (N, 1, K)
         out = []
-        for rows in flat.float().split(_CHUNK, dim=1):
-            dist = torch.baddbmm(cb_sq, rows, cb.transpose(1, 2), alpha=-2.0)  # |c|^2 - 2 z.c, (N, rows, K)
-            out.append(dist.argmin(-1))
+        with torch.autocast(z.device.type, enabled=False):  # fp32 distances even under a bf16/fp16 autocast
+            for rows in flat.float().split(_CHUNK, dim=1):
+                dist = torch.baddbmm(cb_sq, rows, cb.transpose(1, 2), alpha=-2.0)  # |c|^2 - 2 z.c, (N, rows, K)
+                out.append(dist.argmin(-1))
         idx = torch.cat(out, dim=1)  # (N, B*h*w)
         return idx.view(self.groups, B, h, w).transpose(0, 1).contiguous()  # (B, N, h, w)
 

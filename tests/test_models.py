@@ -65,6 +65,14 @@ def test_codebook_head_scores_codes_by_distance():
         assert out.logits.shape == (1, 2, 16, 4, 6) and out.latent.shape == (1, 8, 4, 6)
         # top-1 of the distance logits is Eq. 2's nearest code of the predicted latent
         assert torch.equal(out.logits.argmax(2), m.tokenizer.quantizer.nearest(out.latent))
+        # the fast path (latent only, no N x K logits) gives the same tokens, also under bf16 autocast
+        only = m.generator(lr, logits=False)
+        assert only.logits is None and torch.allclose(only.latent, out.latent)
+        assert torch.equal(m.predict_indices(lr), out.logits.argmax(2))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = m.predict_indices(lr)
+            half = m.generator(lr, logits=False).latent
+        assert torch.equal(fast, m.tokenizer.quantizer.nearest(half.float()))  # distances stay fp32
     with pytest.raises(ValueError, match="codebook"):
         m.generator(lr)
 
