@@ -58,8 +58,8 @@ def resolve_devices(spec: str) -> list[torch.device]:
 def cpu_has_fast_bf16() -> bool:
     """AMX tiles (Intel Sapphire Rapids and later): oneDNN runs bf16 matmuls/convs in hardware there.
 
-    Measured on such a CPU: the default model 1.2x-1.65x faster per 128x128 input under bf16 autocast (two
-    runs; docs/benchmarks.md has the 1.65x), its output 45 dB PSNR-Y away from fp32's, val PSNR-Y -0.06 dB.
+    Measured on such a CPU: the default model 1.2x-1.8x faster per 128x128 input under bf16 autocast
+    (docs/benchmarks.md: 0.922 -> 0.521 s), val PSNR-Y -0.01 dB against fp32.
     Elsewhere bf16 is emulated and slower. HITOK_CPU_FP32=1 keeps fp32."""
     if os.environ.get("HITOK_CPU_FP32"):
         return False
