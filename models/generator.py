@@ -111,7 +111,7 @@ class Generator(nn.Module):
         latent = None
         if isinstance(self.head, CodebookHeads):
             if not logits:
-                latent = self.head.proj(self.norm(tokens)).transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
+                latent = self.head.latent(self.norm(tokens)).transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
                 return GeneratorOutput(None, vfm_patch, latent)
             if codebook is None:
                 raise ValueError("the codebook head needs the tokenizer's codebook (use HiTok.generate)")
@@ -135,10 +135,14 @@ class CodebookHeads(nn.Module):
         self.proj = nn.Linear(dim, latent_dim)
         self.log_scale = nn.Parameter(torch.zeros(groups))
 
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, dim) -> the predicted latent z' (B, L, C); its nearest codes are the top-1 tokens."""
+        return self.proj(x)
+
     def forward(self, x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, L, dim), codebook (N, K, d) -> logits (B, L, N*K), latent (B, L, C)."""
         B, L, _ = x.shape
-        z = self.proj(x)  # (B, L, C)
+        z = self.latent(x)  # (B, L, C)
         zg = z.view(B, L, self.groups, -1).transpose(0, 2).reshape(self.groups, B * L, -1)  # (N, B*L, d)
         cb = codebook.to(z.dtype)
         d2 = (zg.pow(2).sum(-1, keepdim=True) - 2 * zg @ cb.transpose(1, 2)
