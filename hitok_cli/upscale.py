@@ -1,8 +1,9 @@
 """Image file -> x4 image file: the library function behind ``hitok upscale`` and ``hitok batch``.
 
 The photo's way (docs in /work/shared/DESIGN.md): read (imageio) -> RGB float tensor -> tiled
-model inference (tiling; each tile is ``model.upscale(lr, active_groups=M)``, i.e. generator ->
-top-1 tokens -> decoder with the first M groups, the paper's Eq. 4 used as a "detail" control)
+model inference (tiling; each tile is ``model.upscale(lr, active_groups=M, fix_colors=...)``, i.e.
+generator -> top-1 tokens -> decoder with the first M groups, the paper's Eq. 4 used as a "detail"
+control, -> the LR colour fix of models/colorfix.py unless --no-color-fix)
 -> alpha upscaled on its own with bicubic and re-attached -> grey input back to grey -> write
 atomically with the original ICC/EXIF (imageio).
 
