@@ -255,10 +255,11 @@ def _batch_report(outcomes: list[batch_lib.Outcome], json_out: bool, in_dir: Pat
         for o in failed[:50]:
             table.add_row("[red]failed[/]", escape(o.rel.as_posix()), escape(o.reason))
         for reason, group in skipped.items():  # a resumed run skips thousands alike: one row per reason
-            for o in group if len(group) <= 3 else []:
-                table.add_row("[dim]skipped[/]", escape(o.rel.as_posix()), escape(reason))
             if len(group) > 3:
                 table.add_row("[dim]skipped[/]", f"{len(group)} files", escape(reason))
+                continue
+            for o in group:
+                table.add_row("[dim]skipped[/]", escape(o.rel.as_posix()), escape(reason))
         out.print(table)
         if len(failed) > 50:
             out.print(f"... and {len(failed) - 50} more failures (use --json for the full list)")

@@ -98,8 +98,8 @@ def _make_stage_command(stage: str):
         ema_decay: Annotated[Optional[float], typer.Option(help="EMA decay of the exported weights.")] = None,
         adv_start: Annotated[Optional[int], typer.Option(min=0, help="Step at which the GAN terms start.")] = None,
         adv_weight: Annotated[Optional[float], typer.Option(help="Adversarial weight (Table 6: 0.8/0.5).")] = None,
-        latent_weight: Annotated[Optional[float], typer.Option(help="Generator stage, codebook head: weight of the "
-                                                               "latent MSE (not in the paper; default: preset).")] = None,
+        latent_weight: Annotated[Optional[float], typer.Option(
+            help="Generator stage, codebook head: weight of the latent MSE (not in the paper; default: preset).")] = None,
         clean_lr: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Share of LR inputs made by plain "
                                                           "bicubic downscaling instead of the Real-ESRGAN pipeline "
                                                           "(default: preset; small 0.3).")] = None,
@@ -129,8 +129,8 @@ def _make_stage_command(stage: str):
         cfg = TrainConfig(stage=stage, data=str(data), out=str(out_dir), preset=preset, init=init, resume=resume,
                           steps=steps, batch_size=batch_size, crop=crop, accum=accum, lr=lr, d_lr=d_lr,
                           warmup=warmup, schedule=schedule, ema_decay=ema_decay, adv_start=adv_start,
-                          adv_weight=adv_weight,
-                          latent_weight=latent_weight, clean_lr=clean_lr, grad_clip=grad_clip, topk=topk, ae_warmup=ae_warmup,
+                          adv_weight=adv_weight, latent_weight=latent_weight, clean_lr=clean_lr,
+                          grad_clip=grad_clip, topk=topk, ae_warmup=ae_warmup,
                           masking=not no_masking, no_vfm=no_vfm, seed=seed, device=device, workers=workers,
                           log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every,
                           time_limit_s=None if time_limit_min is None else time_limit_min * 60, nproc=nproc,

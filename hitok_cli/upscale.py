@@ -146,6 +146,7 @@ class Upscaler:
             raise UserError(f"--detail {detail}: this model has {groups} token groups; use 1..{groups}")
         # channels-last on the CPU: oneDNN's convolutions run without layout reorders, measured 1.3x (fp32) and
         # 1.44x (bf16) faster for the default model per 128x128 input (docs/benchmarks.md); outputs unchanged.
+        # Module.to converts the caller's model in place (eval's rows share one model; harmless, same numbers).
         self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format).eval()
         self.device, self.dtype, self.model_id = device, dtype, model_id

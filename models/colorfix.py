@@ -29,11 +29,16 @@ import torch.nn.functional as F
 SIGMA = 0.5
 
 
+def _radius(sigma: float) -> int:
+    """Half-width of the Gaussian kernel: 3 sigma, at least one pixel (0 for no blur)."""
+    return max(1, int(3 * sigma + 0.5)) if sigma > 0 else 0
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (B, C, H, W) with edge replication; sigma in pixels (0: identity)."""
     if sigma <= 0:
         return x
-    r = max(1, int(3 * sigma + 0.5))
+    r = _radius(sigma)
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-t * t / (2 * sigma * sigma))
     k = k / k.sum()
@@ -45,7 +50,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def reach(sigma: float = SIGMA) -> int:
     """LR pixels (one side) over which an LR pixel can change the fix: the blur plus the bicubic taps."""
-    return (max(1, int(3 * sigma + 0.5)) if sigma > 0 else 0) + 2
+    return _radius(sigma) + 2
 
 
 def color_fix(sr: torch.Tensor, lr: torch.Tensor, sigma: float = SIGMA) -> torch.Tensor:
