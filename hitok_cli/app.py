@@ -72,6 +72,9 @@ PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto = bf1
                                                  "with AMX, else fp32; NaN/inf output is re-run in fp32.")]
 DetailOpt = Annotated[Optional[int], typer.Option("--detail", min=1, help="Decode with only the first M token "
                                                   "groups (coarse-to-fine; less invented texture). Default: all N.")]
+FidelityOpt = Annotated[Optional[float], typer.Option("--fidelity", min=0.0, max=1.0, help="How much the decoder "
+                                                     "follows the input photo: 0 = tokens only (the paper), 1 = "
+                                                     "most faithful. Default: the model's.")]
 ColorFixOpt = Annotated[bool, typer.Option("--color-fix/--no-color-fix", help="Take the output's coarse colours "
                                            "and shading from the input (fixes colour drift of the tokens).")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format; 'same' keeps the input's.")]
@@ -125,9 +128,10 @@ class _TileBar:
 
 
 def _make_upscaler(model: Optional[str], device, precision: Precision, detail: Optional[int],
-                   color_fix: bool = True) -> Upscaler:
+                   color_fix: bool = True, fidelity: Optional[float] = None) -> Upscaler:
     loaded = model_store.load(model, device)
-    return Upscaler(loaded.model, device, resolve_precision(precision.value, device), detail, loaded.id, color_fix)
+    return Upscaler(loaded.model, device, resolve_precision(precision.value, device), detail, loaded.id, color_fix,
+                    fidelity)
 
 
 @app.command()
@@ -142,6 +146,7 @@ def upscale(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
     detail: DetailOpt = None,
+    fidelity: FidelityOpt = None,
     color_fix: ColorFixOpt = True,
     format: FormatOpt = Format.same,
     quality: QualityOpt = None,
@@ -156,7 +161,7 @@ def upscale(
     check_output(input, dest, overwrite)
     tile_px = _tile_value(tile)
     dev = resolve_device(device)
-    upscaler = _make_upscaler(model, dev, precision, detail, color_fix)
+    upscaler = _make_upscaler(model, dev, precision, detail, color_fix, fidelity)
     bar = _TileBar(input.name)
     try:
         result = upscaler.upscale_file(input, dest, fmt, quality=quality, tile=tile_px, overlap=overlap,
@@ -171,7 +176,7 @@ def upscale(
     (w0, h0), (w1, h1) = result.input_size, result.output_size
     out.print(f"wrote {escape(result.output)}  {w0}x{h0} -> {w1}x{h1}  ({result.seconds:.1f} s, "
               f"{result.device} {result.precision}, tile {result.tile}, {result.tiles} tile(s), "
-              f"detail {result.detail})", soft_wrap=True)
+              f"detail {result.detail}, fidelity {result.fidelity:g})", soft_wrap=True)
 
 
 @app.command()
@@ -193,6 +198,7 @@ def batch(
                                                    "e.g. cuda:0,cuda:1 (overrides --device).")] = None,
     precision: PrecisionOpt = Precision.auto,
     detail: DetailOpt = None,
+    fidelity: FidelityOpt = None,
     color_fix: ColorFixOpt = True,
     format: FormatOpt = Format.same,
     quality: QualityOpt = None,
@@ -207,7 +213,7 @@ def batch(
         raise UserError(f"no images found in {in_dir}{hint}")
     tile_px = _tile_value(tile)
     devs = resolve_devices(devices) if devices else [resolve_device(device)]
-    upscalers = [_make_upscaler(model, d, precision, detail, color_fix) for d in devs] if jobs else []
+    upscalers = [_make_upscaler(model, d, precision, detail, color_fix, fidelity) for d in devs] if jobs else []
     kwargs = dict(quality=quality, tile=tile_px, overlap=overlap, max_pixels=max_pixels)
     progress = Progress(TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
                         TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),

@@ -1,7 +1,8 @@
 """``hitok eval``: the x4 evaluation of issue 5 (bicubic and realistic LR tracks) from the command line.
 
 A thin command over :func:`hitok.bench.evaluate.evaluate`: build the methods (bicubic, Real-ESRGAN when its
-ncnn files are found, one hitok per ``--model``), run, print the mean table per track with Rich, and leave
+ncnn files are found, the CNN floor trained on ``--floor-data``, one hitok per ``--model`` and per
+``--fidelity-sweep`` value), run, print the mean table per track with Rich, and leave
 ``results.md``, ``results.json`` and the side-by-side panels in ``--out``. Attached to the app in app.py with
 ``app.command("eval")(eval_command)``.
 """
@@ -44,27 +45,44 @@ def eval_command(
     = "cpu",
     tile: Annotated[Optional[int], typer.Option("--tile", min=1, help="hitok LR tile side. Default: auto, as "
                                                 "`hitok upscale` does.")] = None,
-    raw: Annotated[bool, typer.Option("--raw", help="Also a 'raw' row per model without the colour fix "
-                                      "(what the tokens alone give).")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Also a 'raw' row per model without the colour fix, and for "
+                                      "a model with an LR guide a 'w=0 raw' row (the tokens alone).")] = False,
+    fidelity_sweep: Annotated[str, typer.Option("--fidelity-sweep", help="Comma list of fidelities, e.g. "
+                                                "0,0.25,0.5,0.75,1: one more row per value for each model with an "
+                                                "LR guide.")] = "",
+    floor_data: Annotated[Optional[Path], typer.Option("--floor-data", help="Folder of training photos: train "
+                                                       "the 'CNN floor' baseline (a 0.17 M-parameter plain CNN) "
+                                                       "on them at the start of the run and add its row. "
+                                                       "Default: no floor row.")] = None,
+    floor_steps: Annotated[int, typer.Option("--floor-steps", min=1, help="Training steps of the CNN floor "
+                                             "(1000: about 7 minutes on 2 CPU cores).")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the realistic track's noise.")] = 0,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch and ncnn "
                                                    "(the same for both so timings compare). Default: torch's.")]
     = None,
 ) -> None:
-    """Evaluate x4 upscaling on a folder of photos: PSNR-Y, SSIM-Y, NIQE, time; hitok vs bicubic vs Real-ESRGAN."""
+    """Evaluate x4 upscaling on a folder of photos (PSNR-Y, SSIM-Y, HaarPSI, NIQE, time) against baselines."""
     from hitok.bench.evaluate import METRICS, TRACKS, build_methods, evaluate, fmt_metric, list_images
 
     if crop % 16:
         raise UserError(f"--crop {crop}: must be a multiple of 16 (LR side a multiple of 4)")
     list_images(hr_dir, max_images)  # a bad folder fails before any model is loaded
+    if floor_data is not None and not floor_data.is_dir():
+        raise UserError(f"--floor-data {floor_data}: no such folder")
+    fidelities = parse_fidelities(fidelity_sweep)
     if threads:
         torch.set_num_threads(threads)
+
+    def log(msg: str) -> None:
+        err.print(escape(msg), soft_wrap=True)
+
     methods, notes = build_methods(model or [], realesrgan, device,
-                                   str(realesrgan_dir) if realesrgan_dir else None, threads, tile, raw)
+                                   str(realesrgan_dir) if realesrgan_dir else None, threads, tile, raw,
+                                   fidelities, floor_data, floor_steps, log)
     for note in notes:
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     res = evaluate(hr_dir, methods, crop=crop, out_dir=out_dir, max_images=max_images, seed=seed,
-                   notes=notes, log=lambda msg: err.print(escape(msg), soft_wrap=True))
+                   notes=notes, log=log)
 
     for track in TRACKS:
         table = Table(title=f"track {track}: mean over {len(res.images)} image(s), crop {crop}", title_justify="left")
@@ -78,3 +96,20 @@ def eval_command(
         out.print(f"{metric} n/a: {escape(why)}", soft_wrap=True)
     out.print(f"wrote {escape(str(out_dir / 'results.md'))}, results.json and {len(res.images) * len(TRACKS)} "
               f"panel(s) in {escape(str(out_dir / 'panels'))}", soft_wrap=True)
+
+
+def parse_fidelities(text: str) -> list[float]:
+    """The --fidelity-sweep text "0,0.25,1" -> [0.0, 0.25, 1.0]: each in [0, 1], repeats dropped, order kept."""
+    values: list[float] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise UserError(f"--fidelity-sweep {text}: {part!r} is not a number") from None
+        if not 0.0 <= v <= 1.0:
+            raise UserError(f"--fidelity-sweep {text}: {part} is outside 0..1")
+        if v not in values:
+            values.append(v)
+    return values

@@ -104,7 +104,12 @@ def _make_stage_command(stage: str):
                                                           "bicubic downscaling instead of the Real-ESRGAN pipeline "
                                                           "(default: preset; small 0.3).")] = None,
         grad_clip: Annotated[float, typer.Option(min=0.0, help="Max gradient norm (0: off).")] = 1.0,
+        d_channels: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (default: preset; "
+                                                          "Real-ESRGAN 64).")] = None,
         topk: Annotated[int, typer.Option(min=1, help="Decoder stage: sample tokens among the top-K.")] = 5,
+        guide_width: Annotated[int, typer.Option(min=0, help="Decoder stage: give an --init model without one an "
+                                                 "LR-guided decoder of this width (--fidelity at inference).")] = 0,
+        guide_blocks: Annotated[int, typer.Option(min=1, help="Residual blocks of that LR guide.")] = 4,
         ae_warmup: Annotated[Optional[int], typer.Option(min=0, help="Tokenizer stage: steps without "
                                                          "quantization before the k-means codebook init.")] = None,
         no_masking: Annotated[bool, typer.Option("--no-masking", help="Switch off group masking (Table 3 "
@@ -130,7 +135,8 @@ def _make_stage_command(stage: str):
                           steps=steps, batch_size=batch_size, crop=crop, accum=accum, lr=lr, d_lr=d_lr,
                           warmup=warmup, schedule=schedule, ema_decay=ema_decay, adv_start=adv_start,
                           adv_weight=adv_weight, latent_weight=latent_weight, clean_lr=clean_lr,
-                          grad_clip=grad_clip, topk=topk, ae_warmup=ae_warmup,
+                          grad_clip=grad_clip, d_channels=d_channels, topk=topk, guide_width=guide_width,
+                          guide_blocks=guide_blocks, ae_warmup=ae_warmup,
                           masking=not no_masking, no_vfm=no_vfm, seed=seed, device=device, workers=workers,
                           log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every,
                           time_limit_s=None if time_limit_min is None else time_limit_min * 60, nproc=nproc,

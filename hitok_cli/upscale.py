@@ -1,9 +1,9 @@
 """Image file -> x4 image file: the library function behind ``hitok upscale`` and ``hitok batch``.
 
 The photo's way (docs in /work/shared/DESIGN.md): read (imageio) -> RGB float tensor -> tiled
-model inference (tiling; each tile is ``model.upscale(lr, active_groups=M, fix_colors=...)``, i.e.
+model inference (tiling; each tile is ``model.upscale(lr, active_groups=M, fix_colors=..., fidelity=w)``, i.e.
 generator -> top-1 tokens -> decoder with the first M groups, the paper's Eq. 4 used as a "detail"
-control, -> the LR colour fix of models/colorfix.py unless --no-color-fix)
+control, and the LR guide at weight w (models/guide.py) -> the LR colour fix of models/colorfix.py if on)
 -> alpha upscaled on its own with bicubic and re-attached -> grey input back to grey -> write
 atomically with the original ICC/EXIF (imageio).
 
@@ -69,6 +69,11 @@ def receptive_field(model: torch.nn.Module, fix_colors: bool = False) -> int | N
         + (_conv_reach(g.up_widths, g.up_blocks, up=True) * lr_per_token if g.up_widths else 0)
     dec_hr = _conv_reach(t.conv_widths, t.dec_conv_blocks, up=True) if t.conv_widths else 0  # HR pixels
     dec = t.dec_depth * t.window / 2 * lr_per_token + dec_hr / model.scale
+    guide = model.tokenizer.decoder.guide
+    if guide is not None:  # joins after the trunk: a 3x3 fuse conv over the trunk's output, or the LR guide's CNN
+        trunk = t.dec_depth * t.window / 2 * lr_per_token
+        dec = max(trunk + lr_per_token, guide.reach * lr_per_token) + dec_hr / model.scale \
+            + colorfix.reach(0) + 1  # and its back-projection: the bicubic taps down and up
     return int(-(-(gen + dec) // 1)) + (colorfix.reach() if fix_colors else 0)
 
 
@@ -127,6 +132,7 @@ class UpscaleResult:
     tiles: int
     overlap: int
     detail: int
+    fidelity: float
     color_fix: bool
     model_id: str
     seconds: float
@@ -140,10 +146,16 @@ class Upscaler:
     """One loaded model on one device; reused for every file of a batch."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
-                 detail: int | None = None, model_id: str = "", fix_colors: bool = True):
+                 detail: int | None = None, model_id: str = "", fix_colors: bool = True,
+                 fidelity: float | None = None):
         groups = model.config.tokenizer.groups
         if detail is not None and not 1 <= detail <= groups:
             raise UserError(f"--detail {detail}: this model has {groups} token groups; use 1..{groups}")
+        if fidelity is not None and not 0 <= fidelity <= 1:
+            raise UserError(f"--fidelity {fidelity}: must be between 0 and 1")
+        if fidelity and not model.guided:
+            raise UserError(f"--fidelity {fidelity}: this model's decoder does not see the input (no LR guide); "
+                            "only 0 is possible")
         # channels-last on the CPU: oneDNN's convolutions run without layout reorders, measured 1.3x (fp32) and
         # 1.44x (bf16) faster for the default model per 128x128 input (docs/benchmarks.md); outputs unchanged.
         # Module.to converts the caller's model in place (eval's rows share one model; harmless, same numbers).
@@ -152,6 +164,7 @@ class Upscaler:
         self.device, self.dtype, self.model_id = device, dtype, model_id
         self.detail = detail or groups
         self.fix_colors = fix_colors
+        self.fidelity = model.config.fidelity if fidelity is None else float(fidelity)
         self.warnings: list[str] = []
         self._bytes_per_pixel: float | None = None
         # Tile granularity: a token, or a whole attention window so that windows line up across tiles.
@@ -170,10 +183,11 @@ class Upscaler:
     # -- per tile ---------------------------------------------------------------------------------
     def _forward(self, lr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         with torch.inference_mode():
+            kw = dict(active_groups=self.detail, fix_colors=self.fix_colors, fidelity=self.fidelity)
             if dtype == torch.float32:
-                return self.model.upscale(lr, active_groups=self.detail, fix_colors=self.fix_colors)
+                return self.model.upscale(lr, **kw)
             with torch.autocast(self.device.type, dtype=dtype):
-                return self.model.upscale(lr, active_groups=self.detail, fix_colors=self.fix_colors).float()
+                return self.model.upscale(lr, **kw).float()
 
     def tile_fn(self, lr: torch.Tensor) -> torch.Tensor:
         lr = lr.to(self.device).contiguous(memory_format=self.memory_format)
@@ -245,7 +259,7 @@ class Upscaler:
             input=str(inp), output=str(out), input_size=pic.size, output_size=result.size, format=fmt,
             bits=result.bits if fmt in ("PNG", "TIFF") else 8, device=str(self.device),
             precision=precision_name(self.dtype), tile=max(plan.tile_h, plan.tile_w), tiles=len(plan),
-            overlap=plan.overlap, detail=self.detail, color_fix=self.fix_colors,
+            overlap=plan.overlap, detail=self.detail, fidelity=self.fidelity, color_fix=self.fix_colors,
             model_id=self.model_id, seconds=round(time.perf_counter() - start, 3), warnings=warnings)
 
 

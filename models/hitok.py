@@ -1,7 +1,7 @@
 """HiTok: the one model core every command uses — tokenizer (codebooks, decoder, optional encoder), generator and
 optional VFM. At inference (Fig. 2): LR -> generator -> top-1 indices -> decoder(decode_indices) -> HR."""
 import math
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 import torch
@@ -9,6 +9,7 @@ from torch import nn
 
 from .colorfix import color_fix
 from .generator import Generator, GeneratorConfig, GeneratorOutput
+from .guide import check_fidelity
 from .tokenizer import Tokenizer, TokenizerConfig
 
 SCALE = 4  # HiTokSR is a x4 method: the generator's LR token grid equals the tokenizer's HR token grid
@@ -20,6 +21,7 @@ class HiTokConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     vfm: Any = None  # VFMConfig or None (no VFM: Table 4 row (a), what offline training can use)
     name: str = "custom"
+    fidelity: float = 0.0  # default LR-guide weight at inference (models/guide.py); needs tokenizer.guide_width
 
     def __post_init__(self):
         t, g = self.tokenizer, self.generator
@@ -29,6 +31,7 @@ class HiTokConfig:
             raise ValueError("generator groups/codebook_size must match the tokenizer's")
         if g.head == "codebook" and g.latent_dim != t.latent_dim:
             raise ValueError("the codebook head's latent_dim must match the tokenizer's")
+        check_fidelity(self.fidelity)
 
 
 def config_to_dict(cfg: HiTokConfig) -> dict:
@@ -117,15 +120,38 @@ class HiTok(nn.Module):
     def encode(self, hr: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.encode(hr)
 
-    def decode_indices(self, indices: torch.Tensor, active_groups: int | None = None) -> torch.Tensor:
-        return self.tokenizer.decode_indices(indices, active_groups)
+    @property
+    def guided(self) -> bool:
+        """The decoder can see the LR input (models/guide.py): `fidelity` > 0 means something."""
+        return self.tokenizer.decoder.guide is not None
 
-    def upscale(self, lr: torch.Tensor, active_groups: int | None = None, fix_colors: bool = False) -> torch.Tensor:
+    def decode_indices(self, indices: torch.Tensor, active_groups: int | None = None, lr: torch.Tensor | None = None,
+                       fidelity: float = 0.0) -> torch.Tensor:
+        return self.tokenizer.decode_indices(indices, active_groups, lr, fidelity)
+
+    def upscale(self, lr: torch.Tensor, active_groups: int | None = None, fix_colors: bool = False,
+                fidelity: float | None = None) -> torch.Tensor:
         """lr (B, 3, h, w) in [0, 1], h and w multiples of lr_align -> (B, 3, 4h, 4w) in [0, 1].
 
-        fix_colors: take the output's coarse band from the LR input (models/colorfix.py; not in the paper)."""
+        fix_colors: take the output's coarse band from the LR input (models/colorfix.py; not in the paper).
+        fidelity: weight of the LR guide in the decoder, 0 (tokens only, the paper) .. 1 (None: the config's)."""
         r = self.lr_align
         if lr.shape[-1] % r or lr.shape[-2] % r:
             raise ValueError(f"LR sides must be multiples of {r}, got {tuple(lr.shape[-2:])}")
-        sr = self.decode_indices(self.predict_indices(lr), active_groups)
+        w = check_fidelity(self.config.fidelity if fidelity is None else fidelity)
+        if w > 0 and not self.guided:
+            raise ValueError("this model has no LR-guided decoder: fidelity must be 0")
+        sr = self.decode_indices(self.predict_indices(lr), active_groups, lr, w)
         return color_fix(sr, lr) if fix_colors else sr
+
+
+def add_guide(model: HiTok, width: int, blocks: int) -> HiTok:
+    """A copy of a trained model with a fresh LR guide on its decoder (models/guide.py): the guide's last layer
+    starts at zero, so every fidelity decodes exactly as the original until the decoder stage trains it."""
+    cfg = replace(model.config, tokenizer=replace(model.config.tokenizer, guide_width=width, guide_blocks=blocks))
+    guided = HiTok(cfg, with_encoder=model.has_encoder)
+    missing, unexpected = guided.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("tokenizer.decoder.guide.") for k in missing):
+        raise ValueError(f"cannot add a guide: unexpected {unexpected}, missing {missing}")
+    guided.metadata = dict(model.metadata)
+    return guided.to(next(model.parameters()).device)

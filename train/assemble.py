@@ -14,7 +14,7 @@ from torch import nn
 
 from hitok.models import HiTok, HiTokConfig, ModelFileError, load_model, presets, read_metadata
 from hitok.models.discriminator import Discriminator, DiscriminatorConfig
-from hitok.models.hitok import config_from_dict
+from hitok.models.hitok import add_guide, config_from_dict
 from hitok.models.lpips import try_lpips
 
 from . import distributed as ddp
@@ -142,6 +142,9 @@ def build(cfg: TrainConfig, env: ddp.DistEnv) -> Setup:
         model = load_model(ckpt / "model.safetensors")
     elif cfg.init:
         model = load_model(cfg.init)
+        if cfg.stage == "decoder" and cfg.guide_width > 0 and not model.guided:
+            torch.manual_seed(cfg.seed)
+            model = add_guide(model, cfg.guide_width, cfg.guide_blocks)
     else:
         torch.manual_seed(cfg.seed)
         try:

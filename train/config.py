@@ -76,6 +76,9 @@ class TrainConfig:
     clean_lr: float | None = None      # share of LR inputs made by plain bicubic downscaling (0: Real-ESRGAN only)
     d_channels: int | None = None      # discriminator width (Real-ESRGAN: 64)
     topk: int = 5                      # decoder stage: sample input tokens among the generator's top-K
+    guide_width: int = 0               # decoder stage: add an LR guide of this width (models/guide.py) to an
+                                       # --init model without one (0: keep the decoder as it is)
+    guide_blocks: int = 4
     ae_warmup: int | None = None       # tokenizer stage: steps without quantization before k-means init
     masking: bool = True               # group masking (Eq. 3-5) in the tokenizer and decoder stages
     no_vfm: bool = False               # drop the preset's VFM (e.g. paper preset without DINOv3 weights)

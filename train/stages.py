@@ -90,7 +90,7 @@ class TokenizerStage:
         if step < self.ae_warmup:  # no quantization yet: a continuous autoencoder with the same masking
             recon = self.tok.decoder(mask_groups(self.tok.encode_latent(hr), self.n, M))
             loss, terms = _pixel_terms(recon, target, self.w, self.lpips)
-            return StepOutput(loss, {**terms, "M": M}, recon, target)
+            return StepOutput(loss, {**terms, "M": M}, recon, hr)
         if not bool(q.initialized):
             with torch.no_grad():
                 q.init_from_latents(self.tok.encode_latent(hr), generator=gen)
@@ -101,7 +101,7 @@ class TokenizerStage:
         terms.update(M=M, codebook=qo.codebook_loss.item(), commit=qo.commit_loss.item())
         terms.update({f"usage{g}": u for g, u in enumerate(qo.usage.tolist())})
         self._last_hr = hr
-        return StepOutput(loss, terms, out.recon, target)
+        return StepOutput(loss, terms, out.recon, hr)  # D's real sample: the photo, not the DWT target
 
     @torch.no_grad()
     def after_step(self, step: int, gen: torch.Generator) -> dict[str, float]:
@@ -176,9 +176,15 @@ class DecoderStage:
     generator's top-K (K=5 by default; Table 5) against the GT with L1 + LPIPS + GAN.
 
     `masking` (our addition, default on) keeps Eq. 3-5 active here too, so the `--detail M` control still
-    decodes coarse images after fine-tuning; the paper's stage 3 uses all groups."""
+    decodes coarse images after fine-tuning; the paper's stage 3 uses all groups.
+
+    With an LR-guided decoder (models/guide.py) each sample draws its fidelity w (a quarter 0, a quarter 1,
+    the rest uniform), as CodeFormer trains its w; samples with w = 0 keep the paper's token-only task
+    (DWT target when masked), samples with w > 0 learn the photo itself from tokens + LR. The guide, new to a
+    trained decoder, learns at `guide_lr_mult` times the rate."""
 
     name = "decoder"
+    guide_lr_mult = 2.0
 
     def __init__(self, model: HiTok, weights: LossWeights, lpips: nn.Module | None = None, topk: int = 5,
                  masking: bool = True):
@@ -191,7 +197,13 @@ class DecoderStage:
         return {"decoder": self.model.tokenizer.decoder}
 
     def param_groups(self, lr: float) -> list[dict]:
-        return [{"params": list(self.model.tokenizer.decoder.parameters()), "lr": lr}]
+        dec = self.model.tokenizer.decoder
+        guide = [] if dec.guide is None else list(dec.guide.parameters())
+        ids = {id(p) for p in guide}
+        groups = [{"params": [p for p in dec.parameters() if id(p) not in ids], "lr": lr}]
+        if guide:
+            groups.append({"params": guide, "lr": self.guide_lr_mult * lr})
+        return groups
 
     def step(self, batch: dict, step: int, gen: torch.Generator) -> StepOutput:
         hr, lr = batch["hr"], batch["lr"]
@@ -199,17 +211,30 @@ class DecoderStage:
             self.model.generator.eval()
             logits = self.model.generate(lr).logits.float()  # (B, N, K, h, w)
             idx = sample_topk(logits, self.topk, gen)
+            del logits
         tok = self.model.tokenizer
         n = tok.cfg.groups
         M = sample_active_groups(n, gen) if self.masking else n
         target = target_for_active_groups(hr, n, M, tok.cfg.wavelet) if self.masking else hr
-        sr = tok.decode_latent(tok.quantizer.embed(idx).detach(), M)
+        fidelity = 0.0
+        if self.model.guided:
+            fidelity = sample_fidelity(hr.shape[0], gen, hr.device)
+            target = torch.where(fidelity.view(-1, 1, 1, 1) > 0, hr, target)
+        sr = tok.decode_latent(tok.quantizer.embed(idx).detach(), M, lr, fidelity)
         loss, terms = _pixel_terms(sr, target, self.w, self.lpips)
         terms["M"] = M
-        return StepOutput(loss, terms, sr, target)
+        # the discriminator's real sample is the photo, never the DWT target (8x8 flat blocks teach blockiness)
+        return StepOutput(loss, terms, sr, hr)
 
     def after_step(self, step: int, gen: torch.Generator) -> dict[str, float]:
         return {}
+
+
+def sample_fidelity(batch: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(B,) guide weights: 0 with probability 1/4, 1 with 1/4, else uniform in (0, 1)."""
+    u = torch.rand(batch, generator=gen, device=device)
+    w = torch.rand(batch, generator=gen, device=device)
+    return torch.where(u < 0.25, torch.zeros_like(w), torch.where(u < 0.5, torch.ones_like(w), w))
 
 
 def sample_topk(logits: torch.Tensor, k: int, gen: torch.Generator | None = None) -> torch.Tensor:
