@@ -4,8 +4,13 @@ The photo's way (docs in /work/shared/DESIGN.md): read (imageio) -> RGB float te
 model inference (tiling; each tile is ``model.upscale(lr, active_groups=M, fix_colors=..., fidelity=w)``, i.e.
 generator -> top-1 tokens -> decoder with the first M groups, the paper's Eq. 4 used as a "detail"
 control, and the LR guide at weight w (models/guide.py) -> the LR colour fix of models/colorfix.py if on)
--> alpha upscaled on its own with bicubic and re-attached -> grey input back to grey -> write
-atomically with the original ICC/EXIF (imageio).
+-> alpha upscaled on its own with bicubic and re-attached -> grey input back to grey -> resized
+when --outscale / --width / --height ask for another size (outsize) -> write atomically with the
+original ICC/EXIF (imageio).
+
+Everything that can be checked without the model is checked first (:func:`plan_file`): the input's
+header, the output's name and format, that it is not the input, does not exist, and can be written
+(fsutil.check_writable), so a mistake costs a second, not a model load and an hour of tiles.
 
 Reduced precision (fp16/bf16) runs under autocast; a tile whose output holds NaN/inf is re-run
 in fp32 and the rest of the image stays in fp32 (the user gets one warning, not a black image).
@@ -31,7 +36,10 @@ from hitok.models import colorfix
 from . import tiling
 from .device import precision_name
 from .errors import UserError
-from .imageio import DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, SUFFIX_FORMAT, Picture, read_image, write_image
+from .fsutil import check_writable, low_space_warning
+from .imageio import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, SUFFIX_FORMAT, Picture, probe_image, read_image,
+                      write_image)
+from .outsize import OutputSize, resize_picture
 
 FORMAT_CHOICES = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 DEFAULT_OVERLAP = 16  # LR pixels; 64 HR pixels of raised-cosine blend between neighbouring tiles
@@ -70,10 +78,10 @@ def receptive_field(model: torch.nn.Module, fix_colors: bool = False) -> int | N
     dec_hr = _conv_reach(t.conv_widths, t.dec_conv_blocks, up=True) if t.conv_widths else 0  # HR pixels
     dec = t.dec_depth * t.window / 2 * lr_per_token + dec_hr / model.scale
     guide = model.tokenizer.decoder.guide
-    if guide is not None:  # joins after the trunk: a 3x3 fuse conv over the trunk's output, or the LR guide's CNN
+    if guide is not None:  # the head's two 3x3 convs over the trunk's output, or the LR guide's whole CNN
         trunk = t.dec_depth * t.window / 2 * lr_per_token
-        dec = max(trunk + lr_per_token, guide.reach * lr_per_token) + dec_hr / model.scale \
-            + colorfix.reach(0) + 1  # and its back-projection: the bicubic taps down and up
+        dec = max(dec, trunk + 2 * lr_per_token, guide.reach * lr_per_token) \
+            + colorfix.reach(0) + 1  # then its back-projection: the bicubic taps down and up
     return int(-(-(gen + dec) // 1)) + (colorfix.reach() if fix_colors else 0)
 
 
@@ -81,12 +89,14 @@ def output_format(path: Path) -> str | None:
     return SUFFIX_FORMAT.get(path.suffix.lower())
 
 
-def resolve_output(inp: Path, out: Path | None, fmt: str = "same") -> tuple[Path, str]:
-    """(output path, Pillow format). Default: NAME_x4.EXT beside the input, never ``.png.png``."""
+def resolve_output(inp: Path, out: Path | None, fmt: str = "same",
+                   size: OutputSize | None = None) -> tuple[Path, str]:
+    """(output path, Pillow format). Default: NAME_x4.EXT beside the input (NAME_x2, NAME_w1000, ... for
+    another output size), or inside ``out`` when that is an existing folder; never ``.png.png``."""
     wanted = FORMAT_CHOICES.get(fmt) if fmt != "same" else None
     if fmt != "same" and wanted is None:
         raise UserError(f"unknown --format {fmt!r}: use png, jpg, webp or same")
-    if out is not None:
+    if out is not None and not out.is_dir():
         from_suffix = output_format(out)
         if wanted and from_suffix and from_suffix != wanted:
             raise UserError(f"-o {out} has a {out.suffix} suffix but --format is {fmt}")
@@ -99,7 +109,8 @@ def resolve_output(inp: Path, out: Path | None, fmt: str = "same") -> tuple[Path
     chosen = wanted or source or "PNG"  # "same" for GIF & co.: PNG keeps every pixel
     # Keep the user's own spelling (.JPEG stays .JPEG) when the format is unchanged.
     suffix = inp.suffix if source == chosen else FORMAT_SUFFIX[chosen]
-    return inp.with_name(f"{inp.stem}_x4{suffix}"), chosen
+    name = f"{inp.stem}_{(size or OutputSize()).tag()}{suffix}"
+    return (out / name if out is not None else inp.with_name(name)), chosen
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -110,12 +121,65 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def check_output(inp: Path, out: Path, overwrite: bool) -> None:
+    """The output may be written: not the input, not a folder, not an existing file (unless ``overwrite``),
+    and its folder writable (probed)."""
     if same_file(inp, out):
         raise UserError(f"refusing to write over the input file {inp}")
     if out.is_dir():
         raise UserError(f"{out} is a folder; give a file name with -o")
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    check_writable(out)
+
+
+def quality_warning(fmts: list[str], quality: int | None) -> str | None:
+    """--quality is a JPEG/WebP setting: say so when some outputs will not use it."""
+    lossless = sorted({f for f in fmts if f not in ("JPEG", "WEBP")})
+    if quality is None or not lossless:
+        return None
+    return f"--quality applies to JPEG and WebP only; ignored for {', '.join(lossless)} output"
+
+
+def estimated_bytes(size: tuple[int, int], fmt: str) -> int:
+    """A rough output file size for the free-space check: raw RGB for lossless formats, a fifth for lossy."""
+    raw = size[0] * size[1] * 3
+    return raw // 5 if fmt in ("JPEG", "WEBP") else raw
+
+
+def check_output_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+    if size[0] * size[1] > 16 * max_pixels:  # the x4 of the largest input --max-pixels lets in
+        raise UserError(f"{path}: the output would be {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, more "
+                        f"than 16 x --max-pixels ({16 * max_pixels:,}); ask for a smaller size")
+
+
+@dataclass
+class FilePlan:
+    """One photo to upscale, checked without the model (:func:`plan_file`)."""
+
+    src: Path
+    dst: Path
+    fmt: str  # Pillow format name
+    input_size: tuple[int, int]  # (width, height), upright
+    output_size: tuple[int, int]
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_file(inp: Path, out: Path | None = None, fmt: str = "same", size: OutputSize | None = None,
+              overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+              quality: int | None = None) -> FilePlan:
+    """Every check of ``hitok upscale`` that needs no model, in about a millisecond whatever the photo's size:
+    the input's header (an image, under --max-pixels), the output's name, format and folder (writable)."""
+    size = size or OutputSize()
+    if not inp.is_file():
+        raise UserError(f"{inp}: no such file" if not inp.exists() else f"{inp}: is not a file")
+    dest, pil_fmt = resolve_output(inp, out, fmt, size)
+    check_output(inp, dest, overwrite)
+    in_size = probe_image(inp, max_pixels)
+    out_size = size.target(*in_size)
+    check_output_pixels(inp, out_size, max_pixels)
+    warnings = [w for w in (quality_warning([pil_fmt], quality),
+                            low_space_warning(dest, estimated_bytes(out_size, pil_fmt))) if w]
+    return FilePlan(inp, dest, pil_fmt, in_size, out_size, warnings)
 
 
 @dataclass
@@ -136,6 +200,9 @@ class UpscaleResult:
     color_fix: bool
     model_id: str
     seconds: float
+    outscale: float | None = None  # the size options as given (all None: the model's x4)
+    width: int | None = None
+    height: int | None = None
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -216,14 +283,14 @@ class Upscaler:
         tile / overlap in LR pixels, None = auto / :attr:`default_overlap`; windowed models round both
         up to the window grid."""
         scale, align, grid = self.model.scale, self.model.lr_align, self.grid
+        self.check_tiling(tile, overlap)
+        asked_overlap = overlap
         overlap = self.default_overlap if overlap is None else overlap
         rgb = pic.pixels if not pic.grey else np.repeat(pic.pixels, 3, axis=2)
         lr = torch.from_numpy(rgb.astype(np.float32) / pic.max_value).permute(2, 0, 1)[None]  # (1, 3, h, w)
         h, w = lr.shape[-2:]
         balance = not tile  # an auto tile is a ceiling: even the tiles out under it; a given one is kept
         tile = tile or self.pick_tile((h, w))
-        if tile % align:
-            raise UserError(f"--tile {tile}: must be a multiple of {align} (the model's token size in LR pixels)")
         out_dtype = np.uint16 if pic.bits == 16 else np.uint8
 
         def on_retry(old: int, new: int) -> None:
@@ -232,7 +299,7 @@ class Upscaler:
         try:
             hr, used = tiling.tiled_apply_with_retry(self.tile_fn, lr, scale, tile, overlap, grid, self.device,
                                                      out_dtype if not pic.grey else np.float32, progress, on_retry,
-                                                     balance)
+                                                     balance, align)
         except Exception as exc:  # noqa: BLE001
             if tiling.is_out_of_memory(exc):
                 raise UserError(f"out of memory even with tile {4 * grid}; try --device cpu") from None
@@ -241,18 +308,40 @@ class Upscaler:
             grey = (hr @ _LUMA)[..., None]  # (H, W, 1)
             hr = (grey * pic.max_value + 0.5).astype(out_dtype)
         alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
-        plan = tiling.plan_tiles(tiling.round_up(h, grid), tiling.round_up(w, grid), used, overlap, grid, balance)
+        plan = tiling.plan_image(h, w, used, overlap, grid, balance, align)
+        if asked_overlap is not None and len(plan) > 1 and plan.overlap < tiling.round_up(asked_overlap, grid):
+            self.warnings.append(f"--overlap {asked_overlap}: at most half a tile is used; overlapped "
+                                 f"{plan.overlap} LR pixels with {plan.tile_h}x{plan.tile_w} tiles")
         return Picture(pixels=hr, alpha=alpha, icc=pic.icc, exif=pic.exif, source_format=pic.source_format), plan
+
+    def check_tiling(self, tile: int | None, overlap: int | None) -> None:
+        """Refuse a --tile off the model's tile grid, and an --overlap that a given tile cannot hold."""
+        grid = self.grid
+        if tile is not None and tile % grid:
+            why = (f"this model's attention windows span {grid} LR pixels" if self.window
+                   else "the model's token size in LR pixels")
+            lower = tiling.round_down(tile, grid)
+            options = " or ".join(str(t) for t in (lower, lower + grid) if t > 0)
+            raise UserError(f"--tile {tile}: must be a multiple of {grid} ({why}); e.g. {options}")
+        if tile is not None and overlap is not None and 2 * tiling.round_up(overlap, grid) > tile:
+            raise UserError(f"--overlap {overlap}: at most half the tile ({tiling.round_down(tile // 2, grid)} "
+                            f"for --tile {tile})")
 
     def upscale_file(self, inp: Path, out: Path, fmt: str, quality: int | None = None,
                      tile: int | None = None, overlap: int | None = None,
                      max_pixels: int = DEFAULT_MAX_PIXELS,
-                     progress: tiling.Progress | None = None) -> UpscaleResult:
-        """Read ``inp``, upscale, write ``out`` (Pillow format ``fmt``) atomically."""
+                     progress: tiling.Progress | None = None, size: OutputSize | None = None,
+                     picture: Picture | None = None) -> UpscaleResult:
+        """Read ``inp`` (or take ``picture``, already read from it), upscale, resize to ``size`` if it asks for
+        another size than x4, write ``out`` (Pillow format ``fmt``) atomically."""
         start = time.perf_counter()
+        size = size or OutputSize()
         self.warnings = []
-        pic = read_image(inp, max_pixels=max_pixels)
+        pic = picture if picture is not None else read_image(inp, max_pixels=max_pixels)
+        target = size.target(*pic.size)
+        check_output_pixels(inp, target, max_pixels)
         result, plan = self.upscale_picture(pic, tile, overlap, progress)
+        result = resize_picture(result, target)
         warnings = pic.warnings + self.warnings
         warnings += write_image(out, result, fmt, quality)
         return UpscaleResult(
@@ -260,7 +349,8 @@ class Upscaler:
             bits=result.bits if fmt in ("PNG", "TIFF") else 8, device=str(self.device),
             precision=precision_name(self.dtype), tile=max(plan.tile_h, plan.tile_w), tiles=len(plan),
             overlap=plan.overlap, detail=self.detail, fidelity=self.fidelity, color_fix=self.fix_colors,
-            model_id=self.model_id, seconds=round(time.perf_counter() - start, 3), warnings=warnings)
+            model_id=self.model_id, seconds=round(time.perf_counter() - start, 3), warnings=warnings,
+            **size.to_dict())
 
 
 def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:

@@ -100,8 +100,7 @@ class Decoder(nn.Module):
         feats = self.trunk(self.from_latent(z))
         if self.guide is None or lr is None or (not torch.is_tensor(fidelity) and fidelity == 0):
             return _to_unit(self.unpatchify(feats))
-        feats, anchor = self.guide(feats, lr, fidelity)
-        return self.guide.back_project(_to_unit(self.unpatchify(feats)), anchor, fidelity)
+        return self.guide(_to_unit(self.unpatchify(feats)), feats, lr, fidelity)
 
 
 class Tokenizer(nn.Module):

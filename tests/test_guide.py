@@ -29,7 +29,7 @@ def _wake(model: HiTok) -> None:
     """Random weights in the guide's zero-initialised layers, as training would give them."""
     guide = model.tokenizer.decoder.guide
     with torch.no_grad():
-        for i, layer in enumerate((guide.fuse[-1], guide.correct[0])):
+        for i, layer in enumerate((guide.head[-2], guide.correct[0])):
             layer.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(2 * i + 1))
             layer.bias.normal_(0, 0.1, generator=torch.Generator().manual_seed(2 * i + 2))
 
@@ -46,7 +46,7 @@ def test_fidelity_zero_is_the_paper_decoder_and_a_fresh_guide_back_projects():
     with torch.no_grad():
         ref = plain.upscale(lr)
         assert torch.equal(guided.upscale(lr, fidelity=0.0), ref)
-        # zero-initialised fuse/correction layers: only the back-projection acts, and it pulls the output's
+        # zero-initialised head/correction layers: only the back-projection acts, and it pulls the output's
         # LR band onto the input in proportion to w
         errors = [_lr_band_error(guided.upscale(lr, fidelity=w), lr) for w in (0.0, 0.5, 1.0)]
         assert errors[2] < errors[1] < errors[0] and errors[2] < 0.2 * errors[0], errors
