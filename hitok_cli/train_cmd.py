@@ -110,6 +110,8 @@ def _make_stage_command(stage: str):
         guide_width: Annotated[int, typer.Option(min=0, help="Decoder stage: give an --init model without one an "
                                                  "LR-guided decoder of this width (--fidelity at inference).")] = 0,
         guide_blocks: Annotated[int, typer.Option(min=1, help="Residual blocks of that LR guide.")] = 4,
+        guide_only: Annotated[bool, typer.Option("--guide-only", help="Decoder stage: train only the LR guide; "
+                                                 "the token-only decoder (--fidelity 0) stays as it is.")] = False,
         ae_warmup: Annotated[Optional[int], typer.Option(min=0, help="Tokenizer stage: steps without "
                                                          "quantization before the k-means codebook init.")] = None,
         no_masking: Annotated[bool, typer.Option("--no-masking", help="Switch off group masking (Table 3 "
@@ -136,7 +138,7 @@ def _make_stage_command(stage: str):
                           warmup=warmup, schedule=schedule, ema_decay=ema_decay, adv_start=adv_start,
                           adv_weight=adv_weight, latent_weight=latent_weight, clean_lr=clean_lr,
                           grad_clip=grad_clip, d_channels=d_channels, topk=topk, guide_width=guide_width,
-                          guide_blocks=guide_blocks, ae_warmup=ae_warmup,
+                          guide_blocks=guide_blocks, guide_only=guide_only, ae_warmup=ae_warmup,
                           masking=not no_masking, no_vfm=no_vfm, seed=seed, device=device, workers=workers,
                           log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every,
                           time_limit_s=None if time_limit_min is None else time_limit_min * 60, nproc=nproc,

@@ -125,7 +125,10 @@ def _make_stage(cfg: TrainConfig, model: HiTok, weights: LossWeights, lpips):
             return GeneratorStage(model, weights, lpips)
         except ValueError as e:
             raise TrainError(f"--init {cfg.init}: {e}") from None
-    return DecoderStage(model, weights, lpips, topk=cfg.topk, masking=cfg.masking)
+    try:
+        return DecoderStage(model, weights, lpips, topk=cfg.topk, masking=cfg.masking, guide_only=cfg.guide_only)
+    except ValueError as e:
+        raise TrainError(f"--guide-only: {e}") from None
 
 
 def build(cfg: TrainConfig, env: ddp.DistEnv) -> Setup:

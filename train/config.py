@@ -79,6 +79,7 @@ class TrainConfig:
     guide_width: int = 0               # decoder stage: add an LR guide of this width (models/guide.py) to an
                                        # --init model without one (0: keep the decoder as it is)
     guide_blocks: int = 4
+    guide_only: bool = False           # decoder stage: train only the LR guide (the token-only decoder is kept)
     ae_warmup: int | None = None       # tokenizer stage: steps without quantization before k-means init
     masking: bool = True               # group masking (Eq. 3-5) in the tokenizer and decoder stages
     no_vfm: bool = False               # drop the preset's VFM (e.g. paper preset without DINOv3 weights)
