@@ -1,4 +1,4 @@
-"""x4 evaluation on a folder of HR photos: hitok against bicubic and Real-ESRGAN, two LR tracks.
+"""x4 evaluation on a folder of HR photos: hitok against bicubic, Real-ESRGAN and a CNN floor, two LR tracks.
 
 The "Evaluation" section of issue 5. Per image one deterministic centre crop (``crop`` px, or the
 largest multiple-of-16 crop of a smaller image) is the HR ground truth; its LR is made two ways:
@@ -9,16 +9,20 @@ largest multiple-of-16 crop of a smaller image) is the HR ground truth; its LR i
   seeded from (seed, file name) so a photo's LR does not change when others join the folder.
 
 Every method gets the same 8-bit LR and returns 8-bit RGB. Scores per method and track: PSNR-Y and
-SSIM-Y with 4 px shaved (:mod:`hitok.bench.metrics`), NIQE of the output with a 4 px border cropped
+SSIM-Y with 4 px shaved (:mod:`hitok.bench.metrics`), HaarPSI of the RGB output with the same 4 px shaved
+(:mod:`hitok.bench.haarpsi`), NIQE of the output with a 4 px border cropped
 (:mod:`hitok.bench.niqe`; n/a below two 96 px patches), LPIPS when its weights load
 (:func:`hitok.models.lpips.try_lpips`), DISTS never (no implementation or weights offline) -- a metric that
 cannot be computed is reported n/a with its reason, never estimated -- and wall seconds per image, timed in
 this process after one untimed warm-up call per method (model load, ncnn init, tile sizing excluded).
-hitok runs through :class:`hitok.cli.upscale.Upscaler`, the tiled path ``hitok upscale`` uses.
+hitok runs through :class:`hitok.cli.upscale.Upscaler`, the tiled path ``hitok upscale`` uses, one row per
+model and, for models with an LR guide, optionally one per fidelity. The "CNN floor" (:mod:`hitok.bench.floor`)
+is a small plain CNN trained at the start of the run when training photos are given.
 
 Output (``out_dir``): ``results.md``, ``results.json`` and ``panels/<image>_<track>.png``: an overview
-row (LR nearest x4 | methods | GT, each panel labelled, row at most 1600 px wide) above a row of
-one 128x128 detail region (the most textured in GT) shown pixel-exact at 2x (1x if too wide).
+(LR nearest x4 | methods in build order | GT, each panel labelled, at most 7 panels and 1600 px a row,
+wrapping onto more rows) above the same grid of one 128x128 detail region (the most textured in GT)
+shown pixel-exact at 2x (1x if too wide).
 """
 
 from __future__ import annotations
@@ -37,18 +41,20 @@ from PIL import Image, ImageDraw, ImageFont
 from hitok.cli.errors import UserError, one_line
 from hitok.cli.imageio import READ_SUFFIXES, Picture, read_image
 
+from .haarpsi import haarpsi
 from .metrics import psnr_y, ssim_y, to_y
 from .niqe import imresize_matlab, niqe
 
 SCALE = 4
 SHAVE = 4
 TRACKS = ("bicubic", "realistic")
-METRICS = ("psnr_y", "ssim_y", "niqe", "lpips", "dists", "seconds")
-HEADERS = {"psnr_y": "PSNR-Y (dB) ↑", "ssim_y": "SSIM-Y ↑", "niqe": "NIQE ↓", "lpips": "LPIPS ↓",
-           "dists": "DISTS ↓", "seconds": "s / image"}
+METRICS = ("psnr_y", "ssim_y", "haarpsi", "niqe", "lpips", "dists", "seconds")
+HEADERS = {"psnr_y": "PSNR-Y (dB) ↑", "ssim_y": "SSIM-Y ↑", "haarpsi": "HaarPSI ↑", "niqe": "NIQE ↓",
+           "lpips": "LPIPS ↓", "dists": "DISTS ↓", "seconds": "s / image"}
 DISTS_NA = "no DISTS implementation in hitok (it needs ImageNet VGG16 and DISTS weights; none offline)"
 DETAIL = 128  # side of the full-resolution detail region in the panels
 MAX_ROW = 1600  # px, widest panel row
+MAX_PANELS = 7  # panels a row; more wrap onto the next row so that every label stays readable
 
 
 class Method(Protocol):
@@ -76,15 +82,19 @@ class Bicubic:
 
 
 class HitokMethod:
-    """A hitok model through the user's path: ``Upscaler.upscale_picture`` with tile auto."""
+    """A hitok model through the user's path: ``Upscaler.upscale_picture`` with tile auto.
+
+    fidelity: weight of the LR guide (models/guide.py), None = the model's default.
+    """
 
     def __init__(self, model: torch.nn.Module, name: str = "hitok", device: str | torch.device = "cpu",
-                 model_id: str = "", source: str = "", tile: int | None = None, fix_colors: bool = True):
+                 model_id: str = "", source: str = "", tile: int | None = None, fix_colors: bool = True,
+                 fidelity: float | None = None):
         from hitok.cli.device import resolve_device, resolve_precision
         from hitok.cli.upscale import Upscaler
 
         dev = resolve_device(str(device))
-        self.upscaler = Upscaler(model, dev, resolve_precision("auto", dev), None, model_id, fix_colors)
+        self.upscaler = Upscaler(model, dev, resolve_precision("auto", dev), None, model_id, fix_colors, fidelity)
         self.name, self.tile, self.source = name, tile, source or "model"
         self.plan = None  # tile plan of the last call, for the report
 
@@ -96,7 +106,8 @@ class HitokMethod:
         tiles = f"tile {'auto' if self.tile is None else self.tile}" + (
             f" -> {p.tile_h}x{p.tile_w} LR px, overlap {p.overlap}, {len(p)} tile(s)" if p is not None else "")
         return (f"{self.name}: {self.source} (id {u.model_id or '-'}), {u.device} {precision_name(u.dtype)}, "
-                f"colour fix {'on' if u.fix_colors else 'off'}, {tiles}, torch threads {torch.get_num_threads()}")
+                f"fidelity {u.fidelity:g}, colour fix {'on' if u.fix_colors else 'off'}, {tiles}, "
+                f"torch threads {torch.get_num_threads()}")
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         out, self.plan = self.upscaler.upscale_picture(Picture(pixels=lr), tile=self.tile)
@@ -122,17 +133,27 @@ class RealESRGANMethod:
 
 def build_methods(models: Sequence[str | None], realesrgan: bool = True, device: str = "cpu",
                   realesrgan_dir: str | None = None, threads: int | None = None,
-                  tile: int | None = None, raw_rows: bool = False) -> tuple[list[Method], list[str]]:
-    """bicubic, Real-ESRGAN (when wanted and found) and one hitok per model spec (name, path, None = default).
+                  tile: int | None = None, raw_rows: bool = False, fidelities: Sequence[float] = (),
+                  floor_data: str | Path | None = None, floor_steps: int = 1000,
+                  log: Callable[[str], None] | None = None) -> tuple[list[Method], list[str]]:
+    """bicubic, Real-ESRGAN (when wanted and found), the CNN floor (when ``floor_data`` is given) and the hitok
+    rows per model spec (name, path, None = default), in that order.
 
     tile: hitok's LR tile side; None = auto, what ``hitok upscale`` does by default.
+    fidelities: for a model with an LR guide, one more row "<name> w=<v>" per value (colour fix on, as the
+    default row); a model without one gets a note instead.
     raw_rows: also a "<name> raw" row per model without the colour fix (models/colorfix.py), so the table
-    shows what the fix adds and what the tokens alone give.
+    shows what the fix adds, and for a guided model a "<name> w=0 raw" row: the tokens alone.
+    floor_data: folder of training photos for :func:`hitok.bench.floor.train_floor`, trained here for
+    ``floor_steps`` steps after the models have loaded (a wrong model path fails before minutes of training);
+    log: its progress lines.
 
     Returns (methods, notes); a Real-ESRGAN that cannot run becomes a note, not an error.
     """
     from hitok.cli import model_store
 
+    specs = list(models) or [None]
+    loaded = [model_store.load(spec, device) for spec in specs]
     methods: list[Method] = [Bicubic()]
     notes: list[str] = []
     if realesrgan:
@@ -140,8 +161,10 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
             methods.append(RealESRGANMethod(realesrgan_dir, threads))
         except Exception as exc:  # noqa: BLE001 - missing files, no ncnn, a corrupt file: all mean "skip"
             notes.append(f"Real-ESRGAN skipped: {one_line(exc)}")
-    specs = list(models) or [None]
-    loaded = [model_store.load(spec, device) for spec in specs]
+    if floor_data is not None:
+        from .floor import train_floor
+
+        methods.append(train_floor(floor_data, steps=floor_steps, threads=threads, log=log))
     stems = [m.path.stem for m in loaded]
     for m in loaded:
         name = "hitok" if len(loaded) == 1 else f"hitok:{m.path.stem}"
@@ -150,9 +173,20 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
         taken = [x.name for x in methods]
         if name in taken:  # the same file given twice: keep the rows apart
             name = f"{name}#{sum(t == name or t.startswith(name + '#') for t in taken) + 1}"
-        methods.append(HitokMethod(m.model, name, device, m.id, str(m.path), tile))
+
+        def row(label: str, **kw) -> HitokMethod:
+            return HitokMethod(m.model, label, device, m.id, str(m.path), tile, **kw)
+
+        methods.append(row(name))
+        guided = m.model.guided
+        if guided:
+            methods += [row(f"{name} w={v:g}", fidelity=v) for v in fidelities]
+        elif fidelities:
+            notes.append(f"{name}: no LR guide in this model, so no fidelity rows (its fidelity is always 0)")
         if raw_rows:
-            methods.append(HitokMethod(m.model, f"{name} raw", device, m.id, str(m.path), tile, fix_colors=False))
+            methods.append(row(f"{name} raw", fix_colors=False))
+            if guided:
+                methods.append(row(f"{name} w=0 raw", fix_colors=False, fidelity=0.0))
     return methods, notes
 
 
@@ -207,6 +241,7 @@ class Score:
     method: str
     psnr_y: float
     ssim_y: float
+    haarpsi: float
     niqe: float | None
     lpips: float | None
     dists: float | None
@@ -270,7 +305,9 @@ class EvalResults:
         lines += ["## Notes", ""]
         lines += [f"- {k.upper()} n/a: {why}" for k, why in self.unavailable.items()]
         lines += [f"- {n}" for n in self.notes]
-        lines += ["- NIQE: BT.601 Y, 4 px border cropped, pristine model of Mittal et al. 2013 (lower = more "
+        lines += ["- HaarPSI: Reisenhofer et al. 2018, colour version (YIQ, C 30, α 4.2, 3 Haar scales, 2x2 mean "
+                  "subsampling first), on the RGB output with 4 px shaved; 1 = identical to GT.",
+                  "- NIQE: BT.601 Y, 4 px border cropped, pristine model of Mittal et al. 2013 (lower = more "
                   "natural); the GT row is the HR crops' own score.",
                   "- s / image: wall seconds per LR input in this process, after one untimed warm-up call."]
         return "\n".join(lines) + "\n"
@@ -285,7 +322,9 @@ def _md_row(labels: list[str], values: dict) -> str:
 def fmt_metric(metric: str, v: float | None) -> str:
     if v is None:
         return "n/a"
-    return f"{v:.4f}" if metric in ("ssim_y", "lpips", "dists") else f"{v:.3f}" if metric != "psnr_y" else f"{v:.2f}"
+    if metric == "psnr_y":
+        return f"{v:.2f}"
+    return f"{v:.4f}" if metric in ("ssim_y", "haarpsi", "lpips", "dists") else f"{v:.3f}"
 
 
 def _finite(obj):
@@ -318,7 +357,11 @@ def detail_box(hr: np.ndarray, side: int = DETAIL) -> tuple[int, int, int]:
 
 
 def _labelled(img: Image.Image, text: str) -> Image.Image:
-    font = ImageFont.load_default(size=13)
+    """``img`` under an 18 px caption; a caption wider than the panel is set smaller (down to 9 px) to fit."""
+    for size in range(13, 8, -1):
+        font = ImageFont.load_default(size=size)
+        if font.getlength(text) <= img.width - 6:
+            break
     out = Image.new("RGB", (img.width, img.height + 18), "black")
     out.paste(img, (0, 18))
     ImageDraw.Draw(out).text((3, 2), text, fill="white", font=font)
@@ -335,14 +378,27 @@ def _row(panels: list[Image.Image], gap: int = 4) -> Image.Image:
     return out
 
 
+def _stack(rows: list[Image.Image], gap: int) -> Image.Image:
+    out = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows) + gap * (len(rows) - 1)),
+                    "white")
+    y = 0
+    for r in rows:
+        out.paste(r, (0, y))
+        y += r.height + gap
+    return out
+
+
 def side_by_side(panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int]) -> Image.Image:
-    """Labelled overview row (scaled to fit MAX_ROW) over the detail region at an integer zoom."""
-    n = len(panels)
+    """Labelled overview grid (scaled to fit MAX_ROW) over the same grid of the detail region at an integer zoom.
+
+    At most MAX_PANELS panels a row, in the given order; more wrap onto the next row.
+    """
+    cols = min(len(panels), MAX_PANELS)
     h, w = panels[0][1].shape[:2]
-    pw = min(w, (MAX_ROW - 4 * (n - 1)) // n)
+    pw = min(w, (MAX_ROW - 4 * (cols - 1)) // cols)
     ph = max(1, round(h * pw / w))
     t, l, side = box
-    zoom = max(1, (MAX_ROW - 4 * (n - 1)) // (n * side))
+    zoom = max(1, (MAX_ROW - 4 * (cols - 1)) // (cols * side))
     zoom = min(zoom, 2)
     top, bottom = [], []
     for label, img in panels:
@@ -352,11 +408,11 @@ def side_by_side(panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int]
         top.append(_labelled(small, label))
         crop = Image.fromarray(img[t : t + side, l : l + side]).resize((side * zoom, side * zoom), Image.NEAREST)
         bottom.append(_labelled(crop, f"{label.split('  ')[0]}  detail {zoom}x"))
-    a, b = _row(top), _row(bottom)
-    out = Image.new("RGB", (max(a.width, b.width), a.height + b.height + 6), "white")
-    out.paste(a, (0, 0))
-    out.paste(b, (0, a.height + 6))
-    return out
+
+    def grid(tiles: list[Image.Image]) -> Image.Image:
+        return _stack([_row(tiles[i : i + cols]) for i in range(0, len(tiles), cols)], gap=4)
+
+    return _stack([grid(top), grid(bottom)], gap=6)
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -418,9 +474,11 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
                 if sr.shape != hr.shape or sr.dtype != np.uint8:
                     raise RuntimeError(f"{m.name} returned {sr.dtype} {sr.shape} for a {lr.shape} input")
                 score = Score(name, track, m.name, psnr_y(sr, hr, SHAVE), ssim_y(sr, hr, SHAVE),
-                              _niqe_or_none(sr, res), _lpips(lpips_net, sr, hr), None, seconds)
+                              haarpsi(hr, sr, SHAVE), _niqe_or_none(sr, res), _lpips(lpips_net, sr, hr), None,
+                              seconds)
                 res.scores.append(score)
-                log(f"{name} {track:9s} {m.name:14s} PSNR-Y {score.psnr_y:6.2f}  {seconds:7.2f} s")
+                log(f"{name} {track:9s} {m.name:14s} PSNR-Y {score.psnr_y:6.2f}  HaarPSI {score.haarpsi:.4f}  "
+                    f"{seconds:7.2f} s")
                 niqe_txt = f"  NIQE {score.niqe:.2f}" if score.niqe is not None else ""
                 panels.append((f"{m.name}  {score.psnr_y:.2f} dB{niqe_txt}", sr))
             panels.append(("GT", hr))

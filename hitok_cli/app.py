@@ -25,10 +25,11 @@ from rich.table import Table
 from . import batch as batch_lib
 from . import model_store
 from . import tokens as tokens_lib
-from .device import resolve_device, resolve_devices, resolve_precision
-from .errors import Interrupted, UserError, set_debug, user_errors
+from .device import precision_warning, resolve_device, resolve_devices, resolve_precision
+from .errors import UserError, set_debug, sigterm_as_interrupt, user_errors
 from .imageio import DEFAULT_MAX_PIXELS, Picture, read_image, write_image
-from .upscale import DEFAULT_OVERLAP, Upscaler, check_output, resolve_output
+from .outsize import OutputSize
+from .upscale import Upscaler, check_output, plan_file, quality_warning
 
 app = typer.Typer(name="hitok", help="hitok: x4 photo upscaler (HiTokSR: hierarchical tokens predicted from a "
                   "low-resolution photo in one pass).", no_args_is_help=True, add_completion=False,
@@ -66,7 +67,9 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model na
                                                  "path to a .safetensors file. Default: the shipped model.")]
 TileOpt = Annotated[str, typer.Option("--tile", help="Tile side in LR pixels, or 'auto' (largest that fits "
                                       "free memory; halved on out-of-memory).")]
-OverlapOpt = Annotated[int, typer.Option("--overlap", min=0, help="Tile overlap in LR pixels, blended smoothly.")]
+OverlapOpt = Annotated[Optional[int], typer.Option("--overlap", min=0, help="Tile overlap in LR pixels, blended "
+                                                   "smoothly; at most half a tile. Default: 16, or the model's "
+                                                   "reach when shorter.", show_default=False)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto = bf16/fp16 on GPU, bf16 on CPUs "
                                                  "with AMX, else fp32; NaN/inf output is re-run in fp32.")]
@@ -84,6 +87,15 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existin
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse inputs with more pixels "
                                            "(decompression-bomb guard; Pillow's default).")]
+OutscaleOpt = Annotated[Optional[float], typer.Option("--outscale", help="Output scale, any number above 0 "
+                                                      "(e.g. 2, 3, 1.5): the model runs x4, then an antialiased "
+                                                      "Lanczos resize to round(S x size), as Real-ESRGAN's "
+                                                      "--outscale. Default: 4.", show_default=False)]
+WidthOpt = Annotated[Optional[int], typer.Option("--width", min=1, help="Output width in pixels (x4, then resized); "
+                                                 "the height follows the aspect ratio unless --height is given too.",
+                                                 show_default=False)]
+HeightOpt = Annotated[Optional[int], typer.Option("--height", min=1, help="Output height in pixels; with --width "
+                                                  "the output is exactly WIDTH x HEIGHT.", show_default=False)]
 
 
 @app.callback()
@@ -129,20 +141,25 @@ class _TileBar:
 
 def _make_upscaler(model: Optional[str], device, precision: Precision, detail: Optional[int],
                    color_fix: bool = True, fidelity: Optional[float] = None) -> Upscaler:
+    dtype = resolve_precision(precision.value, device)
+    if precision != Precision.auto and (slow := precision_warning(dtype, device)):
+        _warn(slow)
     loaded = model_store.load(model, device)
-    return Upscaler(loaded.model, device, resolve_precision(precision.value, device), detail, loaded.id, color_fix,
-                    fidelity)
+    return Upscaler(loaded.model, device, dtype, detail, loaded.id, color_fix, fidelity)
 
 
 @app.command()
 @user_errors
+@sigterm_as_interrupt
 def upscale(
     input: Annotated[Path, typer.Argument(help="Photo to upscale x4.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file. Default: "
-                                                   "NAME_x4.EXT beside the input.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file, or a folder to write "
+                                                   "the default name into. Default: NAME_x4.EXT beside the input "
+                                                   "(NAME_x2.EXT with --outscale 2, NAME_w1000.EXT with --width "
+                                                   "1000, NAME_h800 / NAME_1000x800 likewise).")] = None,
     model: ModelOpt = None,
     tile: TileOpt = "auto",
-    overlap: OverlapOpt = DEFAULT_OVERLAP,
+    overlap: OverlapOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
     detail: DetailOpt = None,
@@ -150,22 +167,26 @@ def upscale(
     color_fix: ColorFixOpt = True,
     format: FormatOpt = Format.same,
     quality: QualityOpt = None,
+    outscale: OutscaleOpt = None,
+    width: WidthOpt = None,
+    height: HeightOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """Upscale one photo x4 (EXIF orientation, ICC, alpha and 16-bit depth kept)."""
-    if not input.is_file():
-        raise UserError(f"{input}: no such file" if not input.exists() else f"{input}: is not a file")
-    dest, fmt = resolve_output(input, output, format.value)
-    check_output(input, dest, overwrite)
+    """Upscale one photo x4, or to --outscale / --width / --height (EXIF orientation, ICC, alpha and 16-bit kept)."""
+    size = OutputSize(outscale, width, height)
     tile_px = _tile_value(tile)
+    plan = plan_file(input, output, format.value, size, overwrite, max_pixels, quality)  # no model needed yet
     dev = resolve_device(device)
+    picture = read_image(input, max_pixels)  # a truncated file fails here, before the model loads
+    for w in plan.warnings:
+        _warn(w)
     upscaler = _make_upscaler(model, dev, precision, detail, color_fix, fidelity)
     bar = _TileBar(input.name)
     try:
-        result = upscaler.upscale_file(input, dest, fmt, quality=quality, tile=tile_px, overlap=overlap,
-                                       max_pixels=max_pixels, progress=bar)
+        result = upscaler.upscale_file(input, plan.dst, plan.fmt, quality=quality, tile=tile_px, overlap=overlap,
+                                       max_pixels=max_pixels, progress=bar, size=size, picture=picture)
     finally:
         bar.close()
     for w in result.warnings:
@@ -181,9 +202,10 @@ def upscale(
 
 @app.command()
 @user_errors
+@sigterm_as_interrupt
 def batch(
     in_dir: Annotated[Path, typer.Argument(help="Folder of photos.", show_default=False)],
-    out_dir: Annotated[Path, typer.Argument(help="Folder for the results (mirrors IN_DIR's tree).",
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the results (mirrors IN_DIR's tree, same names).",
                                             show_default=False)],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include sub-folders.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip files whose output exists "
@@ -192,7 +214,7 @@ def batch(
                                                 "(case-insensitive), e.g. '*.jpg'.")] = None,
     model: ModelOpt = None,
     tile: TileOpt = "auto",
-    overlap: OverlapOpt = DEFAULT_OVERLAP,
+    overlap: OverlapOpt = None,
     device: DeviceOpt = "auto",
     devices: Annotated[Optional[str], typer.Option("--devices", help="Spread files over several devices, "
                                                    "e.g. cuda:0,cuda:1 (overrides --device).")] = None,
@@ -202,52 +224,59 @@ def batch(
     color_fix: ColorFixOpt = True,
     format: FormatOpt = Format.same,
     quality: QualityOpt = None,
+    outscale: OutscaleOpt = None,
+    width: WidthOpt = None,
+    height: HeightOpt = None,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Upscale every photo in a folder; keeps going past bad files; exit 1 if any failed."""
-    jobs, decided = batch_lib.plan_jobs(in_dir, out_dir, recursive, glob, format.value, skip_existing, overwrite)
-    if not jobs and not decided:
+    size = OutputSize(outscale, width, height)
+    tile_px = _tile_value(tile)
+    plan = batch_lib.plan_jobs(in_dir, out_dir, recursive, glob, format.value, skip_existing, overwrite, size,
+                               max_pixels)
+    if not plan.jobs and not plan.decided:
         hint = "" if recursive else " (add --recursive for sub-folders)"
         raise UserError(f"no images found in {in_dir}{hint}")
-    tile_px = _tile_value(tile)
+    for w in plan.warnings + [quality_warning([j.fmt for j in plan.jobs], quality)]:
+        if w:
+            _warn(w)
     devs = resolve_devices(devices) if devices else [resolve_device(device)]
-    upscalers = [_make_upscaler(model, d, precision, detail, color_fix, fidelity) for d in devs] if jobs else []
-    kwargs = dict(quality=quality, tile=tile_px, overlap=overlap, max_pixels=max_pixels)
+    upscalers = [_make_upscaler(model, d, precision, detail, color_fix, fidelity) for d in devs] if plan.jobs else []
+    if plan.jobs:
+        batch_lib.prepare_out_dir(out_dir)
+    kwargs = dict(quality=quality, tile=tile_px, overlap=overlap, max_pixels=max_pixels, size=size)
     progress = Progress(TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
                         TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                         console=err, transient=False)
-    task = progress.add_task("batch", total=len(jobs), visible=bool(jobs))
+    task = progress.add_task("batch", total=len(plan.jobs), visible=bool(plan.jobs))
 
     def on_outcome(o: batch_lib.Outcome) -> None:
         for w in o.warnings:
             progress.console.print(f"[yellow]warning:[/] {escape(o.rel.as_posix())}: {escape(w)}", soft_wrap=True)
 
-    outcomes: list[batch_lib.Outcome] = []
-    interrupted = None
     start = time.perf_counter()
     with progress:
-        try:
-            outcomes = batch_lib.run_jobs(jobs, upscalers, kwargs, lambda x: progress.update(task, completed=x),
-                                          on_outcome)
-        except Interrupted as exc:
-            interrupted = exc
-    everything = decided + outcomes
-    _batch_report(everything, json_out, in_dir, out_dir, len(devs), time.perf_counter() - start)
-    if interrupted:
-        raise interrupted
+        run = batch_lib.run_jobs(plan.jobs, upscalers, kwargs, lambda x: progress.update(task, completed=x),
+                                 on_outcome)
+    everything = plan.decided + run.outcomes
+    _batch_report(everything, json_out, in_dir, out_dir, len(devs), time.perf_counter() - start, size, run.stopped)
+    if run.stopped:
+        raise run.stopped
     if any(o.status == "failed" for o in everything):
         raise typer.Exit(1)
 
 
 def _batch_report(outcomes: list[batch_lib.Outcome], json_out: bool, in_dir: Path, out_dir: Path,
-                  workers: int, wall: float) -> None:
+                  workers: int, wall: float, size: OutputSize, stopped: Optional[UserError]) -> None:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     if json_out:
+        files = [{"file": o.rel.as_posix(), "status": o.status, "reason": o.reason, "seconds": round(o.seconds, 3),
+                  **({"output": o.result.output, "output_size": o.result.output_size} if o.result else {})}
+                 for o in outcomes]
         print(json.dumps({"in_dir": str(in_dir), "out_dir": str(out_dir), **counts, "seconds": round(wall, 3),
-                          "files": [{"file": o.rel.as_posix(), "status": o.status, "reason": o.reason,
-                                     "seconds": round(o.seconds, 3)} for o in outcomes]}))
+                          **size.to_dict(), "stopped": str(stopped) if stopped else None, "files": files}))
         return
     failed = sorted((o for o in outcomes if o.status == "failed"), key=lambda o: o.rel.as_posix())
     skipped: dict[str, list[batch_lib.Outcome]] = {}
@@ -275,6 +304,7 @@ def _batch_report(outcomes: list[batch_lib.Outcome], json_out: bool, in_dir: Pat
 
 @app.command()
 @user_errors
+@sigterm_as_interrupt
 def tokenize(
     input: Annotated[Path, typer.Argument(help="Photo to tokenize.", show_default=False)],
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Token dump (.safetensors). Default: "
@@ -330,6 +360,7 @@ def tokenize(
 
 @app.command()
 @user_errors
+@sigterm_as_interrupt
 def detokenize(
     codes_file: Annotated[Path, typer.Argument(help="Token dump written by `hitok tokenize`.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output PNG. Default: "
@@ -412,6 +443,7 @@ def models_list(json_out: JsonOpt = False) -> None:
 
 @models_app.command("add")
 @user_errors
+@sigterm_as_interrupt
 def models_add(
     file: Annotated[Path, typer.Argument(help="A hitok .safetensors model file.", show_default=False)],
     name: Annotated[Optional[str], typer.Option("--name", help="Name to use with --model. Default: file stem.")]

@@ -5,13 +5,19 @@ path, an unreadable image, a missing model, an output that already exists). The 
 are wrapped with :func:`user_errors`, which turns such an error into ``error: <message>`` and
 exit code 1. Unexpected exceptions are also reduced to one line (with a hint) unless the user
 asked for the traceback with ``hitok --debug ...`` or ``HITOK_DEBUG=1``.
+
+Commands that write files also take SIGTERM (what ``kill``, systemd and container runtimes send)
+the way they take Ctrl-C (:func:`sigterm_as_interrupt`): the exception unwinds through the atomic
+writers, so no hidden temp file is left behind, and the exit code is 143 (128 + SIGTERM).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 from typing import Callable, TypeVar
 
 import typer
@@ -29,9 +35,20 @@ class UserError(Exception):
 
 
 class Interrupted(UserError):
-    """Ctrl-C: nothing partial was left behind; 130 is the shell's convention for SIGINT."""
+    """Ctrl-C or SIGTERM: nothing partial was left behind; 130 / 143 are the shell's 128 + signal."""
 
     exit_code = 130
+
+    def __init__(self, message: str, terminated: bool = False):
+        super().__init__(message)
+        if terminated:
+            self.exit_code = Terminated.exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that every cleanup path for Ctrl-C runs for it too."""
+
+    exit_code = 128 + signal.SIGTERM
 
 
 def set_debug(flag: bool) -> None:
@@ -71,15 +88,37 @@ def user_errors(fn: F) -> F:
                 raise
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if debug_enabled():
                 raise
-            print_error("interrupted")
-            raise typer.Exit(Interrupted.exit_code) from None
+            terminated = isinstance(exc, Terminated)
+            print_error("terminated" if terminated else "interrupted")
+            raise typer.Exit(Terminated.exit_code if terminated else Interrupted.exit_code) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             if debug_enabled():
                 raise
             print_error(f"{type(exc).__name__}: {one_line(exc)} (run `hitok --debug ...` for the traceback)")
             raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _raise_terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise Terminated()
+
+
+def sigterm_as_interrupt(fn: F) -> F:
+    """Decorator for commands that write files: SIGTERM raises :class:`Terminated` for the command's duration."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+            return fn(*args, **kwargs)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]

@@ -5,9 +5,11 @@ per channel. So that "16-bit in -> 16-bit out" holds, this module
 
 * writes 16-bit PNG (PNG spec, ISO/IEC 15948: IHDR bit depth 16, filter type 0, iCCP and eXIf
   chunks for the colour profile and EXIF),
-* writes 16-bit baseline TIFF (TIFF 6.0: one image, chunky, Adobe-deflate strips, ICC tag 34675),
-* reads 16-bit TIFF in the common baseline layout (strips, chunky, no compression or deflate,
-  predictor 1 or 2). Anything else returns None and the caller falls back to Pillow at 8 bits.
+* writes 16-bit baseline TIFF (TIFF 6.0: one image, chunky, Adobe-deflate strips, ICC tag 34675,
+  descriptive ASCII tags such as Make or Software),
+* reads 16-bit integer and 32-bit float TIFF in the common baseline layout (strips, chunky, no
+  compression or deflate, predictor 1, or 2 for integers). Anything else returns None and the
+  caller falls back to Pillow (at 8 bits for 16-bit RGB).
 
 16-bit PNG *reading* uses torchvision's libpng decoder (``decode_png(..., UNCHANGED)``), which
 keeps all 16 bits and handles interlacing.
@@ -77,12 +79,15 @@ def read_png16(path: Path) -> np.ndarray:
 
 
 # --- TIFF -----------------------------------------------------------------------------------------
-_SHORT, _LONG, _UNDEFINED = 3, 4, 7
+_ASCII, _SHORT, _LONG, _UNDEFINED = 2, 3, 4, 7
 _TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 7: 1, 16: 8}
 
 
-def write_tiff16(fp: BinaryIO, pixels: np.ndarray, icc: bytes | None = None) -> None:
-    """Write (H, W) or (H, W, C) uint16 pixels as a little-endian, deflate-compressed TIFF."""
+def write_tiff16(fp: BinaryIO, pixels: np.ndarray, icc: bytes | None = None,
+                 tags: dict[int, str] | None = None) -> None:
+    """Write (H, W) or (H, W, C) uint16 pixels as a little-endian, deflate-compressed TIFF.
+
+    ``tags``: ASCII tags to add (e.g. 271 Make, 305 Software), by tag number."""
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     h, w, c = pixels.shape
@@ -105,8 +110,11 @@ def write_tiff16(fp: BinaryIO, pixels: np.ndarray, icc: bytes | None = None) -> 
     ]
     if c in (2, 4):
         entries.append((338, _SHORT, [2]))  # unassociated alpha
+    for tag, text in (tags or {}).items():
+        entries.append((tag, _ASCII, text.encode("latin-1", "replace") + b"\x00"))
     if icc:
         entries.append((34675, _UNDEFINED, icc))
+    entries.sort(key=lambda e: e[0])  # TIFF 6.0: IFD entries in ascending tag order
 
     ifd_offset = 8
     ifd_size = 2 + 12 * len(entries) + 4
@@ -115,7 +123,7 @@ def write_tiff16(fp: BinaryIO, pixels: np.ndarray, icc: bytes | None = None) -> 
     value_fields: list[bytes] = []
     value_offsets: dict[int, int] = {}
     for tag, typ, values in entries:
-        payload = bytes(values) if typ == _UNDEFINED else struct.pack(
+        payload = bytes(values) if typ in (_ASCII, _UNDEFINED) else struct.pack(
             "<" + ("H" if typ == _SHORT else "I") * len(values), *values)
         if len(payload) <= 4:
             value_fields.append(payload.ljust(4, b"\x00"))
@@ -131,7 +139,7 @@ def write_tiff16(fp: BinaryIO, pixels: np.ndarray, icc: bytes | None = None) -> 
     # Now that the strip positions are known, rewrite the StripOffsets values.
     offset_payload = struct.pack("<" + "I" * len(offsets), *offsets)
     if len(offsets) == 1:
-        value_fields[5] = offset_payload
+        value_fields[[e[0] for e in entries].index(273)] = offset_payload
     else:
         start = value_offsets[273] - extra_offset
         extra[start : start + len(offset_payload)] = offset_payload
@@ -148,6 +156,21 @@ def write_tiff16(fp: BinaryIO, pixels: np.ndarray, icc: bytes | None = None) -> 
 
 def read_tiff16(path: Path) -> np.ndarray | None:
     """A baseline 16-bit TIFF as (H, W, C) uint16, or None for layouts this reader skips."""
+    px = read_tiff_samples(path)
+    return px if px is not None and px.dtype == np.uint16 else None
+
+
+class TooLarge(ValueError):
+    """The image has more pixels than the caller allows; raised before any strip is decompressed."""
+
+    def __init__(self, width: int, height: int):
+        super().__init__(f"{width}x{height} pixels")
+        self.width, self.height = width, height
+
+
+def read_tiff_samples(path: Path, max_pixels: int | None = None) -> np.ndarray | None:
+    """A baseline TIFF of 16-bit integer or 32-bit float samples as (H, W, C) uint16 or float32, or None
+    for layouts this reader skips; :class:`TooLarge` above ``max_pixels``."""
     buf = Path(path).read_bytes()
     if buf[:4] not in (b"II*\x00", b"MM\x00*"):
         return None
@@ -166,20 +189,28 @@ def read_tiff16(path: Path) -> np.ndarray | None:
     spp = tags.get(277, [1])[0]
     compression = tags.get(259, [1])[0]
     predictor = tags.get(317, [1])[0]
-    if (set(tags.get(258, [0])) != {16} or not 1 <= spp <= 4 or tags.get(284, [1])[0] != 1
-            or compression not in (1, 8, 32946) or predictor not in (1, 2) or 322 in tags
-            or 273 not in tags or tags.get(339, [1])[0] != 1):
+    bits, sample_format = set(tags.get(258, [0])), set(tags.get(339, [1]))
+    if (bits, sample_format) == ({16}, {1}):
+        dtype = np.dtype(e + "u2")
+    elif (bits, sample_format) == ({32}, {3}) and predictor == 1:
+        dtype = np.dtype(e + "f4")
+    else:
         return None
+    if (not 1 <= spp <= 4 or tags.get(284, [1])[0] != 1 or compression not in (1, 8, 32946)
+            or predictor not in (1, 2) or 322 in tags or 273 not in tags):
+        return None
+    if max_pixels is not None and w * h > max_pixels:
+        raise TooLarge(w, h)
     rows_per_strip = tags.get(278, [h])[0]
     parts = []
     for off, size in zip(tags[273], tags[279]):
         chunk = buf[off : off + size]
         parts.append(zlib.decompress(chunk) if compression != 1 else chunk)
     raw = b"".join(parts)
-    need = h * w * spp * 2
+    need = h * w * spp * dtype.itemsize
     if len(raw) < need or rows_per_strip <= 0:
         raise ValueError("TIFF strip data is shorter than the image (truncated file)")
-    px = np.frombuffer(raw[:need], dtype=e + "u2").reshape(h, w, spp).astype(np.uint16)
+    px = np.frombuffer(raw[:need], dtype=dtype).reshape(h, w, spp).astype(dtype.newbyteorder("="))
     if predictor == 2:
         # Horizontal differencing: each sample stores the difference to its left neighbour, mod 2^16.
         px = np.cumsum(px, axis=1, dtype=np.uint16)

@@ -3,9 +3,19 @@
 Read (:func:`read_image`): decode with Pillow under a decompression-bomb guard, apply the EXIF
 orientation to the pixels, split off alpha, bring grey / palette / CMYK / 16-bit / float modes
 to one of four layouts, keep the ICC profile and EXIF, and take the first frame of animations
-(with a warning). Write (:func:`write_image`): PNG, JPEG, WebP, TIFF or BMP, 16 bits per channel
-where the source had them (PNG/TIFF), the ICC profile and EXIF copied (orientation reset to 1
-because the pixels are already upright), always through an atomic temp-file + rename.
+(with a warning). :func:`probe_image` makes the same checks on the header alone, so that a bad
+input is refused before a model is loaded. Write (:func:`write_image`): PNG, JPEG, WebP, TIFF or
+BMP, 16 bits per channel where the source had them (PNG/TIFF), the ICC profile and EXIF copied
+(orientation reset to 1 because the pixels are already upright), always through an atomic
+temp-file + rename. TIFF output carries the descriptive tags (Make, Model, Software, DateTime,
+Artist, Copyright, ImageDescription): libtiff refuses Pillow's EXIF sub-IFD, so the camera
+sub-IFDs (exposure, GPS) are not copied into TIFF, with a warning.
+
+Samples beyond 16-bit integers are brought into them with a warning, never silently:
+32-bit float (TIFF "F" or float RGB) in 0..1 is scaled by 65535; float data beyond 0..1 (HDR) is
+tone-mapped per channel with the extended Reinhard curve x (1 + x / w^2) / (1 + x), white point
+w = the largest value (so w maps to 1 and values near 0 keep their slope), negatives and NaN to 0;
+32-bit integers beyond 0..65535 are scaled linearly by 65535 / max.
 
 A :class:`Picture` holds pixels as integers, (H, W, 1) for grey or (H, W, 3) for colour,
 uint8 or uint16, with alpha as a separate (H, W) plane of the same dtype.
@@ -20,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, TiffImagePlugin
 
 from . import highbit
 from .errors import UserError, one_line
@@ -122,16 +132,43 @@ def _pillow_guard_off():
             Image.MAX_IMAGE_PIXELS = saved
 
 
+def float_to_uint16(a: np.ndarray, warnings: list[str]) -> np.ndarray:
+    """32-bit float samples -> uint16: 0..1 scaled, HDR tone-mapped (module docstring), with a warning."""
+    a = a.astype(np.float32)
+    bad = int((~np.isfinite(a)).sum())
+    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= 0 and hi <= 1:
+        warnings.append("32-bit float samples (0..1) were converted to 16-bit integers")
+    else:
+        w = max(hi, 1.0)
+        x = np.clip(a, 0, None)
+        a = x * (1 + x / (w * w)) / (1 + x)
+        warnings.append(f"32-bit float samples span {lo:.4g}..{hi:.4g}, beyond 0..1: tone-mapped into 16-bit "
+                        f"integers (extended Reinhard, white point {w:.4g}; negatives clipped to 0)")
+    if bad:
+        warnings.append(f"{bad} NaN/inf float sample(s) were set to 0")
+    return (np.clip(a, 0, 1) * 65535 + 0.5).astype(np.uint16)
+
+
+def _int32_to_uint16(a: np.ndarray, warnings: list[str]) -> np.ndarray:
+    lo, hi = int(a.min()), int(a.max())
+    if lo >= 0 and hi <= 65535:
+        return a.astype(np.uint16)
+    warnings.append(f"32-bit integer samples span {lo}..{hi}: scaled linearly by 65535/{hi} into 16-bit integers"
+                    + ("; negatives clipped to 0" if lo < 0 else ""))
+    return (np.clip(a, 0, None).astype(np.float64) * (65535 / max(hi, 1)) + 0.5).astype(np.uint16)
+
+
 def _to_layout(im: Image.Image, icc: bytes | None, warnings: list[str]):
     """Pillow image -> (pixels (H,W,C) uint8/uint16, alpha or None, icc that fits the pixels)."""
     mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        a = np.asarray(im)
-        return np.clip(a, 0, 65535).astype(np.uint16)[..., None], None, icc
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(im).astype(np.uint16)[..., None], None, icc
+    if mode == "I":
+        return _int32_to_uint16(np.asarray(im), warnings)[..., None], None, icc
     if mode == "F":
-        a = np.asarray(im, dtype=np.float32)
-        scale = 65535.0 if np.nanmax(a) <= 1.0 else 1.0
-        return np.clip(np.nan_to_num(a) * scale, 0, 65535).round().astype(np.uint16)[..., None], None, icc
+        return float_to_uint16(np.asarray(im, dtype=np.float32), warnings)[..., None], None, icc
     if mode == "CMYK":
         if _icc_space(icc) == b"CMYK":
             try:
@@ -164,37 +201,67 @@ def _to_layout(im: Image.Image, icc: bytes | None, warnings: list[str]):
     return _to_layout(converted, icc if _icc_space(icc) == b"RGB " else None, warnings)
 
 
-def _try(fn, *args):
-    try:
-        return fn(*args)
-    except Exception:  # noqa: BLE001 - a fallback reader that fails just means "not readable"
-        return None
-
-
 def _head(path: Path, n: int) -> bytes:
     with path.open("rb") as fp:
         return fp.read(n)
 
 
-def _decode(path: Path, max_pixels: int, warnings: list[str]) -> tuple[Picture, int]:
-    """Decode with Pillow (or highbit) -> (picture as stored, EXIF orientation still to apply)."""
+def _check_size(path: Path, w: int, h: int, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise UserError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
+                        f"(decompression-bomb guard); pass --max-pixels {w * h} if you trust this file")
+    if w == 0 or h == 0:
+        raise UserError(f"{path}: image has no pixels ({w}x{h})")
+
+
+def _is_tiff(path: Path) -> bool:
+    return _head(path, 4) in (b"II*\x00", b"MM\x00*")
+
+
+def _decode_tiff_fallback(path: Path, max_pixels: int, warnings: list[str]) -> Picture | None:
+    """TIFF layouts Pillow cannot open: 16-bit grey+alpha (which hitok itself writes) and float RGB(A)."""
+    if not _is_tiff(path):
+        return None
     try:
-        im = Image.open(path)
+        full = highbit.read_tiff_samples(path, max_pixels)
+    except highbit.TooLarge as big:
+        _check_size(path, big.width, big.height, max_pixels)  # the guard's message, before any decompression
+        raise
+    except Exception:  # noqa: BLE001 - a fallback reader that fails just means "not readable"
+        return None
+    if full is None:
+        return None
+    _check_size(path, full.shape[1], full.shape[0], max_pixels)
+    c = full.shape[2]
+    alpha = full[..., c - 1] if c in (2, 4) else None
+    pixels = full[..., : 1 if c <= 2 else 3]
+    if full.dtype == np.float32:
+        pixels = float_to_uint16(pixels, warnings)
+        alpha = None if alpha is None else (np.clip(np.nan_to_num(alpha), 0, 1) * 65535 + 0.5).astype(np.uint16)
+    return Picture(pixels=pixels, alpha=alpha, source_format="TIFF", warnings=warnings)
+
+
+def _open(path: Path) -> Image.Image | None:
+    """Pillow's lazy open (header only); None when Pillow does not know the format."""
+    try:
+        return Image.open(path)
     except Image.UnidentifiedImageError:
-        # Pillow has no mode for 16-bit grey+alpha TIFF (which hitok itself writes); read it directly.
-        full = _try(highbit.read_tiff16, path) if _head(path, 4) in (b"II*\x00", b"MM\x00*") else None
-        if full is not None and full.shape[2] == 2:
-            return Picture(pixels=full[..., :1], alpha=full[..., 1], source_format="TIFF"), 1
-        raise UserError(f"{path}: not an image, or a format hitok cannot read") from None
+        return None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a corrupt header
         raise UserError(f"{path}: cannot decode, the file is truncated or corrupt ({one_line(exc)})") from None
+
+
+def _decode(path: Path, max_pixels: int, warnings: list[str]) -> tuple[Picture, int]:
+    """Decode with Pillow (or highbit) -> (picture as stored, EXIF orientation still to apply)."""
+    im = _open(path)
+    if im is None:
+        pic = _decode_tiff_fallback(path, max_pixels, warnings)
+        if pic is None:
+            raise UserError(f"{path}: not an image, or a format hitok cannot read")
+        return pic, 1
     with im:
         w, h = im.size
-        if w * h > max_pixels:
-            raise UserError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
-                            f"(decompression-bomb guard); pass --max-pixels {w * h} if you trust this file")
-        if w == 0 or h == 0:
-            raise UserError(f"{path}: image has no pixels ({w}x{h})")
+        _check_size(path, w, h, max_pixels)
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
             warnings.append(f"{frames} frames (animated or multi-page): only the first frame is used")
@@ -226,15 +293,35 @@ def _decode(path: Path, max_pixels: int, warnings: list[str]) -> tuple[Picture, 
     return Picture(pixels=pixels, alpha=alpha, icc=icc, exif=exif, source_format=fmt, warnings=warnings), orientation
 
 
-def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
-    """Decode an image file into an upright :class:`Picture`; raise UserError with one line if not possible."""
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not an image")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file (0 bytes)")
+
+
+def probe_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of the upright image, from its header; raises the UserError :func:`read_image` would
+    for a missing, empty, unknown or oversized file. Truncated pixel data shows only when it is read."""
+    path = Path(path)
+    _check_file(path)
+    with _pillow_guard_off():
+        im = _open(path)
+        if im is None:  # the TIFF layouts only highbit reads: decode them (rare, and small headers tell little)
+            return read_image(path, max_pixels).size
+        with im:
+            w, h = im.size
+            _check_size(path, w, h, max_pixels)
+            orientation, _ = _read_exif(im, [])
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    """Decode an image file into an upright :class:`Picture`; raise UserError with one line if not possible."""
+    path = Path(path)
+    _check_file(path)
     warnings: list[str] = []
     # Pillow's own bomb guard also fires inside some decoders (GIF frames, ...), so it stays off
     # for the whole decode; our check below, with the user's limit, runs before any pixel is read.
@@ -256,12 +343,32 @@ def _exif_for_output(exif: bytes | None, width: int, height: int) -> bytes | Non
     try:
         ex = Image.Exif()
         ex.load(exif)
+        if _EXIF_IFD not in ex:  # get_ifd would add an empty Exif sub-IFD, which libtiff refuses
+            return exif
         ifd = ex.get_ifd(_EXIF_IFD)
         if _PIXEL_X in ifd or _PIXEL_Y in ifd:
             ifd[_PIXEL_X], ifd[_PIXEL_Y] = width, height
         return ex.tobytes()
     except Exception:  # noqa: BLE001 - keep the original bytes rather than drop the metadata
         return exif
+
+
+def _tiff_tags(exif: bytes | None, warnings: list[str]) -> dict[int, str]:
+    """The descriptive (ASCII) IFD0 tags of ``exif`` that a TIFF can carry; warns about what it cannot."""
+    if not exif:
+        return {}
+    try:
+        ex = Image.Exif()
+        ex.load(exif)
+        tags = {t: v for t in _TIFF_TAGS_KEPT if isinstance(v := ex.get(t), str) and v}
+        sub_ifds = [t for t in (_EXIF_IFD, _GPS_IFD) if t in ex and len(ex.get_ifd(t))]
+    except Exception:  # noqa: BLE001 - broken EXIF: the photo is still written
+        warnings.append("EXIF could not be parsed and is not copied into TIFF output")
+        return {}
+    if sub_ifds:
+        warnings.append("camera EXIF (exposure, date taken, GPS) is not copied into TIFF output; "
+                        "its descriptive tags (make, model, software, copyright) are")
+    return tags
 
 
 def _to8(a: np.ndarray) -> np.ndarray:
@@ -286,15 +393,14 @@ def write_image(path: Path | str, pic: Picture, fmt: str, quality: int | None = 
     if fmt == "WEBP" and pic.grey:
         pixels = np.repeat(pixels, 3, axis=2)  # WebP has no grey mode
         icc = None
+    tiff_tags = _tiff_tags(exif, warnings) if fmt == "TIFF" else {}
     if pic.bits == 16 and fmt in ("PNG", "TIFF"):
         planes = pixels if alpha is None else np.concatenate([pixels, alpha[..., None]], axis=2)
         with atomic_write(path) as fp:
             if fmt == "PNG":
                 highbit.write_png16(fp, planes, icc=icc, exif=exif)
             else:
-                highbit.write_tiff16(fp, planes, icc=icc)
-        if exif and fmt == "TIFF":
-            warnings.append("EXIF is not copied into 16-bit TIFF output")
+                highbit.write_tiff16(fp, planes, icc=icc, tags=tiff_tags)
         return warnings
 
     pixels, alpha = _to8(pixels), (_to8(alpha) if alpha is not None else None)
@@ -306,8 +412,12 @@ def write_image(path: Path | str, pic: Picture, fmt: str, quality: int | None = 
     kwargs: dict = {}
     if icc:
         kwargs["icc_profile"] = icc
-    if exif and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+    if exif and fmt in ("PNG", "JPEG", "WEBP"):
         kwargs["exif"] = exif
+    if tiff_tags:
+        kwargs["tiffinfo"] = TiffImagePlugin.ImageFileDirectory_v2()
+        for tag, value in tiff_tags.items():
+            kwargs["tiffinfo"][tag] = value
     if fmt == "JPEG":
         q = 95 if quality is None else quality
         # 4:4:4 chroma at high quality: upscaled detail is exactly what 4:2:0 would blur away.

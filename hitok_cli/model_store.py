@@ -6,6 +6,9 @@
   overrides the folder), added with ``hitok models add FILE`` and used with ``--model NAME``.
 * ``--model PATH`` loads any hitok ``.safetensors`` file. Pickle checkpoints (.pt/.pth/.ckpt/.bin)
   are refused outright: unpickling a file can run arbitrary code.
+* Every file is loaded as untrusted (hitok.models.io): its config is held to size limits before
+  anything is built, nothing it names is fetched from the network or read from outside its folder,
+  and weights with NaN/inf are refused, by ``upscale`` as by ``models add``.
 
 Every model is identified by the first 12 hex digits of its file's SHA-256 (the "model id"
 written into token dumps so that ``detokenize`` can tell that it has the right decoder).
@@ -107,7 +110,7 @@ def load(spec: str | None, device: torch.device | str = "cpu") -> LoadedModel:
 
     path = resolve_model(spec)
     try:
-        model = load_model(path, device=device)
+        model = load_model(path, device=device, untrusted=True)
     except ModelFileError as exc:
         raise UserError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - e.g. a device that runs out of memory while loading
@@ -161,9 +164,13 @@ def add_model(file: Path, name: str | None = None, overwrite: bool = False) -> M
         raise UserError(f"model name {name!r} is not allowed: use letters, digits, '.', '_' or '-' "
                         "(and not 'default', which is the shipped model)")
     try:
-        load_model(file, device="cpu")
+        model = load_model(file, device="cpu", untrusted=True)
     except ModelFileError as exc:
         raise UserError(str(exc)) from None
+    vfm = model.config.vfm
+    if vfm is not None and vfm.weights not in ("none", "pretrained"):
+        raise UserError(f"{file}: its VFM weights are a separate file ({Path(vfm.weights).name}) and `models add` "
+                        "copies one file; use it with --model PATH instead")
     dest = user_models_dir() / f"{name}{MODEL_SUFFIX}"
     if dest.exists() and not overwrite:
         raise UserError(f"a model named {name!r} already exists ({dest}); pass --overwrite to replace it")

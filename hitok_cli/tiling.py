@@ -95,20 +95,52 @@ def _balanced(n: int, t: int, o: int, align: int) -> int:
     return even if round_down(even // 2, align) >= o else t  # keep the overlap within half a tile
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int, balance: bool = False) -> TilePlan:
-    """Plan aligned tiles over a (height, width) LR image whose sides are multiples of ``align``.
+def plan_tiles(height: int, width: int, tile: int | tuple[int, int], overlap: int, align: int,
+               balance: bool = False, token: int | None = None) -> TilePlan:
+    """Plan aligned tiles over a padded (height, width) LR image.
 
-    ``balance``: shrink each axis's tiles as far as the same number of tiles still covers it
-    (--tile auto: ``tile`` is then a ceiling, not a request)."""
-    if height % align or width % align:
-        raise ValueError(f"image {height}x{width} is not padded to a multiple of {align}")
-    tile = max(align, round_up(tile, align))
+    ``tile``: a side, or (height, width). Each side of the image is a multiple of ``align``, or, when one
+    tile covers it, of ``token`` (default ``align``). ``balance``: shrink each axis's tiles as far as the
+    same number of tiles still covers it (--tile auto: ``tile`` is then a ceiling, not a request)."""
+    token = token or align
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    th, tw = max(align, round_up(th, align)), max(align, round_up(tw, align))
+    for n, t in ((height, th), (width, tw)):
+        if n % align and (n > t or n % token):
+            raise ValueError(f"image {height}x{width} is not padded to a multiple of {align}")
     # Overlap must leave a positive aligned step, and anything beyond half a tile buys nothing.
-    overlap = min(round_up(max(overlap, 0), align), round_down(tile // 2, align))
-    th, tw = min(tile, height), min(tile, width)
+    overlap = min(round_up(max(overlap, 0), align), round_down(min(th, tw) // 2, align))
+    th, tw = min(th, height), min(tw, width)
     if balance:
         th, tw = _balanced(height, th, overlap, align), _balanced(width, tw, overlap, align)
     return TilePlan(height, width, th, tw, overlap, _positions(height, th, overlap), _positions(width, tw, overlap))
+
+
+def _padded_side(n: int, tile: int, align: int, token: int) -> int:
+    one_tile = round_up(n, token)
+    return one_tile if one_tile <= tile else round_up(n, align)
+
+
+def plan_image(height: int, width: int, tile: int, overlap: int, align: int, balance: bool = False,
+               token: int | None = None) -> TilePlan:
+    """The tile plan for an unpadded (height, width) LR image: pads it, then :func:`plan_tiles`.
+
+    A side that one tile covers is padded only to a whole ``token``, not to the tile grid ``align`` (for a
+    windowed model a whole attention window): the model pads windows itself, with masked tokens, so a
+    3 px high strip is not made 16 px high of replicated pixels. With ``balance`` (--tile auto, where
+    ``tile`` is a memory ceiling) a thin image's tiles stretch along its long side to the square tile's
+    area: the same memory, and a 3 x 2000 px strip in one tile instead of twelve."""
+    token = token or align
+    tile = max(align, round_up(tile, align))
+    hp, wp = _padded_side(height, tile, align, token), _padded_side(width, tile, align, token)
+    th = tw = tile
+    if balance and hp <= tile < wp:
+        tw = max(tile, round_down(tile * tile // hp, align))
+        wp = _padded_side(width, tw, align, token)
+    elif balance and wp <= tile < hp:
+        th = max(tile, round_down(tile * tile // wp, align))
+        hp = _padded_side(height, th, align, token)
+    return plan_tiles(hp, wp, (th, tw), overlap, align, balance, token)
 
 
 def ramp(n: int, length: int, rise: bool, fall: bool) -> torch.Tensor:
@@ -134,14 +166,16 @@ def _to_output(rows: torch.Tensor, dtype: np.dtype) -> np.ndarray:
 
 def tiled_apply(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: int, align: int,
                 out_dtype: np.dtype = np.float32, progress: Progress | None = None,
-                balance: bool = False) -> np.ndarray:
-    """Run ``fn`` tile by tile over ``lr`` (1, C, h, w) in [0, 1]; return (h*scale, w*scale, C) of out_dtype."""
+                balance: bool = False, token: int | None = None) -> np.ndarray:
+    """Run ``fn`` tile by tile over ``lr`` (1, C, h, w) in [0, 1]; return (h*scale, w*scale, C) of out_dtype.
+
+    ``align``: the tile grid; ``token``: what ``fn`` needs the sides to be multiples of (:func:`plan_image`)."""
     _, c, h, w = lr.shape
-    hp, wp = round_up(h, align), round_up(w, align)
+    plan = plan_image(h, w, tile, overlap, align, balance, token)
+    hp, wp = plan.height, plan.width
     if (hp, wp) != (h, w):
         # Replicate padding up to the token grid; the padded border is cropped off the output.
         lr = F.pad(lr, (0, wp - w, 0, hp - h), mode="replicate")
-    plan = plan_tiles(hp, wp, tile, overlap, align, balance)
     s, th, tw = scale, plan.tile_h, plan.tile_w
     out = np.empty((h * s, w * s, c), dtype=out_dtype)
     band_h = th * s
@@ -206,12 +240,12 @@ def tiled_apply_with_retry(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, 
                            device: torch.device, out_dtype: np.dtype = np.float32,
                            progress: Progress | None = None,
                            on_retry: Callable[[int, int], None] | None = None,
-                           balance: bool = False) -> tuple[np.ndarray, int]:
+                           balance: bool = False, token: int | None = None) -> tuple[np.ndarray, int]:
     """:func:`tiled_apply`, halving the tile on out-of-memory. Returns (output, tile actually used)."""
     min_tile = 4 * align
     while True:
         try:
-            return tiled_apply(fn, lr, scale, tile, overlap, align, out_dtype, progress, balance), tile
+            return tiled_apply(fn, lr, scale, tile, overlap, align, out_dtype, progress, balance, token), tile
         except Exception as exc:  # noqa: BLE001 - only OOM is handled; everything else re-raises
             if not is_out_of_memory(exc) or tile <= min_tile:
                 raise

@@ -280,8 +280,9 @@ class Upscaler:
                         progress: tiling.Progress | None = None) -> tuple[Picture, tiling.TilePlan]:
         """x4 the picture; returns (picture, the tile plan that was used in the end).
 
-        tile / overlap in LR pixels, None = auto / :attr:`default_overlap`; windowed models round both
-        up to the window grid."""
+        tile / overlap in LR pixels, None = auto / :attr:`default_overlap`. A tile must be a multiple of
+        :attr:`grid` (:meth:`check_tiling`); the overlap is rounded up to it and held to half a tile, with a
+        warning when the user's overlap was cut."""
         scale, align, grid = self.model.scale, self.model.lr_align, self.grid
         self.check_tiling(tile, overlap)
         asked_overlap = overlap

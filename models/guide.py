@@ -1,24 +1,26 @@
 """LR guidance for the tokenizer's decoder, with a fidelity knob (not in the paper; issue 11).
 
 The paper's decoder sees only tokens, so everything the generator gets wrong shows, and a briefly trained
-tokenizer caps the result below bicubic. Here the decoder also sees the LR input, weighted by the fidelity
-w in [0, 1] (CodeFormer's idea of a controllable fusion of degraded-input features into a VQ decoder, Zhou et
-al. 2022; here in the pixel domain, which a CPU-trained model learns far faster — see below):
+tokenizer caps the result below bicubic. Here the decoder also sees the LR input:
 
-    sr_w = sr + w * r,                r = head([F_lr, F_tok])        (detail the LR predicts, x patch)
-    out  = sr_w + w * up4(a - down4(sr_w)),   a = lr + correct(F_lr)  (one back-projection step)
+    g      = head([F_lr, F_tok])                       detail the LR predicts, at the HR grid
+    guided = bp(sr + g),   bp(x) = x + up4(a - down4(x)),   a = lr + correct(F_lr)
+    out    = sr + w * (guided - sr)                    w = fidelity in [0, 1]
 
-F_lr: a small residual CNN on the LR image at the token grid; F_tok: the decoder trunk's token features, so
-the residual knows what the tokens already drew. The back-projection (Irani & Peleg 1991; models/colorfix.py
-does the same as a post-process) makes the output's LR band the input's at w = 1, against a learned
-correction of the input (noise and JPEG blocks of a degraded photo need not be handed back), so the tokens
-and r only carry what the LR lacks. w = 0 is the paper's token-only decoder, bit for bit (the guide is
-skipped). Training draws w per sample, so one model serves every w. The head's and the correction's last
-layers start at zero: a fresh guide is exactly "tokens + back-projection".
+sr is the token-only decoder's image, F_tok its trunk's token features (so the head knows what the tokens
+drew), F_lr a small residual CNN on the LR image at the token grid. bp is one back-projection step (Irani &
+Peleg 1991; models/colorfix.py applies the same as a post-process): the guided image's LR band is the input's,
+measured against a learned correction of the input so that noise and JPEG blocks of a degraded photo need not
+be handed back; the tokens and the head only add what the LR lacks. w = 0 is the paper's token-only decoder,
+bit for bit (the guide is skipped); w = 1 the guided image; between, a blend of the two images (as ESRGAN
+interpolates a PSNR-oriented and a GAN-trained network), so one trained guide serves every w. The head's and
+the correction's last layers start at zero: a fresh guide is exactly "tokens + back-projection".
 
-Measured (2-core CPU, same shipped tokens, clean bicubic LR of train crops): CodeFormer-style feature
-modulation of the trunk output (F' = F + w(alpha F + beta)) left PSNR unchanged after 200 steps; the pixel
-path is what the floor CNN of the issue does, and learns at its speed.
+Measured on the way (2-core CPU, clean bicubic LR of train crops, the shipped tokens): CodeFormer-style
+feature modulation of the trunk output (F' = F + w(alpha F + beta), the issue's first anchor) left PSNR
+unchanged after 200 steps; a head scaled by w *before* the back-projection, trained over random w, got worse
+at w = 1 (it learned to fix at w < 1 what the back-projection fixes at w = 1). Training the guided image alone
+(w = 1) and blending is what learns.
 """
 import torch
 import torch.nn.functional as F
@@ -60,15 +62,15 @@ class LRGuide(nn.Module):
         g = self.encode(lr * 2 - 1)
         if g.shape[-2:] != feats.shape[-2:]:
             raise ValueError(f"LR grid {tuple(g.shape[-2:])} does not match the token grid {tuple(feats.shape[-2:])}")
-        w = fidelity.view(-1, 1, 1, 1).to(sr.dtype) if torch.is_tensor(fidelity) else fidelity
-        sr = sr + w * self.head(torch.cat([g, feats.to(g.dtype)], dim=1)).to(sr.dtype)
-        anchor = lr + self.correct(g)
+        guided = sr.float() + self.head(torch.cat([g, feats.to(g.dtype)], dim=1)).float()
+        anchor = (lr + self.correct(g)).float()
         # back-projection in fp32 (bicubic antialiasing wants it)
-        sr32 = sr.float()
-        down = F.interpolate(sr32, size=anchor.shape[-2:], mode="bicubic", antialias=True, align_corners=False)
-        delta = F.interpolate(anchor.float() - down, size=sr.shape[-2:], mode="bicubic", align_corners=False)
-        w32 = w.float() if torch.is_tensor(w) else w
-        return (sr32 + w32 * delta).to(sr.dtype)
+        down = F.interpolate(guided, size=anchor.shape[-2:], mode="bicubic", antialias=True, align_corners=False)
+        guided = guided + F.interpolate(anchor - down, size=sr.shape[-2:], mode="bicubic", align_corners=False)
+        if not torch.is_tensor(fidelity) and fidelity == 1:
+            return guided.to(sr.dtype)
+        w = fidelity.view(-1, 1, 1, 1).float() if torch.is_tensor(fidelity) else fidelity
+        return (sr.float() + w * (guided - sr.float())).to(sr.dtype)
 
 
 def check_fidelity(w: float) -> float:

@@ -1,17 +1,44 @@
 """Self-describing model files: weights in .safetensors, the HiTokConfig (JSON) and provenance in its metadata,
 so a file alone rebuilds its model (nanoGPT's `model_args`). Loading is strict: a missing, unexpected or
-mis-shaped tensor is refused with one clear line."""
+mis-shaped tensor is refused with one clear line.
+
+A model file is data from whoever made it, and its 1.5 KB config decides what gets built. So before anything is
+built the config is held to limits (:func:`check_config`): every field of the type its dataclass gives, sizes
+within generous bounds, and the parameter count, taken on the meta device, at most MAX_PARAMS (2 GiB of fp32;
+the paper preset is 0.39 G parameters). A VFM must be a timm architecture name (never a hub or local-dir name,
+which timm resolves by downloading or reading a folder) with plain-number keyword arguments. Weights holding
+NaN or inf are refused. With ``untrusted=True`` (the CLI: files users bring) a config also may not reach out:
+a pretrained VFM is built with the network off (the local Hugging Face cache still serves it) and a VFM
+weights file must be a .safetensors file inside the model's own folder."""
+import contextlib
 import json
+import math
 import os
+import re
+import socket
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .hitok import HiTok, config_from_dict, config_to_dict
+from .generator import GeneratorConfig
+from .hitok import HiTok, HiTokConfig, config_from_dict, config_to_dict
+from .tokenizer import TokenizerConfig
 
 FORMAT = "hitok-1"
+MAX_PARAMS = 2**29  # 2 GiB of fp32 parameters
+MAX_WIDTH = 8192  # any channel or embedding width, and any other size not named below
+MAX_DEPTH = 64  # blocks in one stack
+MAX_SMALL = 64  # patch sizes, groups, heads, windows, strides, layer indices
+MAX_CODEBOOK = 2**16  # token dumps store indices as uint16
+MAX_ITEMS = 16  # entries of a per-scale tuple
+MAX_FLOAT = 1e6
+_SMALL = {"patch", "lr_patch", "groups", "heads", "num_heads", "window", "token_stride", "cls_layers", "patch_size",
+          "lora_rank", "mlp_ratio", "vfm_input_scale"}
+_TIMM_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?$")
 
 
 class ModelFileError(Exception):
@@ -51,21 +78,161 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise ModelFileError(f"{path}: not a readable .safetensors model file ({str(e).splitlines()[0]})") from None
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-               ) -> HiTok:
-    """Rebuild the HiTok described by the file and load its weights strictly; eval mode."""
+def _cap(name: str) -> int:
+    if "codebook" in name:
+        return MAX_CODEBOOK
+    if "depth" in name or "blocks" in name:
+        return MAX_DEPTH
+    return MAX_SMALL if name in _SMALL else MAX_WIDTH
+
+
+def _check_value(where: str, value, default, name: str) -> None:
+    """``value`` has the type of the field's ``default`` and stays within the limit its ``name`` implies."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        if not isinstance(value, bool) or not isinstance(default, bool):
+            raise ValueError(f"{where} must be {type(default).__name__}, not {value!r}")
+    elif isinstance(default, int):
+        if not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer, not {value!r}")
+        lo = -MAX_SMALL if name == "cls_layers" else 0
+        if not lo <= value <= _cap(name):
+            raise ValueError(f"{where} = {value} is outside {lo}..{_cap(name)}")
+    elif isinstance(default, float) or (default is None and name == "lora_alpha"):
+        if value is None and default is None:
+            return
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > MAX_FLOAT:
+            raise ValueError(f"{where} must be a finite number of at most {MAX_FLOAT:g}, not {value!r}")
+        if name in _SMALL and value > MAX_SMALL:
+            raise ValueError(f"{where} = {value} is above {MAX_SMALL}")
+    elif isinstance(default, str):
+        if not isinstance(value, str) or len(value) > 256:
+            raise ValueError(f"{where} must be a short string")
+    elif isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) > MAX_ITEMS:
+            raise ValueError(f"{where} must be a list of at most {MAX_ITEMS} entries")
+        like = default[0] if default else 0  # the empty defaults are per-scale int tuples (conv_widths, ...)
+        for i, item in enumerate(value):
+            _check_value(f"{where}[{i}]", item, like, name)
+    elif isinstance(default, dict):  # VFMConfig.model_kwargs, handed to timm.create_model
+        if not isinstance(value, dict) or len(value) > MAX_ITEMS:
+            raise ValueError(f"{where} must be a mapping of at most {MAX_ITEMS} entries")
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.isidentifier() or isinstance(item, str) \
+                    or not isinstance(item, (int, float)):
+                raise ValueError(f"{where}: only plain-number keyword arguments are allowed, not {key}={item!r}")
+            _check_value(f"{where}.{key}", item, 0.0 if isinstance(item, float) else 0, key)
+
+
+def _check_fields(where: str, values, cls) -> None:
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a mapping")
+    for f in fields(cls):
+        if f.name in values and f.name not in ("tokenizer", "generator", "vfm"):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            _check_value(f"{where}.{f.name}", values[f.name], default, f.name)
+
+
+def _check_vfm(vfm: dict, folder: Path, untrusted: bool) -> dict:
+    """The VFM part of a config; returns it with a weights file made absolute (untrusted: inside ``folder``)."""
+    import timm
+
+    from .vfm import VFMConfig
+
+    _check_fields("vfm", vfm, VFMConfig)
+    name = vfm.get("name", VFMConfig.name)
+    if not _TIMM_NAME.match(name) or not timm.is_model(name):
+        raise ValueError(f"VFM {name!r} is not a timm architecture name (hub and local-dir names would make timm "
+                         "download or read files)")
+    weights = vfm.get("weights", "none")
+    if weights in ("none", "pretrained") or not untrusted:
+        return vfm
+    file = (folder / weights).resolve()
+    if Path(weights).is_absolute() or not file.is_relative_to(folder.resolve()) or file.suffix != ".safetensors":
+        raise ValueError(f"VFM weights {weights!r}: a model file may only name a .safetensors file in its own folder")
+    return {**vfm, "weights": str(file)}
+
+
+def check_config(d: dict, folder: Path, untrusted: bool = False) -> HiTokConfig:
+    """A config dict from a model file -> HiTokConfig, after holding it to the limits (module docstring)."""
+    if not isinstance(d, dict):
+        raise ValueError("the config is not a mapping")
+    _check_fields("config", d, HiTokConfig)
+    _check_fields("tokenizer", d.get("tokenizer"), TokenizerConfig)
+    _check_fields("generator", d.get("generator"), GeneratorConfig)
+    if d.get("vfm") is not None:
+        d = {**d, "vfm": _check_vfm(d["vfm"], folder, untrusted)}
+    return config_from_dict(d)
+
+
+def parameter_count(cfg: HiTokConfig, with_encoder: bool = True) -> int:
+    """Parameters of the model ``cfg`` describes, counted on the meta device (no memory, no weights fetched)."""
+    if cfg.vfm is not None:
+        cfg = replace(cfg, vfm=replace(cfg.vfm, weights="none"))
+    with torch.device("meta"):
+        model = HiTok(cfg, with_encoder)
+    return sum(p.numel() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def _network_off():
+    """No connection while a model is built: the Hugging Face hub in offline mode (its local cache still works),
+    and name lookups and connects refused for anything else (timm's URL downloads)."""
+    def refuse(*args, **kwargs):
+        raise OSError("network access is off while hitok loads a model file")
+
+    saved = socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex
+    hub = None
+    with contextlib.suppress(ImportError):
+        from huggingface_hub import constants as hub
+    offline = hub.HF_HUB_OFFLINE if hub else None
+    socket.getaddrinfo = socket.socket.connect = socket.socket.connect_ex = refuse
+    if hub:
+        hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        socket.getaddrinfo, socket.socket.connect, socket.socket.connect_ex = saved
+        if hub:
+            hub.HF_HUB_OFFLINE = offline
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    # numpy: torch.isfinite on fp16 slows to seconds when the CPU's cores are busy (OpenMP waits); bf16 has no numpy
+    return bool(np.isfinite((t.float() if t.dtype == torch.bfloat16 else t).numpy()).all())
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               untrusted: bool = False) -> HiTok:
+    """Rebuild the HiTok described by the file and load its weights strictly; eval mode.
+
+    ``untrusted``: the file came from a user (the CLI): nothing it names is fetched from the network or read
+    from outside its folder (module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     meta = read_metadata(path)
     if meta.get("format") != FORMAT or "config" not in meta:
         raise ModelFileError(f"{path}: not a hitok model file (no '{FORMAT}' config in its metadata)")
+    with_encoder = meta.get("has_encoder", "true") == "true"
     try:
-        cfg = config_from_dict(json.loads(meta["config"]))
-    except (ValueError, TypeError, KeyError) as e:
+        values = json.loads(meta["config"])
+    except ValueError as e:
         raise ModelFileError(f"{path}: unreadable model config ({e})") from None
     try:
-        model = HiTok(cfg, with_encoder=meta.get("has_encoder", "true") == "true")
+        cfg = check_config(values, path.parent, untrusted)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ModelFileError(f"{path}: model config refused: {e}") from None
+    try:
+        n = parameter_count(cfg, with_encoder)
+    except Exception as e:  # noqa: BLE001 - a config the model code cannot build
+        raise ModelFileError(f"{path}: cannot build the model it describes: {str(e).splitlines()[0]}") from None
+    if n > MAX_PARAMS:
+        raise ModelFileError(f"{path}: its config describes {n / 1e6:,.0f} M parameters ({4 * n / 2**30:,.1f} GiB in "
+                             f"fp32), above the limit of {MAX_PARAMS / 1e6:,.0f} M ({4 * MAX_PARAMS / 2**30:.0f} GiB); "
+                             "refused")
+    try:
+        with _network_off() if untrusted else contextlib.nullcontext():
+            model = HiTok(cfg, with_encoder=with_encoder)
     except Exception as e:  # e.g. a VFM whose pretrained weights cannot be reached
         raise ModelFileError(f"{path}: cannot build the model it describes: {str(e).splitlines()[0]}") from None
     try:
@@ -81,6 +248,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
     for k, v in expected.items():
         if state[k].shape != v.shape:
             raise ModelFileError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, config needs {tuple(v.shape)}")
+        if state[k].is_floating_point() and not _all_finite(state[k]):
+            raise ModelFileError(f"{path}: tensor {k} holds NaN or inf; the file is damaged or from a diverged run")
     model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=False)
     model.metadata = {k: v for k, v in meta.items() if k not in ("format", "config", "has_encoder")}
     return model.to(device=device, dtype=dtype).eval()

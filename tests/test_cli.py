@@ -15,45 +15,17 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
 from cli_corpus import (bad_corpus, exif_rotated_jpeg, save_png, smooth_rgb, srgb_icc, tiny_model,  # noqa: F401
                         tiny_model_path)
+from cli_helpers import files_in, hitok, one_error_line, user_models  # noqa: F401 (user_models: autouse fixture)
 from hitok.cli import model_store
-from hitok.cli.app import app
 from hitok.cli.highbit import read_png16
 from hitok.cli.imageio import Picture
 from hitok.cli.tokens import panel_box
 from hitok.cli.upscale import Upscaler, resolve_output
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared 2-core machine
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def user_models(tmp_path, monkeypatch) -> Path:
-    """Never touch the real user data folder."""
-    folder = tmp_path / "user-models"
-    monkeypatch.setenv("HITOK_MODELS_DIR", str(folder))
-    monkeypatch.delenv("HITOK_MODEL", raising=False)
-    return folder
-
-
-def hitok(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result, progress_bar: bool = False) -> str:
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    if progress_bar:  # batch keeps its overall bar on stderr; the error is still one line
-        lines = [ln for ln in lines if not ln.startswith("upscaling")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
-def files_in(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 # -- upscale ---------------------------------------------------------------------------------------
@@ -188,8 +160,8 @@ def test_reduced_precision_nan_retries_in_fp32(tiny_model):
             super().__init__()
             self.inner, self.config, self.scale, self.lr_align = inner, inner.config, inner.scale, inner.lr_align
 
-        def upscale(self, lr, active_groups=None, fix_colors=False):
-            out = self.inner.upscale(lr, active_groups, fix_colors)
+        def upscale(self, lr, active_groups=None, fix_colors=False, fidelity=None):
+            out = self.inner.upscale(lr, active_groups, fix_colors, fidelity)
             return out * float("nan") if torch.is_autocast_enabled(lr.device.type) else out
 
     up = Upscaler(NaNInHalf(tiny_model), torch.device("cpu"), torch.bfloat16)
@@ -292,6 +264,25 @@ def test_corpus_unwritable_output(tmp_path, tiny_model_path):
     result = hitok("upscale", src, "--model", tiny_model_path, "-o", tmp_path / "blocker" / "out.png")
     assert result.exit_code == 1 and "not a folder" in one_error_line(result)
     assert files_in(tmp_path) == ["blocker", "p.png"]
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_tagged_tiff_round_trips_through_upscale_and_batch(tmp_path, tiny_model_path, bits):
+    """Issue 12 item 1: a Software tag made every TIFF write fail after the whole upscale."""
+    from test_imageio import TAGS, tagged_tiff
+
+    src = tmp_path / "in"
+    src.mkdir()
+    tagged_tiff(src / "scan.tif", bits)
+    result = hitok("upscale", src / "scan.tif", "--model", tiny_model_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["bits"] == bits
+    batch = hitok("batch", src, tmp_path / "out", "--model", tiny_model_path, "--glob", "scan.tif")
+    assert batch.exit_code == 0, batch.output
+    for out in (src / "scan_x4.tif", tmp_path / "out" / "scan.tif"):
+        im = Image.open(out)
+        assert im.size == (64, 48) and im.tag_v2[258][0] == bits
+        assert {t: im.getexif().get(t) for t in TAGS} == TAGS
 
 
 # -- batch -----------------------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def guided_path(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = add_guide(HiTok(presets.tiny()), width=8, blocks=2)
     with torch.no_grad():
-        for p in model.tokenizer.decoder.guide.fuse[-1].parameters():
+        for p in model.tokenizer.decoder.guide.head[-2].parameters():
             p.normal_(0, 0.3)
     path = tmp_path_factory.mktemp("models") / "guided.safetensors"
     save_model(model, path)

@@ -173,3 +173,104 @@ def test_every_layout_writes_to_every_format(tmp_path, fmt, suffix, channels, al
     if a is not None and back.alpha is not None:
         assert np.abs(back.alpha / back.max_value - a / top).max() < 0.01
     assert [p.name for p in tmp_path.iterdir()] == [f"o.{suffix}"]
+
+
+# -- issue 12: TIFF tags, float samples ------------------------------------------------------------
+TAGS = {305: "GIMP 2.10", 271: "HitokCam", 33432: "(c) someone"}
+
+
+def tagged_tiff(path, bits: int = 8, channels: int = 3):
+    """A TIFF as real writers make them: with Software / Make / Copyright tags."""
+    px = smooth_rgb(12, 16)[..., :channels]
+    if bits == 8:
+        Image.fromarray(px if channels == 3 else px[..., 0]).save(path, tiffinfo=TAGS)
+    else:
+        with open(path, "wb") as fp:
+            highbit.write_tiff16(fp, px.astype(np.uint16) * 257 + 3, tags=TAGS)
+    return path
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_tagged_tiff_round_trips_with_its_tags(tmp_path, bits, channels):
+    pic = read_image(tagged_tiff(tmp_path / "in.tif", bits, channels))
+    assert pic.bits == bits
+    warnings = write_image(tmp_path / "out.tif", pic, "TIFF")
+    back = Image.open(tmp_path / "out.tif")
+    assert {t: back.getexif().get(t) for t in TAGS} == TAGS and warnings == []
+    again = read_image(tmp_path / "out.tif")
+    assert again.bits == bits and np.array_equal(again.pixels, pic.pixels)
+
+
+def test_jpeg_exif_into_tiff_keeps_the_descriptive_tags_and_says_what_it_drops(tmp_path):
+    im = Image.fromarray(smooth_rgb(8, 8))
+    exif = im.getexif()
+    exif[271] = "HitokCam"
+    exif.get_ifd(0x8769)[0x9003] = "2024:01:01 12:00:00"  # DateTimeOriginal, in the Exif sub-IFD
+    im.save(tmp_path / "c.jpg", exif=exif.tobytes())
+    warnings = write_image(tmp_path / "o.tif", read_image(tmp_path / "c.jpg"), "TIFF")
+    assert Image.open(tmp_path / "o.tif").getexif().get(271) == "HitokCam"
+    assert any("not copied into TIFF" in w for w in warnings)
+
+
+def float_tiff(path, px: np.ndarray):
+    """A baseline uncompressed 32-bit float TIFF (Pillow opens one channel as mode F, not RGB)."""
+    import struct
+
+    h, w, c = px.shape
+    data = px.astype("<f4").tobytes()
+    entries = [(256, 4, [w]), (257, 4, [h]), (258, 3, [32] * c), (259, 3, [1]), (262, 3, [2 if c >= 3 else 1]),
+               (273, 4, [0]), (277, 3, [c]), (278, 4, [h]), (279, 4, [len(data)]), (284, 3, [1]), (339, 3, [3] * c)]
+    extra_at = 8 + 2 + 12 * len(entries) + 4
+    extra, fields = b"", []
+    for tag, typ, vals in entries:
+        raw = struct.pack("<" + ("H" if typ == 3 else "I") * len(vals), *vals)
+        if len(raw) <= 4:
+            fields.append(raw.ljust(4, b"\0"))
+        else:
+            fields.append(struct.pack("<I", extra_at + len(extra)))
+            extra += raw
+    fields[5] = struct.pack("<I", extra_at + len(extra))
+    ifd = b"".join(struct.pack("<HHI", t, ty, len(v)) + f for (t, ty, v), f in zip(entries, fields))
+    path.write_bytes(b"II*\0" + struct.pack("<IH", 8, len(entries)) + ifd + b"\0" * 4 + extra + data)
+    return path
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_float_tiff_in_0_1_is_scaled_with_a_warning(tmp_path, channels):
+    px = np.linspace(0, 1, 4 * 5 * channels, dtype=np.float32).reshape(4, 5, channels)
+    pic = read_image(float_tiff(tmp_path / "f.tif", px))
+    assert pic.bits == 16 and np.abs(pic.pixels / 65535 - px).max() < 1e-4
+    assert any("32-bit float" in w for w in pic.warnings)
+
+
+def test_hdr_float_tiff_is_tone_mapped_not_crushed(tmp_path):
+    px = np.full((4, 4, 1), 0.5, np.float32)
+    px[0, 0] = 8.0  # a highlight far above 1
+    pic = read_image(float_tiff(tmp_path / "hdr.tif", px))
+    v = pic.pixels[..., 0] / 65535
+    assert v[0, 0] == 1.0 and 0.3 < v[1, 1] < 0.5  # extended Reinhard: 0.5 * (1 + 0.5/64) / 1.5 = 0.336
+    assert any("tone-mapped" in w and "8" in w for w in pic.warnings)
+
+
+def test_int32_beyond_16_bits_is_scaled_with_a_warning(tmp_path):
+    Image.fromarray(np.array([[0, 100_000], [50_000, 200_000]], np.int32), mode="I").save(tmp_path / "i.tif")
+    pic = read_image(tmp_path / "i.tif")
+    assert pic.pixels.max() == 65535 and pic.pixels[0, 1] == 32768
+    assert any("scaled linearly" in w for w in pic.warnings)
+
+
+def test_probe_reads_the_upright_size_from_the_header(tmp_path):
+    from hitok.cli.imageio import probe_image
+
+    assert probe_image(exif_rotated_jpeg(tmp_path / "r.jpg", 6)) == (16, 24)
+    files = bad_corpus(tmp_path / "bad")
+    for name, needle in (("empty", "empty file"), ("text_as_jpg", "not an image"), ("bomb_png", "bomb")):
+        with pytest.raises(UserError, match=needle):
+            probe_image(files[name])
+
+
+def test_float_tiff_bomb_is_refused_before_decompression(tmp_path):
+    path = float_tiff(tmp_path / "f.tif", np.zeros((4, 5, 3), np.float32))
+    with pytest.raises(UserError, match="decompression-bomb guard"):
+        read_image(path, max_pixels=19)

@@ -226,9 +226,9 @@ class DecoderStage:
         target = target_for_active_groups(hr, n, M, tok.cfg.wavelet) if self.masking else hr
         fidelity = 0.0
         if self.model.guided:
-            # guide_only: w = 0 samples would train nothing (the guide is skipped there)
-            fidelity = sample_fidelity(hr.shape[0], gen, hr.device, zero_share=0.0 if self.guide_only else 0.25)
-            target = torch.where(fidelity.view(-1, 1, 1, 1) > 0, hr, target)
+            # guide_only: the guided image itself (w = 1; smaller w blend it with the unchanged token image)
+            fidelity = 1.0 if self.guide_only else sample_fidelity(hr.shape[0], gen, hr.device)
+            target = hr if self.guide_only else torch.where(fidelity.view(-1, 1, 1, 1) > 0, hr, target)
         sr = tok.decode_latent(tok.quantizer.embed(idx).detach(), M, lr, fidelity)
         loss, terms = _pixel_terms(sr, target, self.w, self.lpips)
         terms["M"] = M

@@ -1,0 +1,46 @@
+"""Running the ``hitok`` command line in tests: CliRunner calls, the one-line error check, files left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hitok.cli.app import app
+from hitok.cli.batch import OUTPUT_MARKER
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def user_models(tmp_path, monkeypatch) -> Path:
+    """Never touch the real user data folder (autouse where imported)."""
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv("HITOK_MODELS_DIR", str(folder))
+    monkeypatch.delenv("HITOK_MODEL", raising=False)
+    return folder
+
+
+def hitok(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result, progress_bar: bool = False) -> str:
+    """The single ``error: ...`` line on stderr (and no traceback anywhere)."""
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    if progress_bar:  # batch keeps its overall bar on stderr; the error is still one line
+        lines = [ln for ln in lines if not ln.startswith("upscaling")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def warnings_of(result) -> list[str]:
+    return [ln for ln in result.stderr.splitlines() if ln.startswith("warning:")]
+
+
+def files_in(folder: Path) -> list[str]:
+    """Every file below ``folder`` (hidden temp and lock files included), but batch's OUT_DIR marker."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.name != OUTPUT_MARKER)
