@@ -170,12 +170,15 @@ def export(
     no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Leave out the tokenizer encoder (upscaling "
                                              "does not need it; `tokenize --source hr` does).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    fidelity: Annotated[Optional[float], typer.Option("--fidelity", min=0.0, max=1.0, help="The bundle's default "
+                                                      "--fidelity (needs an LR-guided decoder). Default: kept.")]
+    = None,
 ) -> None:
     """Write one inference bundle loadable by `hitok upscale --model`."""
     from hitok.train.export import export_bundle
 
     _check_output(output, overwrite)
-    model = export_bundle(run_dir, output, half=half, no_encoder=no_encoder)
+    model = export_bundle(run_dir, output, half=half, no_encoder=no_encoder, fidelity=fidelity)
     stages = ", ".join(f"{s} {model.metadata[f'steps_{s}']}" for s in ("tokenizer", "generator", "decoder")
                        if f"steps_{s}" in model.metadata)
     out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 2**20:.1f} MiB; steps: {stages or 'n/a'})",

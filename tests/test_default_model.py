@@ -1,34 +1,91 @@
-"""The shipped default model: present as package data, self-describing, small, and usable offline."""
+"""The shipped default model: present as package data, self-describing, small, usable offline — and trained:
+on a sharp synthetic scene it must do what a randomly initialised model of the same preset cannot."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw
 
+from hitok.bench.metrics import psnr_y
 from hitok.cli import model_store
 from hitok.cli.imageio import Picture
 from hitok.cli.upscale import Upscaler
 from hitok.models import read_metadata
 
-from cli_corpus import smooth_rgb
-
 PATH = model_store.default_model_path()
 pytestmark = pytest.mark.skipif(not PATH.is_file(), reason="no shipped default in this checkout")
 
 
-def test_shipped_default_is_a_small_fp16_bundle_under_60_mb():
+def sharp_scene(side: int = 128, seed: int = 0) -> np.ndarray:
+    """(side, side, 3) uint8: coloured discs, boxes and lines on a shaded ground, drawn at 4x and box-reduced
+    (anti-aliased edges; nothing a model could have memorised from the training photos)."""
+    rng = np.random.default_rng(seed)
+    big = side * 4
+    y, x = np.mgrid[0:big, 0:big].astype(np.float32) / big
+    ground = np.stack([0.35 + 0.3 * x, 0.45 + 0.2 * y, 0.55 - 0.25 * x * y], -1)
+    im = Image.fromarray((ground * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    colour = lambda: tuple(int(c) for c in rng.integers(0, 256, 3))  # noqa: E731
+    for _ in range(14):
+        cx, cy, r = int(rng.integers(big)), int(rng.integers(big)), int(rng.integers(big // 40, big // 8))
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour())
+    for _ in range(10):
+        x0, y0 = int(rng.integers(big)), int(rng.integers(big))
+        draw.rectangle([x0, y0, x0 + int(rng.integers(8, big // 5)), y0 + int(rng.integers(8, big // 5))],
+                       fill=colour())
+    for _ in range(12):
+        draw.line([int(v) for v in rng.integers(0, big, 4)], fill=colour(), width=int(rng.integers(4, 14)))
+    return np.asarray(im.reduce(4))
+
+
+def _pil_resize(rgb: np.ndarray, side: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(rgb).resize((side, side), Image.BICUBIC))
+
+
+@pytest.fixture(scope="module")
+def scene():
+    hr = sharp_scene(128)
+    lr = _pil_resize(hr, 32)
+    return hr, lr, psnr_y(_pil_resize(lr, 128), hr)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return model_store.load(None, torch.device("cpu")).model
+
+
+def _upscale(model, lr: np.ndarray, **kw) -> np.ndarray:
+    up = Upscaler(model, torch.device("cpu"), torch.float32, **kw)
+    out, _ = up.upscale_picture(Picture(pixels=lr))
+    return out.pixels
+
+
+def test_shipped_default_is_a_small_fp16_bundle_under_60_mb(shipped):
     assert PATH.stat().st_size <= 60 * 2**20
     meta = read_metadata(PATH)
     assert meta["preset"] == "small" and meta["exported_half"] == "true" and meta["vfm"] == "none"
+    assert shipped.config.name == "small" and shipped.has_encoder  # tokenize --source hr works
+    assert shipped.guided and 0 < shipped.config.fidelity <= 1
 
 
-def test_shipped_default_upscales_close_to_the_input():
-    loaded = model_store.load(None, torch.device("cpu"))
-    assert loaded.model.config.name == "small" and loaded.model.has_encoder  # tokenize --source hr works
-    rgb = smooth_rgb(32, 48, seed=4)
-    up = Upscaler(loaded.model, torch.device("cpu"), torch.float32)
-    out, _ = up.upscale_picture(Picture(pixels=rgb))
-    assert out.pixels.shape == (128, 192, 3) and out.pixels.dtype == np.uint8
-    # a trained model keeps a smooth photo's content: its 4x4 block means stay near the input
-    means = out.pixels.astype(np.float32).reshape(32, 4, 48, 4, 3).mean(axis=(1, 3))
-    assert np.abs(means - rgb).mean() < 6
+def test_default_path_beats_bicubic_on_a_sharp_scene(shipped, scene):
+    """The CLI's default (the model's fidelity, colour fix on) is sharper AND closer to the truth than bicubic.
+    A randomly initialised small model with the same settings lands below bicubic (THRESHOLDS)."""
+    hr, lr, bicubic = scene
+    out = _upscale(shipped, lr)
+    assert out.shape == hr.shape and out.dtype == np.uint8
+    assert psnr_y(out, hr) > bicubic + THRESHOLDS["default_gain_db"]
+
+
+def test_the_tokens_alone_stay_near_bicubic(shipped, scene):
+    """--fidelity 0 --no-color-fix: the generator's tokens through the token-only decoder (the paper's path)."""
+    hr, lr, bicubic = scene
+    out = _upscale(shipped, lr, fidelity=0.0, fix_colors=False)
+    assert psnr_y(out, hr) > bicubic - THRESHOLDS["tokens_loss_db"]
+
+
+# Measured on this scene (seed 0) when the thresholds were set: shipped default +0.34 dB over bicubic with its
+# defaults, -3.84 dB for the tokens alone; a randomly initialised small model with an LR guide (its zero-started
+# layers given random weights) -0.57 dB and -6.66 dB (runs of hitok's tests/test_default_model.py helpers).
+THRESHOLDS = {"default_gain_db": 0.15, "tokens_loss_db": 5.0}

@@ -5,6 +5,7 @@ joined file is an ordinary model file."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,9 +23,14 @@ HEADER_ROOM = 256 * 1024  # safetensors JSON header (tensor index + our metadata
 
 
 def export_bundle(src: str | os.PathLike, out: str | os.PathLike, half: bool = False,
-                  no_encoder: bool = False) -> HiTok:
-    """src: a run folder (its EMA model.safetensors) or a model file."""
+                  no_encoder: bool = False, fidelity: float | None = None) -> HiTok:
+    """src: a run folder (its EMA model.safetensors) or a model file. fidelity: the bundle's default LR-guide
+    weight (models/guide.py), None = the source's."""
     model = load_model(init_model_path(src))
+    if fidelity is not None:
+        if fidelity > 0 and not model.guided:
+            raise TrainError(f"--fidelity {fidelity}: the model has no LR-guided decoder")
+        model.config = replace(model.config, fidelity=fidelity)
     if no_encoder and model.has_encoder:
         lean = HiTok(model.config, with_encoder=False)
         state = {k: v for k, v in model.state_dict().items() if not k.startswith("tokenizer.encoder.")}
