@@ -178,9 +178,10 @@ class DecoderStage:
     `masking` (our addition, default on) keeps Eq. 3-5 active here too, so the `--detail M` control still
     decodes coarse images after fine-tuning; the paper's stage 3 uses all groups.
 
-    With an LR-guided decoder (models/guide.py) each sample draws its fidelity w (a quarter 0, a quarter 1,
-    the rest uniform), as CodeFormer trains its w; samples with w = 0 keep the paper's token-only task
-    (DWT target when masked), samples with w > 0 learn the photo itself from tokens + LR. The guide, new to a
+    With an LR-guided decoder (models/guide.py) a quarter of the samples keep the paper's token-only task
+    (w = 0, DWT target when masked) and the rest train the guided image (w = 1) on the photo itself; w between
+    is a blend of the two images at inference, so it needs no training of its own (measured: a head trained
+    over random w learned to fix at w < 1 what the back-projection fixes at w = 1). The guide, new to a
     trained decoder, learns at `guide_lr_mult` times the rate of the pretrained decoder around it; with
     `guide_only` it learns alone (measured: fine-tuning the whole decoder moved the token-only image away from
     what back-projection needs, -0.7 dB on clean train crops after 100 steps, and costs the decoder's backward)."""
@@ -227,7 +228,7 @@ class DecoderStage:
         fidelity = 0.0
         if self.model.guided:
             # guide_only: the guided image itself (w = 1; smaller w blend it with the unchanged token image)
-            fidelity = 1.0 if self.guide_only else sample_fidelity(hr.shape[0], gen, hr.device)
+            fidelity = 1.0 if self.guide_only else sample_fidelity(hr.shape[0], gen, hr.device, one_share=0.75)
             target = hr if self.guide_only else torch.where(fidelity.view(-1, 1, 1, 1) > 0, hr, target)
         sr = tok.decode_latent(tok.quantizer.embed(idx).detach(), M, lr, fidelity)
         loss, terms = _pixel_terms(sr, target, self.w, self.lpips)
