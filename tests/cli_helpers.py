@@ -44,3 +44,19 @@ def files_in(folder: Path) -> list[str]:
     """Every file below ``folder`` (hidden temp and lock files included), but batch's OUT_DIR marker."""
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                   if p.is_file() and p.name != OUTPUT_MARKER)
+
+
+def interrupt_on_tile(monkeypatch, call: int = 2) -> None:
+    """Make the upscaler's ``call``-th tile raise KeyboardInterrupt (a Ctrl-C in the middle of a batch)."""
+    from hitok.cli.upscale import Upscaler
+
+    real = Upscaler.tile_fn
+    calls = {"n": 0}
+
+    def tile_fn(self, lr):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(self, lr)
+
+    monkeypatch.setattr(Upscaler, "tile_fn", tile_fn)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from cli_corpus import (bad_corpus, exif_rotated_jpeg, save_png, smooth_rgb, srgb_icc, tiny_model,  # noqa: F401
                         tiny_model_path)
-from cli_helpers import files_in, hitok, one_error_line, user_models  # noqa: F401 (user_models: autouse fixture)
+from cli_helpers import files_in, hitok, interrupt_on_tile, one_error_line, user_models  # noqa: F401 (user_models: autouse fixture)
 from hitok.cli import model_store
 from hitok.cli.highbit import read_png16
 from hitok.cli.imageio import Picture
@@ -346,15 +346,7 @@ def test_batch_two_workers(tmp_path, tiny_model_path):
 def test_batch_ctrl_c_leaves_no_partial_file_and_resumes(tmp_path, tiny_model_path, monkeypatch):
     src, dst = _photo_tree(tmp_path), tmp_path / "out"
     real = Upscaler.tile_fn
-    calls = {"n": 0}
-
-    def interrupt_on_second_file(self, lr):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, lr)
-
-    monkeypatch.setattr(Upscaler, "tile_fn", interrupt_on_second_file)
+    interrupt_on_tile(monkeypatch, call=2)
     result = hitok("batch", src, dst, "-r", "--tile", 64, "--model", tiny_model_path)
     assert result.exit_code == 130 and "--skip-existing" in one_error_line(result, progress_bar=True)
     assert files_in(dst) == ["a.png"]  # the file in flight was never written, no temp file

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
-from cli_helpers import files_in, hitok, one_error_line, user_models  # noqa: F401 (autouse fixture)
+from cli_helpers import files_in, hitok, interrupt_on_tile, one_error_line, user_models  # noqa: F401 (autouse fixture)
 from hitok.cli import fsutil
 from hitok.cli.upscale import Upscaler
 
@@ -38,16 +38,7 @@ def three_photos(root: Path) -> Path:
 # -- item 3: the summary after Ctrl-C --------------------------------------------------------------
 def test_ctrl_c_summary_lists_the_files_already_written(tmp_path, tiny_model_path, monkeypatch):
     src, dst = three_photos(tmp_path), tmp_path / "out"
-    real = Upscaler.tile_fn
-    calls = {"n": 0}
-
-    def interrupt_on_second_file(self, lr):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, lr)
-
-    monkeypatch.setattr(Upscaler, "tile_fn", interrupt_on_second_file)
+    interrupt_on_tile(monkeypatch, call=2)
     result = hitok("batch", src, dst, "--tile", 64, "--model", tiny_model_path, "--json")
     assert result.exit_code == 130 and "interrupted after 1 of 3" in one_error_line(result, progress_bar=True)
     info = json.loads(result.stdout)
