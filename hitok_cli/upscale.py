@@ -76,10 +76,10 @@ def receptive_field(model: torch.nn.Module, fix_colors: bool = False) -> int | N
         + g.depth * g.window / 2 * lr_per_gen_token \
         + (_conv_reach(g.up_widths, g.up_blocks, up=True) * lr_per_token if g.up_widths else 0)
     dec_hr = _conv_reach(t.conv_widths, t.dec_conv_blocks, up=True) if t.conv_widths else 0  # HR pixels
-    dec = t.dec_depth * t.window / 2 * lr_per_token + dec_hr / model.scale
+    trunk = t.dec_depth * t.window / 2 * lr_per_token
+    dec = trunk + dec_hr / model.scale
     guide = model.tokenizer.decoder.guide
     if guide is not None:  # the head's two 3x3 convs over the trunk's output, or the LR guide's whole CNN
-        trunk = t.dec_depth * t.window / 2 * lr_per_token
         dec = max(dec, trunk + 2 * lr_per_token, guide.reach * lr_per_token) \
             + colorfix.reach(0) + 1  # then its back-projection: the bicubic taps down and up
     return int(-(-(gen + dec) // 1)) + (colorfix.reach() if fix_colors else 0)
