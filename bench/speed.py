@@ -249,8 +249,7 @@ def machine_info(threads: int) -> dict:
 def model_config(source: str):
     """The HiTokConfig of a preset name or a model file (its metadata only), for counting on the meta device."""
     from hitok.models import presets
-    from hitok.models.hitok import config_from_dict
-    from hitok.models.io import read_metadata
+    from hitok.models.io import config_from_dict, read_metadata
     from hitok.models.summary import summarize
 
     if source in PRESET_NAMES:

@@ -3,7 +3,8 @@
 The paper's tokenizer is a plain ViT (patchify with a p x p linear map). Trained briefly on a CPU, a plain ViT
 grouped-VQ tokenizer converges slowly and blurs (it must learn every local filter from scratch). A few residual
 conv blocks per resolution before the patch embedding and after the unpatchify give it the translation-invariant
-local filters for free; with `conv_dim=0` these modules reduce to the paper's linear patchify/unpatchify."""
+local filters for free; with empty `widths` these modules reduce to the paper's linear patchify/unpatchify.
+`TokenUpsampler` is the strided generator's conv way back from Transformer tokens to the token grid."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,3 +72,15 @@ class ConvUp(nn.Module):
 def _check(factor: int, widths: tuple[int, ...], blocks: tuple[int, ...]) -> None:
     if 2 ** (len(widths) - 1) != factor or len(blocks) != len(widths):
         raise ValueError(f"need log2({factor}) + 1 conv widths and as many block counts, got {widths} / {blocks}")
+
+
+class TokenUpsampler(ConvUp):
+    """The strided generator's way back to the token grid: tokens (B, h*w, in_dim) on an h x w grid ->
+    (B, h*s*w*s, out_ch) on the (h*s) x (w*s) grid, s = `factor`. A ConvUp (same tensor names) between two
+    reshapes, so the Transformer can run on s x s cells of the grid (s^2 fewer tokens) before the heads."""
+
+    def forward(self, tokens: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """-> (tokens on the finer grid, its (h, w))."""
+        B, _, D = tokens.shape
+        grid = super().forward(tokens.transpose(1, 2).reshape(B, D, *hw))  # (B, out_ch, h*s, w*s)
+        return grid.flatten(2).transpose(1, 2), tuple(grid.shape[-2:])  # (B, h*s*w*s, out_ch)

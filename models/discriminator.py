@@ -29,7 +29,6 @@ from torch.nn.utils.parametrizations import spectral_norm
 class DiscriminatorConfig:
     in_channels: int = 3
     base_channels: int = 64  # Real-ESRGAN's width; 32 for CPU training, 8 in tests
-    skip_connections: bool = True
     negative_slope: float = 0.2
 
 
@@ -66,9 +65,7 @@ class Discriminator(nn.Module):
         for conv in self.up:
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = self._act(conv(x))
-            if self.config.skip_connections:
-                x = x + skip
+            x = self._act(conv(x)) + skip
         for conv in self.head:
             x = self._act(conv(x))
         return self.conv_out(x)  # (B, 1, H, W)

@@ -16,7 +16,7 @@ import math
 import os
 import re
 import socket
-from dataclasses import MISSING, fields, replace
+from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .generator import GeneratorConfig
-from .hitok import HiTok, HiTokConfig, config_from_dict, config_to_dict
+from .hitok import HiTok, HiTokConfig
 from .tokenizer import TokenizerConfig
 
 FORMAT = "hitok-1"
@@ -39,6 +39,11 @@ MAX_FLOAT = 1e6
 _SMALL = {"patch", "lr_patch", "groups", "heads", "num_heads", "window", "token_stride", "cls_layers", "patch_size",
           "lora_rank", "mlp_ratio", "vfm_input_scale"}
 _TIMM_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?$")
+# Config fields older files carry and this version no longer has, at the value that meant "off": a file holding
+# that value builds the same model without it (the field is dropped); any other value needs the removed code.
+REMOVED_FIELDS = {
+    ("generator", "head_rank"): (0, "low-rank generator heads (head_rank > 0) were removed"),
+}
 
 
 class ModelFileError(Exception):
@@ -62,12 +67,38 @@ def save_model(model: HiTok, path: str | os.PathLike, metadata: dict[str, str] |
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     meta = {**model.metadata, **(metadata or {})}
     meta = {k: str(v) for k, v in meta.items()}
-    meta.update(format=FORMAT, config=json.dumps(config_to_dict(model.config)),
+    meta.update(format=FORMAT, config=json.dumps(asdict(model.config)),
                 has_encoder=str(model.has_encoder).lower())
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.cpu() for k, v in state.items()}, str(tmp), metadata=meta)
     os.replace(tmp, path)
+
+
+def config_from_dict(d: dict) -> HiTokConfig:
+    """Rebuild a HiTokConfig from asdict() output (JSON). Unknown keys are an error (a file from another version);
+    a removed field (REMOVED_FIELDS) is dropped at its old default and refused at any other value."""
+    from .vfm import VFMConfig
+
+    def build(cls, section: str, values: dict):
+        values = dict(values)
+        for (where, name), (default, why) in REMOVED_FIELDS.items():
+            if where == section and name in values:
+                value = values.pop(name)
+                if value != default:
+                    raise ValueError(f"{section}.{name} = {repr(value)[:40]}: {why}; this version can only load files "
+                                     f"with {name} = {default!r}")
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        # JSON turns tuples into lists
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    d = dict(d)
+    vfm = d.pop("vfm", None)
+    return HiTokConfig(tokenizer=build(TokenizerConfig, "tokenizer", d.pop("tokenizer")),
+                       generator=build(GeneratorConfig, "generator", d.pop("generator")),
+                       vfm=None if vfm is None else build(VFMConfig, "vfm", vfm), **d)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

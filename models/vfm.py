@@ -185,10 +185,9 @@ class VFM(nn.Module):
 
         for p in bb.parameters():
             p.requires_grad_(False)
-        self.lora_layers: list[str] = []
         if config.lora_rank > 0:
             alpha = float(config.lora_rank if config.lora_alpha is None else config.lora_alpha)
-            self.lora_layers = inject_lora(bb, config.lora_targets, config.lora_rank, alpha)
+            inject_lora(bb, config.lora_targets, config.lora_rank, alpha)
 
         # Non-persistent: constants of the model definition, not weights to save.
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

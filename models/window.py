@@ -34,3 +34,12 @@ def merge(win: torch.Tensor, B: int, h: int, w: int, ws: int, shift: int, layout
     D = win.shape[-1]
     grid = win.view(B, nh, nw, ws, ws, D).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, D)
     return grid[:, shift:shift + h, shift:shift + w].reshape(B, h * w, D)
+
+
+def window_period(window_sides: tuple[int, ...], unit: int) -> int:
+    """The tiling period of stacked windowed trunks, in units of `unit` pixels.
+
+    window_sides: each trunk's window side in input pixels. A tile whose origin is a multiple of the least common
+    multiple of these sides sees, in every trunk, the window layout a whole-image pass sees (shifted windows are
+    offset by a fixed half window), so away from its borders it computes the same output."""
+    return math.lcm(*window_sides) // unit

@@ -1,5 +1,6 @@
 """Model core: shapes, the paper's equations (2-5, 7), the round trips and the file format."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,17 +41,25 @@ def test_generator_shapes_without_and_with_vfm():
         assert hr.shape == (2, 3, 48, 80) and hr.min() >= 0 and hr.max() <= 1
 
 
-def test_generator_with_token_stride_and_low_rank_heads():
+def test_generator_with_token_stride():
     import dataclasses
     torch.manual_seed(0)
     cfg = presets.tiny()
     cfg = dataclasses.replace(cfg, generator=dataclasses.replace(
         cfg.generator, token_stride=2, conv_widths=(8, 8, 16), conv_blocks=(0, 1, 1), up_widths=(8, 16),
-        up_blocks=(1, 0), head_rank=4))
+        up_blocks=(1, 0)))
     m = HiTok(cfg).eval()
-    out = m.generator(torch.rand(2, 3, 16, 24))
-    assert out.logits.shape == (2, 2, 16, 8, 12)  # still one logit vector per token of the grid
+    lr = torch.rand(2, 3, 16, 24)
+    tokens, hw, _ = m.generator.features(lr)
+    assert hw == (8, 12) and tokens.shape == (2, 8 * 12, 8)  # back on the token grid, up_widths[0] channels
+    out = m.generator(lr)
+    assert out.logits.shape == (2, 2, 16, 8, 12) and out.latent is None  # one logit vector per token of the grid
     assert torch.isfinite(out.logits).all()
+    # the linear heads are the paper's single Linear(dim, N*K): logits are that map of the normed tokens
+    ref = (tokens @ m.generator.head.weight.T + m.generator.head.bias).transpose(1, 2).reshape(2, 2, 16, 8, 12)
+    torch.testing.assert_close(out.logits, ref)
+    with pytest.raises(ValueError, match="only the codebook head"):
+        m.generator.predict_latent(lr)
 
 
 def test_codebook_head_scores_codes_by_distance():
@@ -66,14 +75,13 @@ def test_codebook_head_scores_codes_by_distance():
         # top-1 of the distance logits is Eq. 2's nearest code of the predicted latent
         assert torch.equal(out.logits.argmax(2), m.tokenizer.quantizer.nearest(out.latent))
         # the fast path (latent only, no N x K logits) gives the same tokens, also under bf16 autocast
-        only = m.generator(lr, logits=False)
-        assert only.logits is None and torch.allclose(only.latent, out.latent)
+        torch.testing.assert_close(m.generator.predict_latent(lr), out.latent)
         assert torch.equal(m.predict_indices(lr), out.logits.argmax(2))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             fast = m.predict_indices(lr)
-            half = m.generator(lr, logits=False).latent
+            half = m.generator.predict_latent(lr)
         assert torch.equal(fast, m.tokenizer.quantizer.nearest(half.float()))  # distances stay fp32
-    with pytest.raises(ValueError, match="codebook"):
+    with pytest.raises(ValueError, match="needs the tokenizer's codebook"):
         m.generator(lr)
 
 
@@ -264,3 +272,44 @@ def test_mismatched_files_are_refused(tiny, tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ModelFileError, match="not a hitok model"):
         load_model(tmp_path / "other.safetensors")
+
+
+def test_removed_config_fields_load_at_their_old_default_only(tiny, tmp_path):
+    """A file written before a config field was removed (REMOVED_FIELDS) loads when the field holds the value
+    that meant "off", and is refused with a message naming the field otherwise."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    path = tmp_path / "m.safetensors"
+    save_model(tiny, path)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(path))
+    cfg = json.loads(meta["config"])
+    assert "head_rank" not in cfg["generator"]  # new files no longer write it
+    for value, loads in ((0, True), (4, False)):
+        cfg["generator"]["head_rank"] = value  # as the shipped file (head_rank 0) and a low-rank model had it
+        old = tmp_path / f"old{value}.safetensors"
+        save_file(state, str(old), metadata={**meta, "config": json.dumps(cfg)})
+        if loads:
+            lr = torch.rand(1, 3, 8, 8)
+            with torch.no_grad():
+                assert torch.equal(load_model(old).upscale(lr), tiny.upscale(lr))
+        else:
+            with pytest.raises(ModelFileError, match=r"generator.head_rank = 4: low-rank generator heads .* removed; "
+                                                     r"this version can only load files with head_rank = 0"):
+                load_model(old)
+    cfg["generator"].pop("head_rank")
+    cfg["generator"]["no_such_field"] = 1  # a field no version had is still an error
+    save_file(state, str(tmp_path / "new.safetensors"), metadata={**meta, "config": json.dumps(cfg)})
+    with pytest.raises(ModelFileError, match="unknown GeneratorConfig fields: .'no_such_field'"):
+        load_model(tmp_path / "new.safetensors")
+
+
+def test_shipped_file_loads_with_its_removed_field(tmp_path):
+    """The shipped default was written with generator.head_rank = 0 in its config; it must keep loading."""
+    from hitok.models import read_metadata
+    shipped = Path(__file__).parents[1] / "hitok_cli" / "weights" / "default.safetensors"
+    if not shipped.is_file():
+        pytest.skip("no shipped default in this checkout")
+    assert json.loads(read_metadata(shipped)["config"])["generator"].get("head_rank") == 0
+    assert load_model(shipped).config.generator.head == "codebook"

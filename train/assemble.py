@@ -14,7 +14,8 @@ from torch import nn
 
 from hitok.models import HiTok, HiTokConfig, ModelFileError, load_model, presets, read_metadata
 from hitok.models.discriminator import Discriminator, DiscriminatorConfig
-from hitok.models.hitok import add_guide, config_from_dict
+from hitok.models.hitok import add_guide
+from hitok.models.io import config_from_dict
 from hitok.models.lpips import try_lpips
 
 from . import distributed as ddp
