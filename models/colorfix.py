@@ -22,10 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# LR pixels. Chosen on 256x256 crops of 8 *training* photos (never val) with a 10-minute generator:
-# sigma 0 / 0.5 / 1 / 2 gave PSNR 29.2 / 29.2 / 28.5 / 27.6 dB on realistic LR (raw tokens 23.1, bicubic
-# 29.3) and NIQE (sigma 0 / 0.5 / 1) 9.6 / 10.7 / 12.6 (raw 17.7, bicubic 11.6); 0.5 keeps nearly all the
-# gain while its blur still damps the pixel-level noise and JPEG blocks of the LR that sigma 0 hands back.
+# LR pixels: nearly all of plain back-projection's PSNR gain, while the blur still damps the LR's pixel-level
+# noise and JPEG blocks that sigma 0 hands back (the sweep is in MODEL_CARD.md, "Design measurements").
 SIGMA = 0.5
 
 

@@ -14,13 +14,8 @@ measured against a learned correction of the input so that noise and JPEG blocks
 be handed back; the tokens and the head only add what the LR lacks. w = 0 is the paper's token-only decoder,
 bit for bit (the guide is skipped); w = 1 the guided image; between, a blend of the two images (as ESRGAN
 interpolates a PSNR-oriented and a GAN-trained network), so one trained guide serves every w. The head's and
-the correction's last layers start at zero: a fresh guide is exactly "tokens + back-projection".
-
-Measured on the way (2-core CPU, clean bicubic LR of train crops, the shipped tokens): CodeFormer-style
-feature modulation of the trunk output (F' = F + w(alpha F + beta), the issue's first anchor) left PSNR
-unchanged after 200 steps; a head scaled by w *before* the back-projection, trained over random w, got worse
-at w = 1 (it learned to fix at w < 1 what the back-projection fixes at w = 1). Training the guided image alone
-(w = 1) and blending is what learns.
+the correction's last layers start at zero: a fresh guide is exactly "tokens + back-projection". Training the
+guided image alone (w = 1) and blending is what learned; the designs that did not are in MODEL_CARD.md.
 """
 import torch
 import torch.nn.functional as F

@@ -18,15 +18,13 @@ def paper(vfm_weights: str = "pretrained") -> HiTokConfig:
 
 
 def small() -> HiTokConfig:
-    """Sized for 2 CPU cores (training and inference).
+    """Sized for 2 CPU cores (training and inference); the measurements behind each choice are in MODEL_CARD.md.
 
-    Tokenizer: p=4 (one token per LR pixel; the paper's p=16 keeps only 40 bits per 16x16 patch, too little for a
-    briefly trained model to stay faithful), narrow conv stem/head around a short ViT with 8x8-token windows.
+    Tokenizer: p=4 (one token per LR pixel; p=16's 40 bits per 16x16 patch are too few for a briefly trained
+    model to stay faithful), narrow conv stem/head around a short ViT with 8x8-token windows.
     Generator: 8x8-window Transformer on 2x2-LR-pixel tokens (a quarter of the token grid), a conv upsampler back
-    to the grid, then the N heads: about 36 GMAC per 128x128 LR input instead of 62 at stride 1. The heads score
-    the codebooks by distance to a predicted latent (models/generator.py CodebookHeads): after 10 CPU minutes
-    24.2 dB PSNR-Y on val against 20.5 dB for the paper's linear classifier. No VFM (nothing pretrained can be
-    downloaded offline; Table 4 row (a))."""
+    to the grid, then heads that score the codebooks by distance to a predicted latent (models/heads.py). No VFM
+    (nothing pretrained can be downloaded offline; Table 4 row (a))."""
     return HiTokConfig(
         tokenizer=TokenizerConfig(patch=4, latent_dim=32, groups=4, codebook_size=1024,
                                   enc_dim=128, enc_depth=1, dec_dim=128, dec_depth=2, heads=4, window=8,
