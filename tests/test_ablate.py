@@ -77,13 +77,34 @@ def test_fig1a_hierarchy_and_grid(ablation):
     assert (out / "hierarchy_g8.png").is_file() and not (out / "hierarchy_g1.png").exists()
 
 
-def test_markdown_has_both_tables_with_paper_numbers(ablation):
+def _md_row(md: str, first_cell: str) -> list[str]:
+    """The cells of the markdown table row whose first cell starts with `first_cell`."""
+    rows = [line for line in md.splitlines() if line.startswith(f"| {first_cell}")]
+    assert len(rows) == 1, (first_cell, rows)
+    return [c.strip() for c in rows[0].strip("|").split("|")]
+
+
+def test_markdown_tables_show_the_measured_runs(ablation):
     _, out = ablation
     md = (out / "ablation.md").read_text()
+    res = json.loads((out / "results.json").read_text())
     assert "python -m hitok.bench.ablate_tokenizer --data" in md and "--steps 2" in md
-    for number in ("23.90", "25.68", "26.74", "27.03", "25.49", "26.31"):
-        assert number in md
-    assert "## Table 7" in md and "## Table 3" in md and "+ Group-Masking (4x8 / 2)" in md and "fig1a_grid.png" in md
+    assert "## Table 7" in md and "## Table 3" in md and "fig1a_grid.png" in md
+    rows = res["rows"]
+    # Table 7, second row (2 groups): our r-PSNR, and our step from the row above paired by seed
+    g2 = _md_row(md, "2x16 / 4")
+    assert g2[2] == f"{rows['g2']['r_psnr']:.2f}"
+    step = rows["g2"]["runs"][0]["r_psnr"] - rows["g1"]["runs"][0]["r_psnr"]
+    assert g2[3].endswith(f"/ {step:+.2f}")
+    assert g2[4] == f"{rows['g2']['r_ssim']:.4f}" and g2[7] == "2"
+    # Table 3 labels its rows by design; the masking row shows that run's numbers and codebook usage
+    mask = _md_row(md, "+ Group-Masking (4x8 / 2)")
+    assert mask[2] == f"{rows['g4-mask']['r_psnr']:.2f}"
+    assert mask[6] == " ".join(f"{u:.0%}" for u in rows["g4-mask"]["usage"])
+    # Fig. 1a: one line per M with the measured PSNR against the frequency-matched target
+    f = res["fig1a"]
+    for i, M in enumerate(f["M"]):
+        assert _md_row(md, f"{M} | T({4 - M})")[2] == f"{f['psnr_vs_target'][i]:.2f}"
 
 
 def test_finished_runs_are_reused(ablation, caplog):

@@ -74,7 +74,8 @@ def test_gpu_bench_smoke_on_cpu(tmp_path, speed_report):
     res = run_module("hitok.bench.gpu_bench", "--device", "cpu", "--smoke", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr[-2000:]
     result = json.loads((tmp_path / "gpu_bench.json").read_text())
-    assert set(result) >= {"meta", "table2", "inference", "train"} and result["table2"]["seconds"] == 0.047
+    assert set(result) >= {"meta", "table2", "inference", "train"}
+    assert set(result["table2"]) == {"seconds", "memory_gib", "gmac", "params_m"}
     assert result["meta"]["torch"] == torch.__version__ and result["meta"]["smoke"] is True
     inf = result["inference"]
     modes = ("bf16", "fp16", "bf16-bf16", "fp16-fp16")
@@ -93,10 +94,13 @@ def test_gpu_bench_smoke_on_cpu(tmp_path, speed_report):
     from hitok.bench import speed
 
     md = speed_report[0]
-    md.with_name("benchmarks_gpu.json").write_text((tmp_path / "gpu_bench.json").read_text())
+    gpu = json.loads((tmp_path / "gpu_bench.json").read_text())
+    gpu["table2"]["seconds"] = 0.5  # the paper row is rendered from the JSON (images/s derived), not typed in
+    md.with_name("benchmarks_gpu.json").write_text(json.dumps(gpu))
     assert speed.main(["--rerender", "--out", str(md)]) == 0
     text = md.read_text()
-    assert "No GPU results yet" not in text and "| paper Table 2 (RTX 4090) |" in text and "| decoder |" in text
+    assert "No GPU results yet" not in text and "| decoder |" in text
+    assert "| paper Table 2 (RTX 4090) | - | 1 | 0.5 | 0.5 | 2.0 |" in text
     assert "## CPU: scaling" in text  # the CPU tables survive the re-render
 
 

@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+import torch.nn.functional as F
 from torch import nn
 
 from hitok.models.discriminator import Discriminator, DiscriminatorConfig
@@ -253,8 +254,13 @@ def test_lpips_unavailable_gives_reason(monkeypatch, tmp_path):
 
 
 def _fake_lpips_files(tmp_path):
-    # Files laid out like torchvision's vgg16 state dict and LPIPS's lin weights (values random).
+    # Files laid out like torchvision's vgg16 state dict and LPIPS's lin weights (values random). He-initialised,
+    # so the signal reaches relu5_3 (with nn.Conv2d's default init the deep taps carry only the biases).
     feats = _vgg16_features()
+    for m in feats.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.normal_(m.bias, std=0.01)
     vgg = {f"features.{k}": v for k, v in feats.state_dict().items()}
     vgg["classifier.0.weight"] = torch.zeros(4, 4)
     torch.save(vgg, tmp_path / "vgg16.pth")
@@ -273,7 +279,6 @@ def test_lpips_loads_files_and_measures(tmp_path, monkeypatch):
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
     y = torch.rand(2, 3, 32, 32)
     d = module(x, y)
-    assert d.shape == (2,) and (d > 0).all() and torch.isfinite(d).all()
     assert torch.equal(module(y, y), torch.zeros(2))
     d.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -282,6 +287,41 @@ def test_lpips_loads_files_and_measures(tmp_path, monkeypatch):
     torch.save(bad, tmp_path / "bad_lin.pth")
     with pytest.raises(LPIPSUnavailable, match="lin weights .* do not match"):
         LPIPS(lin_path=tmp_path / "bad_lin.pth")
+
+
+def test_lpips_equals_eq1_on_torchvision_vgg16(tmp_path):
+    """The hand-written network and distance against a reference computed another way: torchvision's VGG16
+    (same weight file) and Eq. 1 of Zhang et al. 2018 written out with F.normalize."""
+    torchvision = pytest.importorskip("torchvision")
+    vgg_path, lin_path, lin = _fake_lpips_files(tmp_path)
+    module = LPIPS(backbone_path=vgg_path, lin_path=lin_path)
+    ref_net = torchvision.models.vgg16(weights=None).features[:30].eval()
+    sd = torch.load(vgg_path, weights_only=True)
+    ref_net.load_state_dict({k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")})
+    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)  # LPIPS's ScalingLayer
+    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+
+    def eq1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        fa, fb = ((t * 2 - 1 - shift) / scale for t in (a, b))
+        terms = []
+        for i, op in enumerate(ref_net):
+            fa, fb = op(fa), op(fb)
+            if i in (3, 8, 15, 22, 29):  # relu1_2 .. relu5_3
+                diff = F.normalize(fa, dim=1, eps=0) - F.normalize(fb, dim=1, eps=0)  # unit length over channels
+                w = lin[f"lin{len(terms)}.model.1.weight"].view(1, -1, 1, 1)
+                terms.append((w * diff.pow(2)).sum(1).mean((1, 2)))  # || w_l * (...) ||^2 averaged over h, w
+        total = sum(terms)
+        assert all((t > 0.02 * total).all() for t in terms)  # every tap matters, so a wrong one shows
+        return total
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 3, 32, 48, generator=g), torch.rand(2, 3, 32, 48, generator=g)
+    with torch.no_grad():
+        d = module(x, y)
+        torch.testing.assert_close(d, eq1(x, y), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(module(y, x), d, rtol=1e-5, atol=0)  # symmetric
+        near = module(x, (x + 0.02 * torch.randn(x.shape, generator=g)).clamp(0, 1))
+    assert (near > 0).all() and (near < d).all()  # a slightly noisy copy is nearer than another image
 
 
 # ---------------------------------------------------------------- REPA

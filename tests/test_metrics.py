@@ -89,8 +89,11 @@ def test_niqe_deterministic_and_pinned(nq):
 
 def test_niqe_options(nq):
     img = textured()
-    assert nq.niqe(img, luminance="gray") != nq.niqe(img)
-    assert nq.niqe(img, crop_border=4) != nq.niqe(img)
+    # each option does what it says: score the chosen luminance (a 2-D array is taken as luminance) ...
+    gray, y = (nq.to_luminance(img, mode).astype(np.uint8) for mode in ("gray", "y"))
+    assert nq.niqe(img, luminance="gray") == nq.niqe(gray) != nq.niqe(y) == nq.niqe(img)
+    # ... and drop the border before scoring
+    assert nq.niqe(img, crop_border=4) == nq.niqe(img[4:-4, 4:-4]) != nq.niqe(img)
     with pytest.raises(ValueError, match="two 96x96 patches"):
         nq.niqe(img[:100, :150])
 
