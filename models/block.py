@@ -29,7 +29,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, angles, n_prefix), apply_rope(k, angles, n_prefix)
         mask = None if key_valid is None else key_valid[:, None, None, :]  # (B, 1, 1, L): padded keys ignored
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, L, hd)
-        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))  # heads side by side again: (B, L, D)
 
 
 def _modulate(x: torch.Tensor, mod: tuple[torch.Tensor, torch.Tensor] | None, n_prefix: int) -> torch.Tensor:
@@ -80,11 +80,11 @@ class Block(nn.Module):
         grid_out = merge(out[:, n_prefix:], B, h, w, self.window, self.shift, layout)
         if not n_prefix:
             return grid_out
-        prefix_out = out[:, :n_prefix].view(B, nW, n_prefix, D).mean(1)
+        prefix_out = out[:, :n_prefix].view(B, nW, n_prefix, D).mean(1)  # (B, n_prefix, D), mean over windows
         return torch.cat([prefix_out, grid_out], dim=1)
 
 
 def _grid_angles(window_angles: torch.Tensor, hw: tuple[int, int], ws: int) -> torch.Tensor:
     """Angles of an h x w grid (h, w <= ws) taken from the ws x ws window's row-major table."""
     h, w = hw
-    return window_angles.view(ws, ws, -1)[:h, :w].reshape(h * w, -1)
+    return window_angles.view(ws, ws, -1)[:h, :w].reshape(h * w, -1)  # (ws, ws, hd/2) -> (h*w, hd/2)

@@ -53,7 +53,7 @@ def _icdf53_1d(s: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """Exact inverse of _cdf53_1d: undo the update, undo the prediction, interleave."""
     s = s - 0.25 * (_prev(d) + d)
     d = d + 0.5 * (s + _next(s))
-    return torch.stack([s, d], dim=-1).flatten(-2)
+    return torch.stack([s, d], dim=-1).flatten(-2)  # (..., n, 2) -> (..., 2n): s0 d0 s1 d1 ...
 
 
 def cdf53_analysis(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

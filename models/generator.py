@@ -83,7 +83,7 @@ class Generator(nn.Module):
         tokens, (h, w), vfm_patch = self.features(lr)
         logits, latent = self.head(tokens, codebook)  # (B, h*w, N*K), (B, h*w, C) or None
         B = lr.shape[0]
-        logits = logits.transpose(1, 2).reshape(B, self.cfg.groups, self.cfg.codebook_size, h, w)
+        logits = logits.transpose(1, 2).reshape(B, self.cfg.groups, self.cfg.codebook_size, h, w)  # (B, N, K, h, w)
         if latent is not None:
             latent = latent.transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
         return GeneratorOutput(logits, vfm_patch, latent)

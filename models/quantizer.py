@@ -61,20 +61,21 @@ class GroupedQuantizer(nn.Module):
     def embed(self, indices: torch.Tensor) -> torch.Tensor:
         """indices (B, N, h, w) -> latent (B, C, h, w)."""
         B, N, h, w = indices.shape
-        offsets = torch.arange(N, device=indices.device).view(1, N, 1, 1) * self.codebook_size
-        flat_cb = self.codebook.reshape(N * self.codebook_size, self.group_dim)
+        offsets = torch.arange(N, device=indices.device).view(1, N, 1, 1) * self.codebook_size  # group g's codes
+        flat_cb = self.codebook.reshape(N * self.codebook_size, self.group_dim)  # (N*K, d): one table, rows g*K+k
         vecs = F.embedding(indices + offsets, flat_cb)  # (B, N, h, w, d)
-        return vecs.permute(0, 1, 4, 2, 3).reshape(B, N * self.group_dim, h, w)
+        return vecs.permute(0, 1, 4, 2, 3).reshape(B, N * self.group_dim, h, w)  # (B, N, d, h, w) -> (B, C, h, w)
 
     def embed_soft(self, probs: torch.Tensor) -> torch.Tensor:
         """Expected code under per-group distributions: probs (B, N, K, h, w) -> (B, C, h, w)."""
         B, N, K, h, w = probs.shape
         vecs = torch.einsum("bnkhw,nkd->bndhw", probs, self.codebook.to(probs.dtype))  # (B, N, d, h, w)
-        return vecs.reshape(B, N * self.group_dim, h, w)
+        return vecs.reshape(B, N * self.group_dim, h, w)  # (B, C, h, w), group g on channels [g*d, (g+1)*d)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         indices = self.nearest(z.detach())
         z_hat = self.embed(indices)
+        # per-channel means (C,) -> (N, C/N): mean within each group, summed over groups
         codebook_loss = (z.detach() - z_hat).pow(2).mean(dim=(0, 2, 3)).view(self.groups, -1).mean(1).sum()
         commit_loss = (z - z_hat.detach()).pow(2).mean(dim=(0, 2, 3)).view(self.groups, -1).mean(1).sum()
         z_q = z + (z_hat - z).detach()  # straight-through estimator
@@ -91,8 +92,8 @@ class GroupedQuantizer(nn.Module):
     def code_counts(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, N, h, w) -> (N, K) histogram of codes per group."""
         N, K = self.groups, self.codebook_size
-        flat = indices.transpose(0, 1).reshape(N, -1) + torch.arange(N, device=indices.device)[:, None] * K
-        return torch.bincount(flat.reshape(-1), minlength=N * K).view(N, K).float()
+        flat = indices.transpose(0, 1).reshape(N, -1) + torch.arange(N, device=indices.device)[:, None] * K  # (N, B*h*w)
+        return torch.bincount(flat.reshape(-1), minlength=N * K).view(N, K).float()  # one bincount
 
     # ---- training-time utilities -------------------------------------------------------------------------------
 

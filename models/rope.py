@@ -26,4 +26,4 @@ def apply_rope(x: torch.Tensor, angles: torch.Tensor, n_prefix: int = 0) -> torc
     # than the explicit cos/sin form, same result)
     rot = torch.polar(torch.ones_like(angles), angles)  # (L, head_dim/2) complex
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, heads, L, head_dim/2)
-    return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
+    return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)  # (..., hd/2, 2) -> (..., hd)

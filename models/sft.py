@@ -15,6 +15,6 @@ class SFT(nn.Module):
         nn.init.zeros_(self.proj[-1].bias)
 
     def forward(self, cond: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """cond (B, L, cond_dim) -> [(scale, shift) before attention, (scale, shift) before the MLP], each (B, L, dim)."""
+        """cond (B, L, cond_dim) -> [(scale, shift) for the attention, (scale, shift) for the MLP], each (B, L, dim)."""
         g1, b1, g2, b2 = self.proj(cond).chunk(4, dim=-1)
         return [(1 + g1, b1), (1 + g2, b2)]

@@ -68,7 +68,7 @@ class _Trunk(nn.Module):
         angles = rope_2d_angles(ah, aw, D // self.heads, self.rope_base, device=x.device)
         for blk in self.blocks:
             tokens = blk(tokens, angles, hw=(h, w))
-        return self.norm(tokens).transpose(1, 2).reshape(B, D, h, w)
+        return self.norm(tokens).transpose(1, 2).reshape(B, D, h, w)  # back to the grid: (B, D, h, w)
 
 
 class Encoder(nn.Module):

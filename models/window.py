@@ -22,8 +22,9 @@ def partition(x: torch.Tensor, h: int, w: int, ws: int, shift: int
     grid = F.pad(x.view(B, h, w, D).permute(0, 3, 1, 2), pads)  # (B, D, Hp, Wp)
     valid = F.pad(x.new_ones(1, 1, h, w, dtype=torch.bool), pads)  # (1, 1, Hp, Wp)
     nh, nw = Hp // ws, Wp // ws
+    # (B, D, nh, ws, nw, ws) -> (B, nh, nw, ws, ws, D) -> (B*nW, ws*ws, D), windows row-major
     win = grid.view(B, D, nh, ws, nw, ws).permute(0, 2, 4, 3, 5, 1).reshape(B * nh * nw, ws * ws, D)
-    val = valid.view(1, nh, ws, nw, ws).permute(0, 1, 3, 2, 4).reshape(nh * nw, ws * ws).repeat(B, 1)
+    val = valid.view(1, nh, ws, nw, ws).permute(0, 1, 3, 2, 4).reshape(nh * nw, ws * ws).repeat(B, 1)  # (B*nW, ws*ws)
     return win, val, (Hp, Wp, nh, nw)
 
 
@@ -32,8 +33,8 @@ def merge(win: torch.Tensor, B: int, h: int, w: int, ws: int, shift: int, layout
     """Inverse of `partition`: (B*nW, ws*ws, D) -> (B, h*w, D)."""
     Hp, Wp, nh, nw = layout
     D = win.shape[-1]
-    grid = win.view(B, nh, nw, ws, ws, D).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, D)
-    return grid[:, shift:shift + h, shift:shift + w].reshape(B, h * w, D)
+    grid = win.view(B, nh, nw, ws, ws, D).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, D)  # windows back in place
+    return grid[:, shift:shift + h, shift:shift + w].reshape(B, h * w, D)  # padding cut: (B, h*w, D)
 
 
 def window_period(window_sides: tuple[int, ...], unit: int) -> int:
