@@ -92,7 +92,8 @@ class GroupedQuantizer(nn.Module):
     def code_counts(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, N, h, w) -> (N, K) histogram of codes per group."""
         N, K = self.groups, self.codebook_size
-        flat = indices.transpose(0, 1).reshape(N, -1) + torch.arange(N, device=indices.device)[:, None] * K  # (N, B*h*w)
+        # (B, N, h, w) -> (N, B*h*w), code k of group g as g*K + k
+        flat = indices.transpose(0, 1).reshape(N, -1) + torch.arange(N, device=indices.device)[:, None] * K
         return torch.bincount(flat.reshape(-1), minlength=N * K).view(N, K).float()  # one bincount
 
     # ---- training-time utilities -------------------------------------------------------------------------------
