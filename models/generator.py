@@ -51,6 +51,9 @@ class GeneratorOutput:
 
 
 class Generator(nn.Module):
+    """LR image -> N x K logits on the token grid (Sec. 3.2, Fig. 2's "generator"); `forward` for training and
+    sampling, `predict_latent` for the codebook head's top-1 at inference."""
+
     def __init__(self, cfg: GeneratorConfig, vfm: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
