@@ -3,8 +3,8 @@ save/load). Imports nothing of hitok outside this package."""
 from . import presets
 from .generator import Generator, GeneratorConfig
 from .hitok import HiTok, HiTokConfig
-from .io import ModelFileError, load_model, read_metadata, save_model
+from .io import ModelFileError, config_from_dict, load_model, read_metadata, save_model
 from .tokenizer import Tokenizer, TokenizerConfig
 
 __all__ = ["HiTok", "HiTokConfig", "Generator", "GeneratorConfig", "Tokenizer", "TokenizerConfig",
-           "ModelFileError", "load_model", "read_metadata", "save_model", "presets"]
+           "ModelFileError", "config_from_dict", "load_model", "read_metadata", "save_model", "presets"]

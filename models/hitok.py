@@ -35,6 +35,9 @@ class HiTokConfig:
 
 
 class HiTok(nn.Module):
+    """Tokenizer + generator (+ VFM) of one config; `upscale` is Fig. 2's inference path, the stages of
+    Sec. 3.3 train the parts (hitok.train)."""
+
     def __init__(self, cfg: HiTokConfig, with_encoder: bool = True):
         super().__init__()
         self.config = cfg
@@ -48,6 +51,7 @@ class HiTok(nn.Module):
 
     @property
     def scale(self) -> int:
+        """The upscaling factor, SCALE; the CLI's tiler reads it off whatever model it is given."""
         return SCALE
 
     @property
