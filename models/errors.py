@@ -6,16 +6,18 @@ and everything else (the library, train/, bench/, the CLI) imports models/, neve
 
 from __future__ import annotations
 
-LIMIT = 300  # characters; a state-dict mismatch can name hundreds of keys
+LIMIT = 300  # characters; some libraries put a whole report on one line
 
 
 def one_line(exc: BaseException, with_type: bool = False) -> str:
-    """``exc`` as one line: OS errors as ``filename: strerror``, others as their text with whitespace (newlines
-    too) collapsed, cut at :data:`LIMIT`; ``with_type`` puts the exception's class name in front."""
+    """``exc`` as one line: OS errors as ``filename: strerror``, others as the first non-blank line of their text
+    (hub and decoder errors append pages of detail), whitespace collapsed, cut at :data:`LIMIT`; ``with_type``
+    puts the exception's class name in front."""
     if isinstance(exc, OSError) and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     else:
-        text = " ".join(str(exc).split())
+        lines = [" ".join(line.split()) for line in str(exc).splitlines()]
+        text = next((line for line in lines if line), "")
     if len(text) > LIMIT:
         text = text[: LIMIT - 1] + "…"
     name = type(exc).__name__

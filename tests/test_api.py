@@ -100,7 +100,7 @@ def test_psnr_values():
 
 
 def test_one_line():
-    assert one_line(ValueError("first\n  second")) == "first second"
+    assert one_line(ValueError("\n first  line \nsecond")) == "first line"
     assert one_line(KeyError(), with_type=True) == "KeyError"
     assert one_line(FileNotFoundError(2, "No such file or directory", "x.png")) == "x.png: No such file or directory"
     assert one_line(RuntimeError("x" * 1000), with_type=True).startswith("RuntimeError: xxx")
