@@ -410,7 +410,7 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
     if not methods:
         raise UserError("no methods to evaluate")
     hr_dir = Path(hr_dir)
-    files = list_images(hr_dir, max_images)
+    files = list_images(hr_dir, max_images=max_images)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         (out / "panels").mkdir(parents=True, exist_ok=True)

@@ -339,7 +339,7 @@ def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pictur
     return pic
 
 
-def list_images(folder: Path | str, recursive: bool = False, max_images: int | None = None) -> list[Path]:
+def list_images(folder: Path | str, *, recursive: bool = False, max_images: int | None = None) -> list[Path]:
     """The photos hitok reads (by suffix, :data:`READ_SUFFIXES`) in ``folder``, sorted, the first ``max_images``
     of them; ``recursive`` walks subfolders too. A missing or empty folder is a UserError."""
     folder = Path(folder)
