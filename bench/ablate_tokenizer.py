@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shlex
 import shutil
 import sys
@@ -45,19 +44,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from hitok.cli.errors import UserError
+from hitok.errors import UserError
+from hitok.imageio import list_images, load_rgb8
+from hitok.psnr import psnr
 from hitok.models import HiTok, ModelFileError, load_model, presets
 from hitok.models.discriminator import Discriminator, DiscriminatorConfig
 from hitok.models.dwt import dwt_target, haar_analysis
 from hitok.train.assemble import Setup, resolve_device
 from hitok.train.checkpoint import atomic_write_text
 from hitok.train.config import TrainConfig, TrainError, check_crop, resolve
-from hitok.train.data import list_images as list_train_images
 from hitok.train.distributed import DistEnv
 from hitok.train.loop import Trainer
 from hitok.train.stages import LossWeights, TokenizerStage
 
-from .evaluate import list_images, load_rgb8
 from .metrics import psnr_y, ssim_y
 
 log = logging.getLogger("hitok.bench")
@@ -156,10 +155,6 @@ def _u8(x: torch.Tensor) -> np.ndarray:
     return (x[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def psnr_rgb(a: torch.Tensor, b: torch.Tensor) -> float:
-    return 10 * math.log10(1.0 / max(float((a.clamp(0, 1) - b).pow(2).mean()), 1e-12))
-
-
 def haar_energies(x: torch.Tensor) -> list[float]:
     """Energy of the detail bands (LH+HL+HH) of every Haar level, finest first; their sum is the non-DC energy."""
     ll, out = x.double(), []
@@ -196,7 +191,7 @@ def evaluate_model(model: HiTok, val: list[tuple[str, np.ndarray]], device) -> t
         r8 = _u8(rec)
         ry.append(psnr_y(r8, img))
         sy.append(ssim_y(r8, img))
-        rgb.append(psnr_rgb(rec, x))
+        rgb.append(psnr(rec, x))
         if N == 1:
             continue
         hf_gt.append(hf_share(x, N - 1))
@@ -205,7 +200,7 @@ def evaluate_model(model: HiTok, val: list[tuple[str, np.ndarray]], device) -> t
         for M in range(1, N + 1):
             dec = rec if M == N else tok.decode_indices(idx, M)
             for level, t in enumerate(targets):
-                psnr_levels[M - 1][level].append(psnr_rgb(dec, t))
+                psnr_levels[M - 1][level].append(psnr(dec, t))
             hf[M - 1].append(hf_share(dec, N - 1))
             hf_target[M - 1].append(hf_share(targets[N - M], N - 1))
             row.append(_u8(dec))
@@ -278,8 +273,7 @@ def _aggregate(row: Row, preset: str, runs: list[dict]) -> dict:
 def run_ablation(a: argparse.Namespace, command: str) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not list_train_images(a.data):
-        raise UserError(f"no training images found under {a.data}")
+    list_images(a.data, recursive=True)  # a missing or empty folder fails here, before any training
     runs = plan(a)
     patch = presets.PRESETS[a.preset]().tokenizer.patch
     for row, _ in runs:

@@ -15,7 +15,7 @@ SSIM-Y with 4 px shaved (:mod:`hitok.bench.metrics`), HaarPSI of the RGB output 
 (:func:`hitok.models.lpips.try_lpips`), DISTS never (no implementation or weights offline) -- a metric that
 cannot be computed is reported n/a with its reason, never estimated -- and wall seconds per image, timed in
 this process after one untimed warm-up call per method (model load, ncnn init, tile sizing excluded).
-hitok runs through :class:`hitok.cli.upscale.Upscaler`, the tiled path ``hitok upscale`` uses, one row per
+hitok runs through :class:`hitok.Upscaler`, the tiled path ``hitok upscale`` uses, one row per
 model and, for models with an LR guide, optionally one per fidelity. The "CNN floor" (:mod:`hitok.bench.floor`)
 is a small plain CNN trained at the start of the run when training photos are given.
 
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from hitok.cli.errors import UserError, one_line
-from hitok.cli.imageio import READ_SUFFIXES, Picture, read_image
+from hitok.errors import UserError, one_line
+from hitok.imageio import Picture, list_images, load_rgb8
 
 from .haarpsi import haarpsi
 from .metrics import psnr_y, ssim_y, to_y
@@ -90,17 +90,16 @@ class HitokMethod:
     def __init__(self, model: torch.nn.Module, name: str = "hitok", device: str | torch.device = "cpu",
                  model_id: str = "", source: str = "", tile: int | None = None, fix_colors: bool = True,
                  fidelity: float | None = None):
-        from hitok.cli.device import resolve_device, resolve_precision
-        from hitok.cli.upscale import Upscaler
+        from hitok.upscaler import Upscaler
 
-        dev = resolve_device(str(device))
-        self.upscaler = Upscaler(model, dev, resolve_precision("auto", dev), None, model_id, fix_colors, fidelity)
+        self.upscaler = Upscaler(model, str(device) if not isinstance(device, torch.device) else device,
+                                 model_id=model_id, fix_colors=fix_colors, fidelity=fidelity)
         self.name, self.tile, self.source = name, tile, source or "model"
         self.plan = None  # tile plan of the last call, for the report
 
     @property
     def info(self) -> str:
-        from hitok.cli.device import precision_name
+        from hitok.device import precision_name
 
         u, p = self.upscaler, self.plan
         tiles = f"tile {'auto' if self.tile is None else self.tile}" + (
@@ -150,7 +149,7 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
 
     Returns (methods, notes); a Real-ESRGAN that cannot run becomes a note, not an error.
     """
-    from hitok.cli import model_store
+    from hitok import model_store
 
     specs = list(models) or [None]
     loaded = [model_store.load(spec, device) for spec in specs]
@@ -191,23 +190,6 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
 
 
 # -- data -------------------------------------------------------------------------------------------
-def list_images(hr_dir: Path, max_images: int | None = None) -> list[Path]:
-    if not hr_dir.is_dir():
-        raise UserError(f"{hr_dir}: no such folder" if not hr_dir.exists() else f"{hr_dir}: is not a folder")
-    files = sorted(p for p in hr_dir.iterdir() if p.is_file() and p.suffix.lower() in READ_SUFFIXES)
-    if not files:
-        raise UserError(f"no images found in {hr_dir}")
-    return files[:max_images] if max_images else files
-
-
-def load_rgb8(path: Path) -> np.ndarray:
-    """Any photo hitok reads -> (H, W, 3) uint8 (16-bit scaled down, grey repeated, alpha dropped)."""
-    pix = read_image(path).pixels
-    if pix.dtype == np.uint16:
-        pix = np.round(pix / 257.0).astype(np.uint8)
-    return np.repeat(pix, 3, axis=2) if pix.shape[2] == 1 else pix
-
-
 def centre_crop(img: np.ndarray, crop: int) -> np.ndarray | None:
     """crop x crop from the centre; per side the largest multiple of 16 when the image is smaller."""
     h, w = (min(crop, s // 16 * 16) for s in img.shape[:2])
@@ -428,7 +410,7 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
     if not methods:
         raise UserError("no methods to evaluate")
     hr_dir = Path(hr_dir)
-    files = list_images(hr_dir, max_images)
+    files = list_images(hr_dir, max_images=max_images)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         (out / "panels").mkdir(parents=True, exist_ok=True)

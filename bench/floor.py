@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hitok.cli.errors import UserError
-from hitok.train.data import list_images, load_rgb
+from hitok.errors import UserError
+from hitok.imageio import list_images, load_rgb8
 
 SCALE = 4
 WIDTH = 48
@@ -75,9 +75,9 @@ def crop_pool(train_dir: str | Path, count: int, side: int, seed: int) -> np.nda
     or are smaller than ``side`` are left out and their crops drawn again from the others.
     """
     try:
-        files = list_images(train_dir)
-    except FileNotFoundError:
-        raise UserError(f"--floor-data {train_dir}: no such folder") from None
+        files = list_images(train_dir, recursive=True)
+    except UserError as exc:
+        raise UserError(f"--floor-data {exc}") from None
     rng = np.random.default_rng(seed)
     crops: list[np.ndarray] = []
     bad: set[int] = set()
@@ -87,7 +87,10 @@ def crop_pool(train_dir: str | Path, count: int, side: int, seed: int) -> np.nda
             raise UserError(f"--floor-data {train_dir}: no readable photo of at least {side}x{side} px")
         picks = rng.choice(good, size=count - len(crops))
         for i in sorted(set(picks.tolist())):
-            img = load_rgb(files[i])
+            try:
+                img = load_rgb8(files[i])
+            except UserError:
+                img = None
             if img is None or min(img.shape[:2]) < side:
                 bad.add(i)
                 continue

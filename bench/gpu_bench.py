@@ -36,6 +36,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hitok.models import HiTok, presets
+from hitok.models.errors import one_line
 from hitok.models.summary import summarize
 
 # The paper's Table 2 row for HiTokSR (128x128 LR input, RTX 4090).
@@ -59,7 +60,7 @@ def build_model(cfg, device: torch.device, with_encoder: bool, notes: list[str])
     except Exception as exc:  # noqa: BLE001
         if cfg.vfm is None:
             raise
-        note = f"VFM {cfg.vfm.name} not built ({type(exc).__name__}: {str(exc).splitlines()[0]}); ran without it"
+        note = f"VFM {cfg.vfm.name} not built ({one_line(exc, with_type=True)}); ran without it"
         if note not in notes:
             notes.append(note)
             print(note, file=sys.stderr)
@@ -146,7 +147,7 @@ def bench_inference(args, device: torch.device, timer: Timer, notes: list[str]) 
                            per_image_s=_median(times) / batch, images_per_s=batch / _median(times),
                            peak_gib=_peak_gib(device))
             except Exception as exc:  # noqa: BLE001 - one failing row (e.g. out of memory) must not lose the rest
-                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                row["error"] = one_line(exc, with_type=True)
                 traceback.print_exc()
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -218,7 +219,7 @@ def bench_train(args, device: torch.device, timer: Timer, notes: list[str]) -> l
                 row["mfu_fwd_bwd"] = both / step_s / (args.peak_tflops * 1e12)
             del model, stage, opt, params, batch
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory at this batch: keep the other stages
-            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            row["error"] = one_line(exc, with_type=True)
             traceback.print_exc()
         _reset_peak(device)
         print(json.dumps(row), flush=True)

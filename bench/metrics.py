@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import correlate1d
 
+from hitok.psnr import psnr
+
 # ITU-R BT.601 luma weights for 8-bit RGB -> Y in [16, 235].
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
 
@@ -48,11 +50,7 @@ def _y_pair(a: np.ndarray, b: np.ndarray, shave: int) -> tuple[np.ndarray, np.nd
 
 def psnr_y(a: np.ndarray, b: np.ndarray, shave: int = 4) -> float:
     """PSNR in dB between two uint8 RGB images on Y; inf for identical images."""
-    ya, yb = _y_pair(a, b, shave)
-    mse = float(np.mean((ya - yb) ** 2))
-    if mse == 0.0:
-        return float("inf")
-    return 10.0 * np.log10(255.0**2 / mse)
+    return psnr(*_y_pair(a, b, shave), peak=255.0)
 
 
 def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:

@@ -5,7 +5,7 @@
 
 * presets (random weights; paper with VFM weights "none") and the shipped model: parameters, MACs
   (hitok.models.summary) and best-of-N seconds of ``model.upscale`` on one 128x128 LR input, peak RSS;
-* the shipped model through the user's path (:class:`hitok.cli.upscale.Upscaler`, tile auto) against
+* the shipped model through the user's path (:class:`hitok.Upscaler`, tile auto) against
   bicubic (Pillow) and Real-ESRGAN x4plus (:mod:`hitok.bench.realesrgan`, ncnn CPU) on the same input;
 * scaling: outputs of about 0.25, 1, 4 and 16 MP through the tiled path: seconds and peak RSS per size
   (time should grow linearly with pixels, memory stay flat once the image is larger than a tile);
@@ -45,7 +45,7 @@ def _default_row() -> str:
     """The comparison row that matches what `hitok upscale --precision auto` does on this CPU."""
     import torch
 
-    from hitok.cli.device import resolve_precision
+    from hitok.device import resolve_precision
 
     bf16 = resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
     return "hitok (tile auto, bf16 autocast)" if bf16 else "hitok (tile auto, fp32)"
@@ -131,9 +131,9 @@ def _task_upscaler(task: dict) -> dict:
     """The user's path: Upscaler.upscale_picture (tiling, blending, uint8 output)."""
     import torch
 
-    from hitok.cli.device import PRECISIONS
-    from hitok.cli.imageio import Picture
-    from hitok.cli.upscale import Upscaler
+    from hitok.device import PRECISIONS
+    from hitok.imageio import Picture
+    from hitok.upscaler import Upscaler
 
     up = Upscaler(_build(task["source"]), torch.device("cpu"), PRECISIONS[task.get("precision", "fp32")])
     loaded = _memory_mib()["rss_mib"]
@@ -201,7 +201,9 @@ def _child(task: dict, conn) -> None:
         result = TASKS[task["kind"]](task)
         result.update(_memory_mib())
     except BaseException as exc:  # noqa: BLE001 - reported as the row's error, the run goes on
-        result = {"error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"}
+        from hitok.models.errors import one_line
+
+        result = {"error": one_line(exc, with_type=True)}
     conn.send(result)
     conn.close()
 
@@ -376,7 +378,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="python -m hitok.bench.speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", default="tiny,small,paper")
-    p.add_argument("--model", default=None, help="the shipped model to compare (default: hitok_cli/weights/"
+    p.add_argument("--model", default=None, help="the shipped model to compare (default: hitok/weights/"
                                                  "default.safetensors; without one, the small preset, random)")
     p.add_argument("--realesrgan-dir", default=None, help="folder with realesrgan-x4plus.param/.bin")
     p.add_argument("--fetch-realesrgan", default=None, metavar="DIR",
@@ -405,7 +407,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from hitok.cli.model_store import default_model_path
+    from hitok.model_store import default_model_path
     from hitok.models.summary import summarize
 
     out = Path(args.out)

@@ -1,7 +1,7 @@
-"""The ``hitok`` command line: thin Typer commands over the library functions of hitok.cli.
+"""The ``hitok`` command line: thin Typer commands over the inference library ``hitok``.
 
-Each command parses its options, calls one library function (upscale.py, batch.py, tokens.py,
-model_store.py) and reports with Rich: results on stdout (or one JSON object with ``--json``),
+Each command parses its options, calls one library function (hitok.upscaler, hitok.tokens,
+hitok.model_store, or batch.py here) and reports with Rich: results on stdout (or one JSON object with ``--json``),
 progress bars and warnings on stderr. Errors a user can cause are one line on stderr with exit
 code 1 (:mod:`hitok.cli.errors`); ``hitok --debug ...`` shows the traceback instead.
 """
@@ -22,14 +22,15 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgress
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
+from hitok import model_store
+from hitok import tokens as tokens_lib
+from hitok.device import precision_warning, resolve_device, resolve_devices, resolve_precision
+from hitok.imageio import DEFAULT_MAX_PIXELS, Picture, read_image, write_image
+from hitok.outsize import OutputSize
+from hitok.upscaler import Upscaler, check_output, plan_file, quality_warning
+
 from . import batch as batch_lib
-from . import model_store
-from . import tokens as tokens_lib
-from .device import precision_warning, resolve_device, resolve_devices, resolve_precision
 from .errors import UserError, set_debug, sigterm_as_interrupt, user_errors
-from .imageio import DEFAULT_MAX_PIXELS, Picture, read_image, write_image
-from .outsize import OutputSize
-from .upscale import Upscaler, check_output, plan_file, quality_warning
 
 app = typer.Typer(name="hitok", help="hitok: x4 photo upscaler (HiTokSR: hierarchical tokens predicted from a "
                   "low-resolution photo in one pass).", no_args_is_help=True, add_completion=False,
@@ -394,13 +395,7 @@ def presets(
     json_out: JsonOpt = False,
 ) -> None:
     """Parameters per component and MACs per LR input for each preset (counted on the meta device)."""
-    from hitok.models import presets as model_presets
-    from hitok.models.summary import summarize
-
-    rows = {}
-    for name, make in model_presets.PRESETS.items():
-        cfg = make(vfm_weights="none") if name == "paper" else make()  # counting needs no pretrained weights
-        rows[name] = summarize(cfg, lr_size)
+    rows = model_store.preset_summaries(lr_size)
     if json_out:
         print(json.dumps(rows))
         return

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from hitok.fsutil import WriteError, check_writable, claim, is_temp_name, low_space_warning, sweep_stale_temps
+from hitok.imageio import DEFAULT_MAX_PIXELS, READ_SUFFIXES, probe_image
+from hitok.outsize import OutputSize
+from hitok.upscaler import UpscaleResult, Upscaler, check_output_pixels, estimated_bytes, resolve_output, same_file
+
 from .errors import Interrupted, Terminated, UserError, one_line
-from .fsutil import WriteError, check_writable, claim, is_temp_name, low_space_warning, sweep_stale_temps
-from .imageio import DEFAULT_MAX_PIXELS, READ_SUFFIXES, probe_image
-from .outsize import OutputSize
-from .upscale import UpscaleResult, Upscaler, check_output_pixels, estimated_bytes, resolve_output, same_file
 
 OUTPUT_MARKER = ".hitok-output"  # in every OUT_DIR: "this folder holds results, not photos to upscale"
 
@@ -286,7 +287,7 @@ def run_jobs(jobs: list[Job], upscalers: list[Upscaler], upscale_kwargs: dict,
         except (_Stop, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - one broken file must not end the batch
-            return Outcome(job.rel, "failed", f"{type(exc).__name__}: {one_line(exc)}")
+            return Outcome(job.rel, "failed", one_line(exc, with_type=True))
 
     def worker(index: int, upscaler: Upscaler) -> None:
         while not stop.is_set():

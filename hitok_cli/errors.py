@@ -1,6 +1,6 @@
 """User-facing errors: one clear line on stderr and a non-zero exit, never a traceback.
 
-Library code in ``hitok.cli`` raises :class:`UserError` for anything a user can cause (a bad
+The library (``hitok``) raises :class:`hitok.errors.UserError` for anything a user can cause (a bad
 path, an unreadable image, a missing model, an output that already exists). The Typer commands
 are wrapped with :func:`user_errors`, which turns such an error into ``error: <message>`` and
 exit code 1. Unexpected exceptions are also reduced to one line (with a hint) unless the user
@@ -22,16 +22,12 @@ from typing import Callable, TypeVar
 
 import typer
 
+from hitok.errors import UserError, one_line
+
 F = TypeVar("F", bound=Callable)
 
 # Set by the app callback (`hitok --debug`); the environment variable covers sub-apps and tests.
 _debug = False
-
-
-class UserError(Exception):
-    """An error the user can fix; its message is the single line we print."""
-
-    exit_code = 1
 
 
 class Interrupted(UserError):
@@ -58,15 +54,6 @@ def set_debug(flag: bool) -> None:
 
 def debug_enabled() -> bool:
     return _debug or os.environ.get("HITOK_DEBUG", "") not in ("", "0")
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as a single line (OS errors carry their filename in a separate field)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror}"
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def print_error(message: str) -> None:
@@ -97,7 +84,7 @@ def user_errors(fn: F) -> F:
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             if debug_enabled():
                 raise
-            print_error(f"{type(exc).__name__}: {one_line(exc)} (run `hitok --debug ...` for the traceback)")
+            print_error(f"{one_line(exc, with_type=True)} (run `hitok --debug ...` for the traceback)")
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

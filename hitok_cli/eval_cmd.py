@@ -62,11 +62,12 @@ def eval_command(
     = None,
 ) -> None:
     """Evaluate x4 upscaling on a folder of photos (PSNR-Y, SSIM-Y, HaarPSI, NIQE, time) against baselines."""
-    from hitok.bench.evaluate import METRICS, TRACKS, build_methods, evaluate, fmt_metric, list_images
+    from hitok.bench.evaluate import METRICS, TRACKS, build_methods, evaluate, fmt_metric
+    from hitok.imageio import list_images
 
     if crop % 16:
         raise UserError(f"--crop {crop}: must be a multiple of 16 (LR side a multiple of 4)")
-    list_images(hr_dir, max_images)  # a bad folder fails before any model is loaded
+    list_images(hr_dir, max_images=max_images)  # a bad folder fails before any model is loaded
     if floor_data is not None and not floor_data.is_dir():
         raise UserError(f"--floor-data {floor_data}: no such folder")
     fidelities = parse_fidelities(fidelity_sweep)

@@ -40,7 +40,7 @@ def _library_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from hitok.models import ModelFileError
+        from hitok.errors import ModelFileError
         from hitok.train.config import TrainError
         try:
             return fn(*args, **kwargs)

@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .errors import one_line
 from .generator import GeneratorConfig
 from .hitok import HiTok, HiTokConfig
 from .tokenizer import TokenizerConfig
@@ -106,7 +107,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise ModelFileError(f"{path}: not a readable .safetensors model file ({str(e).splitlines()[0]})") from None
+        raise ModelFileError(f"{path}: not a readable .safetensors model file ({one_line(e)})") from None
 
 
 def _cap(name: str) -> int:
@@ -256,7 +257,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
     try:
         n = parameter_count(cfg, with_encoder)
     except Exception as e:  # noqa: BLE001 - a config the model code cannot build
-        raise ModelFileError(f"{path}: cannot build the model it describes: {str(e).splitlines()[0]}") from None
+        raise ModelFileError(f"{path}: cannot build the model it describes: {one_line(e)}") from None
     if n > MAX_PARAMS:
         raise ModelFileError(f"{path}: its config describes {n / 1e6:,.0f} M parameters ({4 * n / 2**30:,.1f} GiB in "
                              f"fp32), above the limit of {MAX_PARAMS / 1e6:,.0f} M ({4 * MAX_PARAMS / 2**30:.0f} GiB); "
@@ -265,11 +266,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
         with _network_off() if untrusted else contextlib.nullcontext():
             model = HiTok(cfg, with_encoder=with_encoder)
     except Exception as e:  # e.g. a VFM whose pretrained weights cannot be reached
-        raise ModelFileError(f"{path}: cannot build the model it describes: {str(e).splitlines()[0]}") from None
+        raise ModelFileError(f"{path}: cannot build the model it describes: {one_line(e)}") from None
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise ModelFileError(f"{path}: corrupt weights ({str(e).splitlines()[0]})") from None
+        raise ModelFileError(f"{path}: corrupt weights ({one_line(e)})") from None
     expected = _state_for_saving(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

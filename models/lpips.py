@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import one_line
+
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"  # torchvision IMAGENET1K_V1
 VGG16_FILE = "vgg16-397923af.pth"
 BACKBONE_ENV = "HITOK_LPIPS_BACKBONE"
@@ -93,8 +95,7 @@ def _backbone_state(backbone_path: str | os.PathLike | None, download: bool) -> 
     try:
         sd = torch.hub.load_state_dict_from_url(VGG16_URL, map_location="cpu", progress=False, check_hash=True)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise LPIPSUnavailable(f"VGG16 download failed ({type(exc).__name__}: {first})") from None
+        raise LPIPSUnavailable(f"VGG16 download failed ({one_line(exc, with_type=True)})") from None
     return sd, VGG16_URL
 
 

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import one_line
 from .lora import inject_lora, lora_disabled
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,12 +82,6 @@ class VFMFeatures(NamedTuple):
     cls: torch.Tensor  # (B, L, D) normed CLS token of each block in cls_layers
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
-
-
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -109,14 +104,14 @@ def _load_file_strict(model: nn.Module, path: Path, name: str) -> None:
     except VFMWeightsError:
         raise
     except Exception as exc:  # corrupt / unreadable file
-        raise VFMWeightsError(f"cannot read VFM weights {path} ({_one_line(exc)})") from None
+        raise VFMWeightsError(f"cannot read VFM weights {path} ({one_line(exc, with_type=True)})") from None
     # timm's own filter maps Meta's original DINOv3 key names onto timm's and leaves timm keys alone.
     from timm.models.eva import checkpoint_filter_fn
 
     try:
         sd = checkpoint_filter_fn(sd, model)
     except Exception as exc:
-        raise VFMWeightsError(f"VFM weights {path} do not fit {name} ({_one_line(exc)})") from None
+        raise VFMWeightsError(f"VFM weights {path} do not fit {name} ({one_line(exc, with_type=True)})") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -143,7 +138,7 @@ def build_backbone(config: VFMConfig) -> tuple[nn.Module, str]:
             model = timm.create_model(config.name, pretrained=True, **kwargs)
         except Exception as exc:  # hub unreachable, missing cache, or kwargs that change shapes
             raise VFMWeightsError(
-                f"cannot get pretrained weights for {config.name} ({_one_line(exc)}); "
+                f"cannot get pretrained weights for {config.name} ({one_line(exc, with_type=True)}); "
                 "without network, download them elsewhere and pass the .safetensors file as weights"
             ) from None
         tag = model.pretrained_cfg.get("hf_hub_id") or model.pretrained_cfg.get("url") or config.name
@@ -151,7 +146,7 @@ def build_backbone(config: VFMConfig) -> tuple[nn.Module, str]:
     try:
         model = timm.create_model(config.name, pretrained=False, **kwargs)
     except Exception as exc:
-        raise VFMWeightsError(f"cannot build VFM {config.name} ({_one_line(exc)})") from None
+        raise VFMWeightsError(f"cannot build VFM {config.name} ({one_line(exc, with_type=True)})") from None
     if weights == "none":
         return model, "none (random init: tests/timing only)"
     path = Path(weights).expanduser()

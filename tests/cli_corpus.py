@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms
 
-from hitok.cli.highbit import write_png16
+from hitok.highbit import write_png16
 
 
 def smooth_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -48,7 +48,7 @@ def files_in(folder: Path) -> list[str]:
 
 def interrupt_on_tile(monkeypatch, call: int = 2) -> None:
     """Make the upscaler's ``call``-th tile raise KeyboardInterrupt (a Ctrl-C in the middle of a batch)."""
-    from hitok.cli.upscale import Upscaler
+    from hitok.upscaler import Upscaler
 
     real = Upscaler.tile_fn
     calls = {"n": 0}

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from hitok.cli import tiling
-from hitok.cli.imageio import Picture
-from hitok.cli.upscale import Upscaler, receptive_field
+from hitok import tiling
+from hitok.imageio import Picture
+from hitok.upscaler import Upscaler, receptive_field
 from hitok.models import HiTok, presets, save_model
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared 2-core machine

@@ -19,11 +19,11 @@ from safetensors.torch import load_file, save_file
 from cli_corpus import (bad_corpus, exif_rotated_jpeg, save_png, smooth_rgb, srgb_icc, tiny_model,  # noqa: F401
                         tiny_model_path)
 from cli_helpers import files_in, hitok, interrupt_on_tile, one_error_line, user_models  # noqa: F401 (user_models: autouse fixture)
-from hitok.cli import model_store
-from hitok.cli.highbit import read_png16
-from hitok.cli.imageio import Picture
-from hitok.cli.tokens import panel_box
-from hitok.cli.upscale import Upscaler, resolve_output
+from hitok import model_store
+from hitok.highbit import read_png16
+from hitok.imageio import Picture
+from hitok.tokens import panel_box
+from hitok.upscaler import Upscaler, resolve_output
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared 2-core machine
 
@@ -448,7 +448,7 @@ def test_batch_summary_folds_many_alike_skips_into_one_row(tmp_path, tiny_model_
 
 
 def test_cpu_auto_precision_is_bf16_only_with_amx(monkeypatch):
-    from hitok.cli import device as device_lib
+    from hitok import device as device_lib
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)

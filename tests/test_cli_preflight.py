@@ -20,8 +20,8 @@ from PIL import Image
 
 from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
 from cli_helpers import OUTPUT_MARKER, files_in, hitok, one_error_line, user_models, warnings_of  # noqa: F401
-from hitok.cli import fsutil, model_store
-from hitok.cli.upscale import Upscaler
+from hitok import fsutil, model_store
+from hitok.upscaler import Upscaler
 
 torch.set_num_threads(1)
 

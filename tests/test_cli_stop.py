@@ -21,8 +21,8 @@ import torch
 
 from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
 from cli_helpers import files_in, hitok, interrupt_on_tile, one_error_line, user_models  # noqa: F401 (autouse fixture)
-from hitok.cli import fsutil
-from hitok.cli.upscale import Upscaler
+from hitok import fsutil
+from hitok.upscaler import Upscaler
 
 torch.set_num_threads(1)
 

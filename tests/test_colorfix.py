@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hitok.models import colorfix
-from hitok.cli.upscale import receptive_field
+from hitok.upscaler import receptive_field
 
 from test_bench import windowed_tiny
 

@@ -8,9 +8,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from hitok.bench.metrics import psnr_y
-from hitok.cli import model_store
-from hitok.cli.imageio import Picture
-from hitok.cli.upscale import Upscaler
+from hitok import model_store
+from hitok.imageio import Picture
+from hitok.upscaler import Upscaler
 from hitok.models import read_metadata
 
 PATH = model_store.default_model_path()

@@ -286,7 +286,7 @@ def test_floor_trains_and_upscales(train_dir):
 
 def test_floor_crop_pool_and_its_errors(train_dir, tmp_path):
     from hitok.bench.floor import crop_pool
-    from hitok.cli.errors import UserError
+    from hitok.errors import UserError
 
     pool = crop_pool(train_dir, 10, 32, seed=0)
     assert pool.shape == (10, 32, 32, 3) and pool.dtype == np.uint8

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from hitok.cli.upscale import receptive_field
+from hitok.upscaler import receptive_field
 from hitok.models import HiTok, presets
 from hitok.models.hitok import add_guide
 from hitok.train.stages import DecoderStage, LossWeights, sample_fidelity

@@ -1,4 +1,4 @@
-"""hitok.cli.imageio / highbit / fsutil: decoding awkward files, keeping metadata, atomic writes."""
+"""hitok.imageio / highbit / fsutil: decoding awkward files, keeping metadata, atomic writes."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 from PIL import Image, ImageOps
 
 from cli_corpus import bad_corpus, exif_rotated_jpeg, png16, smooth_rgb, srgb_icc
-from hitok.cli import highbit
-from hitok.cli.errors import UserError
-from hitok.cli.fsutil import atomic_write
-from hitok.cli.imageio import Picture, apply_orientation, read_image, write_image
+from hitok import highbit
+from hitok.errors import UserError
+from hitok.fsutil import atomic_write
+from hitok.imageio import Picture, apply_orientation, read_image, write_image
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -261,7 +261,7 @@ def test_int32_beyond_16_bits_is_scaled_with_a_warning(tmp_path):
 
 
 def test_probe_reads_the_upright_size_from_the_header(tmp_path):
-    from hitok.cli.imageio import probe_image
+    from hitok.imageio import probe_image
 
     assert probe_image(exif_rotated_jpeg(tmp_path / "r.jpg", 6)) == (16, 24)
     files = bad_corpus(tmp_path / "bad")

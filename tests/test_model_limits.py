@@ -158,7 +158,7 @@ def test_the_shipped_presets_are_within_the_limits():
 
 
 def test_the_shipped_model_loads_as_untrusted():
-    path = Path(__file__).resolve().parents[1] / "hitok_cli" / "weights" / "default.safetensors"
+    path = Path(__file__).resolve().parents[1] / "hitok" / "weights" / "default.safetensors"
     if not path.is_file():
         pytest.skip("no shipped model in this checkout")
     check_config(json.loads(read_metadata(path)["config"]), path.parent, untrusted=True)

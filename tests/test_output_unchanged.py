@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from hitok.cli import model_store
+from hitok import model_store
 from hitok.cli.app import app
 
 DATA = Path(__file__).parent / "data"

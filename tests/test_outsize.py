@@ -11,9 +11,9 @@ from PIL import Image
 
 from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
 from cli_helpers import files_in, hitok, one_error_line, user_models  # noqa: F401 (autouse fixture)
-from hitok.cli.errors import UserError
-from hitok.cli.imageio import Picture
-from hitok.cli.outsize import OutputSize, resize_picture
+from hitok.errors import UserError
+from hitok.imageio import Picture
+from hitok.outsize import OutputSize, resize_picture
 
 torch.set_num_threads(1)
 

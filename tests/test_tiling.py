@@ -1,4 +1,4 @@
-"""hitok.cli.tiling: aligned tile plans, seamless blending, OOM fallback, --tile auto."""
+"""hitok.tiling: aligned tile plans, seamless blending, OOM fallback, --tile auto."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from cli_corpus import smooth_rgb, tiny_model, tiny_model_path  # noqa: F401 (fixtures)
-from hitok.cli import tiling
-from hitok.cli.imageio import Picture
-from hitok.cli.upscale import Upscaler
+from hitok import tiling
+from hitok.imageio import Picture
+from hitok.upscaler import Upscaler
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared 2-core machine
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hitok.errors import UserError, one_line
+from hitok.imageio import list_images
 from hitok.models import HiTok, HiTokConfig, ModelFileError, load_model, presets, read_metadata
 from hitok.models.discriminator import Discriminator, DiscriminatorConfig
 from hitok.models.hitok import add_guide
@@ -21,7 +23,6 @@ from hitok.models.lpips import try_lpips
 from . import distributed as ddp
 from .checkpoint import atomic_write_text, find_checkpoint
 from .config import TrainConfig, TrainError, check_crop, init_model_path, merge_for_resume, resolve
-from .data import list_images
 from .stages import DecoderStage, GeneratorStage, LossWeights, TokenizerStage, default_weights
 
 log = logging.getLogger("hitok.train")
@@ -95,8 +96,8 @@ def prepare(cfg: TrainConfig) -> TrainConfig:
     hcfg = model_config(cfg)
     check_crop(cfg.crop, hcfg.tokenizer.patch, hcfg.tokenizer.groups)
     try:
-        list_images(cfg.data)
-    except FileNotFoundError as e:
+        list_images(cfg.data, recursive=True)
+    except UserError as e:
         raise TrainError(str(e)) from None
     if cfg.workers is None:
         cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
@@ -154,7 +155,7 @@ def build(cfg: TrainConfig, env: ddp.DistEnv) -> Setup:
         try:
             model = HiTok(model_config(cfg))
         except Exception as e:  # a VFM whose pretrained weights are not on this machine
-            raise TrainError(f"cannot build the {cfg.preset} model: {str(e).splitlines()[0]} "
+            raise TrainError(f"cannot build the {cfg.preset} model: {one_line(e)} "
                              f"(--no-vfm trains without the VFM)") from None
     lpips, lpips_desc = try_lpips()
     if lpips is None:

@@ -11,32 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from hitok.errors import one_line
+from hitok.imageio import list_images, load_rgb8
+
 log = logging.getLogger("hitok.train")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
-
-
-def list_images(root: str | Path) -> list[Path]:
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def load_rgb(path: Path) -> np.ndarray | None:
-    """Decode to uint8 RGB (H, W, 3) with EXIF orientation applied; None when the file is unreadable."""
+    """hitok.imageio.load_rgb8 (upright uint8 RGB (H, W, 3)), or None when the file is unreadable."""
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I", "F"):
-                arr = np.asarray(im, dtype=np.float32)
-                arr = (arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8)
-                return np.repeat(arr[..., None], 3, axis=2)
-            return np.asarray(im.convert("RGB"))
+        return load_rgb8(path)
     except Exception as e:  # any decoder failure: the run goes on without this file
-        warnings.warn(f"skipping unreadable image {path}: {type(e).__name__}: {e}", stacklevel=2)
+        warnings.warn(f"skipping unreadable image {path}: {one_line(e, with_type=True)}", stacklevel=2)
         return None
 
 
@@ -49,7 +37,7 @@ class CropStream(IterableDataset):
     def __init__(self, root: str | Path, crop: int, batch_size: int, seed: int = 0, start_step: int = 0,
                  with_lr: bool = False, rank: int = 0, cache_images: int = 64, degrade_cfg=None,
                  max_steps: int | None = None):
-        self.paths = list_images(root)
+        self.paths = list_images(root, recursive=True)
         if not self.paths:
             raise FileNotFoundError(f"no images (jpg/png/webp/tiff) found under {root}")
         self.crop, self.batch_size, self.seed = crop, batch_size, seed

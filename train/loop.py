@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from hitok.models import save_model
+from hitok.psnr import psnr
 from hitok.models.gan_loss import discriminator_loss, generator_adv_loss
 
 from . import distributed as ddp
@@ -36,7 +37,7 @@ from .config import ADV_START_FRACTION, STAGES, TrainConfig
 from .data import CropStream, make_loader
 from .degrade import DegradationConfig
 from .ema import EMA
-from .monitor import Averager, Bar, MetricsCSV, TensorBoard, dead_groups, psnr, save_sample, usage_report
+from .monitor import Averager, Bar, MetricsCSV, TensorBoard, dead_groups, save_sample, usage_report
 from .assemble import Setup, build, prepare, provenance
 
 log = logging.getLogger("hitok.train")

@@ -21,11 +21,6 @@ log = logging.getLogger("hitok.train")
 BAR_TERMS = ("loss", "l1", "psnr", "ce", "acc", "commit", "adv", "d_loss")
 
 
-def psnr(fake: torch.Tensor, real: torch.Tensor) -> float:
-    mse = (fake.detach().float().clamp(0, 1) - real.detach().float()).pow(2).mean().item()
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
-
-
 class MetricsCSV:
     """Wide CSV, one row per logged step. Columns can appear mid-run (the GAN terms after adv_start, restart
     counts); then the file is rewritten once with the wider header."""

@@ -17,6 +17,9 @@ tone-mapped per channel with the extended Reinhard curve x (1 + x / w^2) / (1 + 
 w = the largest value (so w maps to 1 and values near 0 keep their slope), negatives and NaN to 0;
 32-bit integers beyond 0..65535 are scaled linearly by 65535 / max.
 
+:func:`list_images` and :func:`load_rgb8` are the one lister and loader of photo folders (training data,
+evaluation sets); :func:`picture_from_pil` / :func:`picture_to_pil` bridge to Pillow images for Python callers.
+
 A :class:`Picture` holds pixels as integers, (H, W, 1) for grey or (H, W, 3) for colour,
 uint8 or uint16, with alpha as a separate (H, W) plane of the same dtype.
 """
@@ -334,6 +337,53 @@ def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pictur
     if pic.alpha is not None:
         pic.alpha = apply_orientation(np.ascontiguousarray(pic.alpha), orientation)
     return pic
+
+
+def list_images(folder: Path | str, *, recursive: bool = False, max_images: int | None = None) -> list[Path]:
+    """The photos hitok reads (by suffix, :data:`READ_SUFFIXES`) in ``folder``, sorted, the first ``max_images``
+    of them; ``recursive`` walks subfolders too. A missing or empty folder is a UserError."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder" if not folder.exists() else f"{folder}: is not a folder")
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    files = sorted(p for p in found if p.suffix.lower() in READ_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"no images found in {folder}")
+    return files[:max_images] if max_images else files
+
+
+def load_rgb8(path: Path | str) -> np.ndarray:
+    """Any photo hitok reads -> upright (H, W, 3) uint8: 16-bit scaled down, grey repeated, alpha dropped."""
+    pix = read_image(path).pixels
+    if pix.dtype == np.uint16:
+        pix = np.round(pix / 257.0).astype(np.uint8)
+    return np.repeat(pix, 3, axis=2) if pix.shape[2] == 1 else pix
+
+
+def picture_from_pil(im: Image.Image) -> Picture:
+    """A Pillow image (any mode) as a :class:`Picture`, pixels as they are: no EXIF rotation, and of an
+    animation the current frame."""
+    warnings: list[str] = []
+    icc = im.info.get("icc_profile") or None
+    pixels, alpha, icc = _to_layout(im, icc, warnings)
+    if _icc_space(icc) != (b"GRAY" if pixels.shape[2] == 1 else b"RGB "):
+        icc = None
+    return Picture(pixels=pixels, alpha=alpha, icc=icc, source_format=im.format or "", warnings=warnings)
+
+
+def picture_to_pil(pic: Picture) -> Image.Image:
+    """A :class:`Picture` as a Pillow image: L, LA, RGB or RGBA at 8 bits, or I;16 for 16-bit grey without alpha
+    (Pillow has no 16-bit colour modes, so other 16-bit pictures come back at 8 bits)."""
+    if pic.bits == 16 and pic.grey and pic.alpha is None:
+        im = Image.fromarray(np.ascontiguousarray(pic.pixels[..., 0]))  # mode I;16
+    else:
+        pixels = _to8(pic.pixels)
+        planes = [pixels] if pic.alpha is None else [pixels, _to8(pic.alpha)[..., None]]
+        arr = np.concatenate(planes, axis=2)  # (H, W, 1..4)
+        im = Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[2] == 1 else arr))
+    if pic.icc:
+        im.info["icc_profile"] = pic.icc
+    return im
 
 
 def _exif_for_output(exif: bytes | None, width: int, height: int) -> bytes | None:

@@ -1,4 +1,5 @@
-"""Image file -> x4 image file: the library function behind ``hitok upscale`` and ``hitok batch``.
+"""Photo -> x4 photo: :class:`Upscaler` (a Pillow image or an image file), the engine of ``hitok upscale``,
+``hitok batch`` and the benchmarks, and :func:`upscale`, the one-call form for a Python user.
 
 The photo's way (docs in /work/shared/DESIGN.md): read (imageio) -> RGB float tensor -> tiled
 model inference (tiling; each tile is ``model.upscale(lr, active_groups=M, fix_colors=..., fidelity=w)``, i.e.
@@ -34,11 +35,11 @@ from PIL import Image
 from hitok.models import colorfix
 
 from . import tiling
-from .device import precision_name
+from .device import precision_name, resolve_device, resolve_precision
 from .errors import UserError
 from .fsutil import check_writable, low_space_warning
-from .imageio import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, SUFFIX_FORMAT, Picture, probe_image, read_image,
-                      write_image)
+from .imageio import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, SUFFIX_FORMAT, Picture, picture_from_pil, picture_to_pil,
+                      probe_image, read_image, write_image)
 from .outsize import OutputSize, resize_picture
 
 FORMAT_CHOICES = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
@@ -210,11 +211,16 @@ class UpscaleResult:
 
 
 class Upscaler:
-    """One loaded model on one device; reused for every file of a batch."""
+    """One loaded model on one device; reused for every file of a batch.
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
-                 detail: int | None = None, model_id: str = "", fix_colors: bool = True,
-                 fidelity: float | None = None):
+    ``device`` / ``dtype``: a torch device and dtype, or their names (``"auto"``, ``"cpu"``, ``"cuda:1"``;
+    ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``), chosen as hitok/device.py says."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "auto",
+                 dtype: torch.dtype | str = "auto", detail: int | None = None, model_id: str = "",
+                 fix_colors: bool = True, fidelity: float | None = None):
+        device = device if isinstance(device, torch.device) else resolve_device(device)
+        dtype = dtype if isinstance(dtype, torch.dtype) else resolve_precision(dtype, device)
         groups = model.config.tokenizer.groups
         if detail is not None and not 1 <= detail <= groups:
             raise UserError(f"--detail {detail}: this model has {groups} token groups; use 1..{groups}")
@@ -315,6 +321,13 @@ class Upscaler:
                                  f"{plan.overlap} LR pixels with {plan.tile_h}x{plan.tile_w} tiles")
         return Picture(pixels=hr, alpha=alpha, icc=pic.icc, exif=pic.exif, source_format=pic.source_format), plan
 
+    def upscale(self, image: Image.Image, tile: int | None = None, overlap: int | None = None) -> Image.Image:
+        """A Pillow image, x4 (alpha and a grey image's greyness kept); tile / overlap as
+        :meth:`upscale_picture`. Warnings (e.g. an fp32 re-run) are left in :attr:`warnings`."""
+        self.warnings = []
+        result, _ = self.upscale_picture(picture_from_pil(image), tile, overlap)
+        return picture_to_pil(result)
+
     def check_tiling(self, tile: int | None, overlap: int | None) -> None:
         """Refuse a --tile off the model's tile grid, and an --overlap that a given tile cannot hold."""
         grid = self.grid
@@ -361,3 +374,16 @@ def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
         return np.asarray(Image.fromarray(alpha).resize((w * scale, h * scale), Image.BICUBIC))
     big = Image.fromarray(alpha.astype(np.float32)).resize((w * scale, h * scale), Image.BICUBIC)  # mode "F"
     return np.clip(np.asarray(big), 0, 65535).round().astype(np.uint16)
+
+
+def upscale(image: Image.Image, model: torch.nn.Module | str | None = None, device: str = "auto",
+            precision: str = "auto", **options) -> Image.Image:
+    """A Pillow image, x4, in one call. ``model``: a loaded model, a model name or ``.safetensors`` path, or None
+    for the shipped default; ``options`` go to :class:`Upscaler` (detail, fix_colors, fidelity). Loads the model
+    on every call: for many images, make one :class:`Upscaler` and call its :meth:`~Upscaler.upscale`."""
+    from .model_store import load_model
+
+    dev = resolve_device(device)
+    if not isinstance(model, torch.nn.Module):
+        model = load_model(model, device=dev)
+    return Upscaler(model, dev, resolve_precision(precision, dev), **options).upscale(image)

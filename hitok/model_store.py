@@ -1,7 +1,7 @@
 """Where models come from: the shipped default, the user's model folder, or a path.
 
-* The default model is package data, ``hitok/cli/weights/default.safetensors``, so
-  ``hitok upscale photo.jpg`` works offline. ``HITOK_MODEL`` (a name or path) replaces it.
+* The default model is package data, ``hitok/weights/default.safetensors``, so
+  ``hitok upscale photo.jpg`` and ``hitok.load_model()`` work offline. ``HITOK_MODEL`` (a name or path) replaces it.
 * User models live in ``platformdirs.user_data_dir("hitok")/models`` (``HITOK_MODELS_DIR``
   overrides the folder), added with ``hitok models add FILE`` and used with ``--model NAME``.
 * ``--model PATH`` loads any hitok ``.safetensors`` file. Pickle checkpoints (.pt/.pth/.ckpt/.bin)
@@ -118,6 +118,12 @@ def load(spec: str | None, device: torch.device | str = "cpu") -> LoadedModel:
     return LoadedModel(model=model, path=path, id=model_id(path))
 
 
+def load_model(model: str | Path | None = None, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The public loader: a model name (``hitok models list``), a ``.safetensors`` path, or None for the shipped
+    default (or ``HITOK_MODEL``) -> the model on ``device``, in eval mode. Failures are one-line UserErrors."""
+    return load(str(model) if model is not None else None, device).model.eval()
+
+
 @dataclass
 class ModelEntry:
     name: str
@@ -177,3 +183,13 @@ def add_model(file: Path, name: str | None = None, overwrite: bool = False) -> M
     with atomic_path(dest) as tmp:
         shutil.copyfile(file, tmp)
     return ModelEntry(name, "user", dest, dest.stat().st_size, model_id(dest), _summary(dest))
+
+
+def preset_summaries(lr_size: int = 128) -> dict[str, dict]:
+    """Per preset (hitok.models.presets): parameters per component and MACs per ``lr_size`` LR input."""
+    from hitok.models import presets
+    from hitok.models.summary import summarize
+
+    # counting needs no pretrained weights, so the paper preset's VFM is built without them
+    return {name: summarize(make(vfm_weights="none") if name == "paper" else make(), lr_size)
+            for name, make in presets.PRESETS.items()}
