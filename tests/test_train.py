@@ -215,3 +215,33 @@ def test_lr_schedule_and_metrics_csv(tmp_path):
     assert (tmp_path / "m.csv").read_text().splitlines()[0] == "step,l1,d_loss"
     MetricsCSV(tmp_path / "m.csv", resume_step=2)  # a resume from step 2 drops the rows after it
     assert len((tmp_path / "m.csv").read_text().splitlines()) == 3
+
+
+def test_export_merges_the_vfm_lora(tmp_path):
+    """`hitok train export` folds the VFM's LoRA into the stored backbone: no LoRA tensors or rank left in the
+    bundle, and the bundle upscales as the unmerged model did."""
+    from hitok.models import HiTok, presets, save_model
+    from hitok.models.lora import lora_disabled, lora_parameters
+
+    torch.manual_seed(0)
+    model = HiTok(presets.tiny(vfm=True)).eval()
+    with torch.no_grad():
+        for p in lora_parameters(model):  # a trained LoRA: B is no longer zero
+            p.normal_(0, 0.2)
+        for name, p in model.generator.vfm.backbone.named_parameters():
+            if "gamma" in name:  # DINOv3's layer scales start at 1e-5, which would hide any LoRA
+                p.fill_(1.0)
+    src, out = tmp_path / "src.safetensors", tmp_path / "out.safetensors"
+    save_model(model, src)
+    low_res = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))  # 4x4 VFM patches
+    with torch.no_grad():
+        want = model.generate(low_res).vfm_patch  # the LoRA-adapted VFM features the generator reads
+        with lora_disabled(model):  # the LoRA matters for them, so dropping it would be seen
+            assert (model.generate(low_res).vfm_patch - want).abs().max() > 1e-2
+    r = _cli("export", src, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert not any("lora" in k for k in load_file(out))
+    merged = load_model(out).eval()
+    assert merged.config.vfm.lora_rank == 0 and not list(lora_parameters(merged))
+    with torch.no_grad():
+        torch.testing.assert_close(merged.generate(low_res).vfm_patch, want, rtol=0, atol=1e-4)
