@@ -245,3 +245,38 @@ def test_export_merges_the_vfm_lora(tmp_path):
     assert merged.config.vfm.lora_rank == 0 and not list(lora_parameters(merged))
     with torch.no_grad():
         torch.testing.assert_close(merged.generate(low_res).vfm_patch, want, rtol=0, atol=1e-4)
+
+
+def test_resume_tells_an_option_set_to_its_default_from_one_left_out():
+    from dataclasses import replace
+
+    from hitok.train.config import TrainError, merge_for_resume, resolve
+    saved = resolve(TrainConfig(stage="tokenizer", data="d", out="o", preset="tiny", log_every=5, seed=3))
+    given = TrainConfig(stage="tokenizer", data="d", out="o", resume=True)  # nothing given: the saved run as it was
+    assert merge_for_resume(saved, given) == replace(saved, resume=True)
+    # --log-every 10 is the default, and still a request on a run saved with 5
+    assert merge_for_resume(saved, replace(given, log_every=10)).log_every == 10
+    with pytest.raises(TrainError, match="cannot change seed"):  # --seed 0 (the default) on a seed-3 run
+        merge_for_resume(saved, replace(given, seed=0))
+    # an old run's config.json: `lr` is read as learning_rate, fields it predates take their defaults
+    old = json.loads(saved.to_json())
+    old["lr"] = old.pop("learning_rate")
+    del old["guide_only"]
+    loaded = TrainConfig.from_json(json.dumps(old))
+    assert loaded.learning_rate == saved.learning_rate
+    assert merge_for_resume(loaded, given).guide_only is False
+
+
+def test_cli_leaves_omitted_options_unset(monkeypatch, tmp_path):
+    seen = {}
+    import hitok.train.loop as loop
+
+    def fake_train(cfg):
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    _cli("tokenizer", "--data", tmp_path, "--out", tmp_path / "r", "--resume", "--log-every", 10, "--lr", 1e-3)
+    cfg = seen["cfg"]
+    assert cfg.log_every == 10 and cfg.learning_rate == 1e-3
+    assert cfg.seed is None and cfg.device is None and cfg.quiet is None and cfg.masking is None

@@ -181,7 +181,8 @@ def assemble(cfg: TrainConfig, env: ddp.DistEnv, device: torch.device, stage: St
     """Around a built stage: the model on `device`, the two AdamW optimizers (Table 6 rates), the discriminator,
     and the run folder's config.json. `build` calls it for the three stages; experiments that build their own
     model or stage (bench/ablate_tokenizer.py) call it through loop.train_stage."""
-    stage.to(device)
+    stage.model.to(device)
+    stage.to(device)  # modules outside the model (the REPA projector)
     fused = {"fused": True} if device.type == "cuda" else {}
     betas = (cfg.beta1, cfg.beta2)
     opt = torch.optim.AdamW(stage.param_groups(cfg.learning_rate), lr=cfg.learning_rate, betas=betas,

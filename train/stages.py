@@ -71,12 +71,19 @@ class Stage(nn.Module):
 
     def __init__(self, model: HiTok, weights: LossWeights, lpips: nn.Module | None):
         super().__init__()
-        self.model, self.w = model, weights
-        self._lpips = [lpips]  # a list: not a submodule (frozen, never saved, not synchronised by DDP)
+        # Not submodules: only what the stage trains is registered (below, per stage), so DDP's gradient buckets
+        # and start-up broadcast cover just that. The rest of the model comes from the same file or seed on
+        # every process; LPIPS is frozen and never saved.
+        self._fixed = (model, lpips)
+        self.w = weights
+
+    @property
+    def model(self) -> HiTok:
+        return self._fixed[0]
 
     @property
     def lpips(self) -> nn.Module | None:
-        return self._lpips[0]
+        return self._fixed[1]
 
     def trained(self) -> dict[str, nn.Module]:
         """The modules this stage trains, by name (the EMA averages them; those outside the model are
@@ -106,7 +113,6 @@ class TokenizerStage(Stage):
                  restart_every: int = 10, restart_threshold: float = 0.03):
         super().__init__(model, weights, lpips)
         self.tok = model.tokenizer
-        model.generator.requires_grad_(False)  # built with the model, trained in the next stage
         self.masking, self.freq_targets, self.ae_warmup = masking, freq_targets, ae_warmup
         self.restart_every, self.restart_threshold = restart_every, restart_threshold
         self.n = self.tok.cfg.groups
@@ -164,6 +170,7 @@ class GeneratorStage(Stage):
         if not model.has_encoder:
             raise ValueError("the generator stage needs the tokenizer encoder (for ground-truth indices)")
         model.tokenizer.requires_grad_(False)
+        self.generator = model.generator
         vfm = model.generator.vfm
         self.repa = REPALoss(vfm.embed_dim) if vfm is not None and weights.repa > 0 else None
 
@@ -237,6 +244,7 @@ class DecoderStage(Stage):
         model.generator.requires_grad_(False)
         model.tokenizer.requires_grad_(False)
         (dec.guide if guide_only else dec).requires_grad_(True)
+        self.decoder = dec
 
     def trained(self) -> dict[str, nn.Module]:
         return {"decoder": self.model.tokenizer.decoder}
