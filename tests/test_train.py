@@ -254,6 +254,7 @@ def test_resume_tells_an_option_set_to_its_default_from_one_left_out():
     saved = resolve(TrainConfig(stage="tokenizer", data="d", out="o", preset="tiny", log_every=5, seed=3))
     given = TrainConfig(stage="tokenizer", data="d", out="o", resume=True)  # nothing given: the saved run as it was
     assert merge_for_resume(saved, given) == replace(saved, resume=True)
+    assert merge_for_resume(saved, replace(given, out="moved")).out == "moved"  # a run folder moved since
     # --log-every 10 is the default, and still a request on a run saved with 5
     assert merge_for_resume(saved, replace(given, log_every=10)).log_every == 10
     with pytest.raises(TrainError, match="cannot change seed"):  # --seed 0 (the default) on a seed-3 run

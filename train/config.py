@@ -197,4 +197,5 @@ def merge_for_resume(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
         if f.name not in RESUME_OVERRIDABLE:
             raise TrainError(f"--resume cannot change {f.name} (the run used {old!r}); start a new --out instead")
         changes[f.name] = new
-    return replace(saved, resume=True, **changes)
+    # the folder being resumed is where the run lives now, even if it was moved since config.json was written
+    return replace(saved, resume=True, out=given.out, **changes)
