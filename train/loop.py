@@ -270,7 +270,7 @@ class Trainer:
         s = self.s
         report = usage_report(self.cfg.stage, s.model, batch, getattr(s.stage, "restart_threshold", 0.03))
         row = {"step": self.step, "time": round(time.time() - self.t_start + self.elapsed_before, 1),
-               "lr": s.opt.param_groups[0]["lr"], **terms, **report}
+               "learning_rate": s.opt.param_groups[0]["lr"], **terms, **report}
         csv.append(row)
         tb.add(self.step, row)
         # what a batch really uses: the tokenizer's own codes, or the generator's top-1 predictions
