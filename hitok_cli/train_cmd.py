@@ -104,24 +104,26 @@ def _make_stage_command(stage: str):
         clean_lr: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Share of LR inputs made by plain "
                                                           "bicubic downscaling instead of the Real-ESRGAN pipeline "
                                                           "(default: preset; small 0.3).")] = None,
-        grad_clip: Annotated[Optional[float], typer.Option(min=0.0, help="Max gradient norm (0: off; default 1).")] = None,
+        grad_clip: Annotated[Optional[float], typer.Option(min=0.0, help="Max gradient norm (0: off; "
+                                                           "default 1).")] = None,
         d_channels: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (default: preset; "
                                                           "Real-ESRGAN 64).")] = None,
         topk: Annotated[Optional[int], typer.Option(min=1, help="Decoder stage: sample tokens among the top-K "
                                                     "(default: 5).")] = None,
-        guide_width: Annotated[Optional[int], typer.Option(min=0, help="Decoder stage: give an --init model without one an "
-                                                 "LR-guided decoder of this width (--fidelity at inference).")] = None,
+        guide_width: Annotated[Optional[int], typer.Option(min=0, help="Decoder stage: give an --init model without "
+                                                           "one an LR-guided decoder of this width (--fidelity at "
+                                                           "inference).")] = None,
         guide_blocks: Annotated[Optional[int], typer.Option(min=1, help="Residual blocks of that LR guide "
                                                             "(default: 4).")] = None,
-        guide_only: Annotated[Optional[bool], typer.Option("--guide-only", help="Decoder stage: train only the LR "
+        guide_only: Annotated[bool, typer.Option("--guide-only", help="Decoder stage: train only the LR "
                                                            "guide; the token-only decoder (--fidelity 0) stays as "
-                                                           "it is.")] = None,
+                                                           "it is.")] = False,
         ae_warmup: Annotated[Optional[int], typer.Option(min=0, help="Tokenizer stage: steps without "
                                                          "quantization before the k-means codebook init.")] = None,
-        no_masking: Annotated[Optional[bool], typer.Option("--no-masking", help="Switch off group masking (Table 3 "
-                                                           "ablation).")] = None,
-        no_vfm: Annotated[Optional[bool], typer.Option("--no-vfm", help="Build the preset without its VFM (new "
-                                                       "tokenizer runs).")] = None,
+        no_masking: Annotated[bool, typer.Option("--no-masking", help="Switch off group masking (Table 3 "
+                                                           "ablation).")] = False,
+        no_vfm: Annotated[bool, typer.Option("--no-vfm", help="Build the preset without its VFM (new "
+                                                       "tokenizer runs).")] = False,
         seed: Annotated[Optional[int], typer.Option(help="Seed of data, masks and samplers (default: 0).")] = None,
         nproc: Annotated[Optional[int], typer.Option(min=1, help="Spawn N data-parallel processes (one per GPU; "
                                                      "default: 1).")] = None,
@@ -132,23 +134,25 @@ def _make_stage_command(stage: str):
         sample_every: Annotated[Optional[int], typer.Option(min=1, help="Write samples/STAGE_STEP.png every N "
                                                             "steps.")] = None,
         ckpt_every: Annotated[Optional[int], typer.Option(min=1, help="Checkpoint every N steps.")] = None,
-        quiet: Annotated[Optional[bool], typer.Option("--quiet", help="No progress bar.")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     ) -> None:
         from hitok.train.config import TrainConfig
         from hitok.train.loop import train
 
-        # options left out stay None, so that `--resume` tells them from ones set back to their default
+        # options left out stay None (flags: None when absent), so that `--resume` tells them from options set
+        # back to their default
         _setup_logging()
         cfg = TrainConfig(stage=stage, data=str(data), out=str(out_dir), preset=preset, init=init, resume=resume,
                           steps=steps, batch_size=batch_size, crop=crop, accum=accum, learning_rate=lr, d_lr=d_lr,
                           warmup=warmup, schedule=schedule, ema_decay=ema_decay, adv_start=adv_start,
                           adv_weight=adv_weight, latent_weight=latent_weight, clean_lr=clean_lr,
                           grad_clip=grad_clip, d_channels=d_channels, topk=topk, guide_width=guide_width,
-                          guide_blocks=guide_blocks, guide_only=guide_only, ae_warmup=ae_warmup,
-                          masking=False if no_masking else None, no_vfm=no_vfm, seed=seed, device=device, workers=workers,
+                          guide_blocks=guide_blocks, guide_only=guide_only or None, ae_warmup=ae_warmup,
+                          masking=False if no_masking else None, no_vfm=no_vfm or None, seed=seed, device=device,
+                          workers=workers,
                           log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every,
                           time_limit_s=None if time_limit_min is None else time_limit_min * 60, nproc=nproc,
-                          threads=threads, quiet=quiet)
+                          threads=threads, quiet=quiet or None)
         r = train(cfg)
         if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
             return

@@ -153,7 +153,8 @@ def resolve(cfg: TrainConfig, model_preset: str | None = None) -> TrainConfig:
     out = replace(
         cfg, preset=preset, steps=steps,
         batch_size=cfg.batch_size or d["batch"][cfg.stage], crop=cfg.crop or d["crop"],
-        learning_rate=cfg.learning_rate if cfg.learning_rate is not None else g_lr, d_lr=cfg.d_lr if cfg.d_lr is not None else d_lr,
+        learning_rate=cfg.learning_rate if cfg.learning_rate is not None else g_lr,
+        d_lr=cfg.d_lr if cfg.d_lr is not None else d_lr,
         warmup=cfg.warmup if cfg.warmup is not None else d["warmup"],
         ema_decay=cfg.ema_decay if cfg.ema_decay is not None else d["ema_decay"],
         adv_start=adv_start, budget_plan=budget_plan,
