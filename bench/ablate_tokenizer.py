@@ -5,10 +5,10 @@ capacity of 4096 codes and C=32), the tokenizer columns of Table 3 (vanilla VQ -
     python -m hitok.bench.ablate_tokenizer --data DIR --val DIR --out DIR --minutes-per-row 6 --seeds 0 1 2
 
 Every row is the `small` preset's tokenizer with latent_dim/groups/codebook_size replaced, trained by the project's
-own loop (train/loop.py `Trainer` around train/stages.py `TokenizerStage`) on the same batches (CropStream is a
+own loop (train/loop.py `train_stage` around train/stages.py `TokenizerStage`) on the same batches (CropStream is a
 pure function of seed and step) for the same number of steps. Only L1 + commitment (Eq. 6 without LPIPS/GAN,
-Eq. 7, lambda=1, beta=0.25) so that rows differ in the tokenizer design alone. `assemble.build` is bypassed because
-it only builds presets and ties DWT targets to masking; the Setup it would return is built here instead.
+Eq. 7, lambda=1, beta=0.25) so that rows differ in the tokenizer design alone. The model and the stage are built
+here (`hitok train` only builds presets and ties DWT targets to masking) and handed to `train_stage`.
 
 Equal steps, not equal time: the paper compares at equal iterations, and on a shared CPU wall time depends on the
 other jobs. With `--minutes-per-row` the first row trained (1x4096, the slowest quantizer) runs on that time
@@ -48,13 +48,12 @@ from hitok.errors import UserError
 from hitok.imageio import list_images, load_rgb8
 from hitok.psnr import psnr
 from hitok.models import HiTok, ModelFileError, load_model, presets
-from hitok.models.discriminator import Discriminator, DiscriminatorConfig
 from hitok.models.dwt import dwt_target, haar_analysis
-from hitok.train.assemble import Setup, resolve_device
+from hitok.train.assemble import resolve_device
 from hitok.train.checkpoint import atomic_write_text
 from hitok.train.config import TrainConfig, TrainError, check_crop, resolve
 from hitok.train.distributed import DistEnv
-from hitok.train.loop import Trainer
+from hitok.train.loop import train_stage
 from hitok.train.stages import LossWeights, TokenizerStage
 
 from .metrics import psnr_y, ssim_y
@@ -103,30 +102,19 @@ def row_model(row: Row, preset: str) -> HiTok:
 
 def train_row(row: Row, seed: int, a: argparse.Namespace, run_dir: Path, steps: int | None,
               minutes: float | None) -> dict:
-    """One run of TrainConfig/Trainer with this row's tokenizer: `steps` steps, or `minutes` when steps is None."""
+    """One run of the project's loop (hitok.train.loop.train_stage) with this row's tokenizer: `steps` steps, or
+    `minutes` when steps is None."""
     cfg = resolve(TrainConfig(
         stage="tokenizer", data=a.data, out=str(run_dir), preset=a.preset, steps=steps,
-        batch_size=a.batch_size, crop=a.crop, lr=a.lr, warmup=a.warmup, ae_warmup=a.ae_warmup, adv_weight=0.0,
+        batch_size=a.batch_size, crop=a.crop, learning_rate=a.lr, warmup=a.warmup, ae_warmup=a.ae_warmup, adv_weight=0.0,
         masking=row.masking, seed=seed, device=a.device, workers=a.workers, log_every=a.log_every,
         sample_every=10 ** 9, ckpt_every=10 ** 9, quiet=True, time_limit_s=None if steps else minutes * 60))
-    env = DistEnv()
-    device = resolve_device(cfg.device, env)
     torch.manual_seed(seed)  # same init draw for every row of a seed
     model = row_model(row, a.preset).train()
-    weights = LossWeights(l1=1.0, lpips=0.0, commit=1.0, adv=0.0)
+    weights = LossWeights(l1=1.0, lpips=0.0, vq=1.0, adv=0.0)
     stage = TokenizerStage(model, weights, lpips=None, masking=row.masking, freq_targets=row.freq_targets,
                            ae_warmup=cfg.ae_warmup)
-    model.to(device)
-    opt = torch.optim.AdamW(stage.param_groups(cfg.lr), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                            weight_decay=cfg.weight_decay)
-    for g in opt.param_groups:
-        g["base_lr"] = g["lr"]
-    disc = Discriminator(DiscriminatorConfig(base_channels=4)).to(device)  # the loop wants one; adv=0 never runs it
-    d_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.d_lr)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.json", cfg.to_json())
-    setup = Setup(device, model, stage, weights, opt, disc, d_opt, "off (ablation: L1 + commitment)", "none")
-    res = Trainer(cfg, env, setup).run()
+    res = train_stage(cfg, stage, description="off (ablation: L1 + commitment)")
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # resume state; model.safetensors is what we keep
     return {"steps": res.step, "train_seconds": round(res.seconds, 1), "it_per_s": round(res.it_per_s, 3),
             "final_train_l1": res.terms.get("l1")}

@@ -182,18 +182,18 @@ def bench_train(args, device: torch.device, timer: Timer, notes: list[str]) -> l
                "autocast": "bf16" if device.type == "cuda" else "fp32"}
         try:
             model = build_model(cfg, device, with_encoder=True, notes=notes).train()
-            stage = _make_stage(name, model)
+            stage = _make_stage(name, model).to(device)  # the REPA projector, built with the stage
             opt = torch.optim.AdamW(stage.param_groups(1e-4), fused=device.type == "cuda")
             params = [p for g in opt.param_groups for p in g["params"]]
-            gen = torch.Generator(device=device).manual_seed(0)
+            rng = torch.Generator(device=device).manual_seed(0)
             batch = {"hr": torch.rand(args.train_batch, 3, hr_size, hr_size, device=device),
-                     "lr": torch.rand(args.train_batch, 3, args.lr_size, args.lr_size, device=device)}
+                     "low_res": torch.rand(args.train_batch, 3, args.lr_size, args.lr_size, device=device)}
             autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
             step_no = [0]
 
             def forward():
                 with autocast:
-                    return stage.step(batch, step_no[0], gen).loss
+                    return stage(batch, rng, step_no[0]).total
 
             def train_step():
                 opt.zero_grad(set_to_none=True)

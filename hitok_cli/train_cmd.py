@@ -88,13 +88,14 @@ def _make_stage_command(stage: str):
         crop: Annotated[Optional[int], typer.Option(min=8, help="HR crop side in pixels.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last "
                                              "checkpoint.")] = False,
-        device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+        device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: auto).")] = None,
         workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers per process.")] = None,
-        accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation micro-batches per step.")] = 1,
+        accum: Annotated[Optional[int], typer.Option(min=1, help="Gradient accumulation micro-batches per step "
+                                                     "(default: 1).")] = None,
         lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: Table 6 / preset).")] = None,
         d_lr: Annotated[Optional[float], typer.Option(help="Discriminator learning rate.")] = None,
         warmup: Annotated[Optional[int], typer.Option(min=0, help="Linear warm-up steps.")] = None,
-        schedule: Annotated[str, typer.Option(help="constant or cosine after the warm-up.")] = "constant",
+        schedule: Annotated[Optional[str], typer.Option(help="constant (default) or cosine after the warm-up.")] = None,
         ema_decay: Annotated[Optional[float], typer.Option(help="EMA decay of the exported weights.")] = None,
         adv_start: Annotated[Optional[int], typer.Option(min=0, help="Step at which the GAN terms start.")] = None,
         adv_weight: Annotated[Optional[float], typer.Option(help="Adversarial weight (Table 6: 0.8/0.5).")] = None,
@@ -103,27 +104,33 @@ def _make_stage_command(stage: str):
         clean_lr: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Share of LR inputs made by plain "
                                                           "bicubic downscaling instead of the Real-ESRGAN pipeline "
                                                           "(default: preset; small 0.3).")] = None,
-        grad_clip: Annotated[float, typer.Option(min=0.0, help="Max gradient norm (0: off).")] = 1.0,
+        grad_clip: Annotated[Optional[float], typer.Option(min=0.0, help="Max gradient norm (0: off; "
+                                                           "default 1).")] = None,
         d_channels: Annotated[Optional[int], typer.Option(min=1, help="Discriminator width (default: preset; "
                                                           "Real-ESRGAN 64).")] = None,
-        topk: Annotated[int, typer.Option(min=1, help="Decoder stage: sample tokens among the top-K.")] = 5,
-        guide_width: Annotated[int, typer.Option(min=0, help="Decoder stage: give an --init model without one an "
-                                                 "LR-guided decoder of this width (--fidelity at inference).")] = 0,
-        guide_blocks: Annotated[int, typer.Option(min=1, help="Residual blocks of that LR guide.")] = 4,
-        guide_only: Annotated[bool, typer.Option("--guide-only", help="Decoder stage: train only the LR guide; "
-                                                 "the token-only decoder (--fidelity 0) stays as it is.")] = False,
+        topk: Annotated[Optional[int], typer.Option(min=1, help="Decoder stage: sample tokens among the top-K "
+                                                    "(default: 5).")] = None,
+        guide_width: Annotated[Optional[int], typer.Option(min=0, help="Decoder stage: give an --init model without "
+                                                           "one an LR-guided decoder of this width (--fidelity at "
+                                                           "inference).")] = None,
+        guide_blocks: Annotated[Optional[int], typer.Option(min=1, help="Residual blocks of that LR guide "
+                                                            "(default: 4).")] = None,
+        guide_only: Annotated[bool, typer.Option("--guide-only", help="Decoder stage: train only the LR "
+                                                           "guide; the token-only decoder (--fidelity 0) stays as "
+                                                           "it is.")] = False,
         ae_warmup: Annotated[Optional[int], typer.Option(min=0, help="Tokenizer stage: steps without "
                                                          "quantization before the k-means codebook init.")] = None,
         no_masking: Annotated[bool, typer.Option("--no-masking", help="Switch off group masking (Table 3 "
-                                                 "ablation).")] = False,
-        no_vfm: Annotated[bool, typer.Option("--no-vfm", help="Build the preset without its VFM (new tokenizer "
-                                             "runs).")] = False,
-        seed: Annotated[int, typer.Option(help="Seed of data, masks and samplers.")] = 0,
-        nproc: Annotated[int, typer.Option(min=1, help="Spawn N data-parallel processes (one per GPU).")] = 1,
+                                                           "ablation).")] = False,
+        no_vfm: Annotated[bool, typer.Option("--no-vfm", help="Build the preset without its VFM (new "
+                                                       "tokenizer runs).")] = False,
+        seed: Annotated[Optional[int], typer.Option(help="Seed of data, masks and samplers (default: 0).")] = None,
+        nproc: Annotated[Optional[int], typer.Option(min=1, help="Spawn N data-parallel processes (one per GPU; "
+                                                     "default: 1).")] = None,
         threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads per process.")] = None,
         time_limit_min: Annotated[Optional[float], typer.Option(help="Stop (and save) after this many "
                                                                 "minutes.")] = None,
-        log_every: Annotated[int, typer.Option(min=1)] = 10,
+        log_every: Annotated[Optional[int], typer.Option(min=1, help="Log every N steps (default: 10).")] = None,
         sample_every: Annotated[Optional[int], typer.Option(min=1, help="Write samples/STAGE_STEP.png every N "
                                                             "steps.")] = None,
         ckpt_every: Annotated[Optional[int], typer.Option(min=1, help="Checkpoint every N steps.")] = None,
@@ -132,17 +139,20 @@ def _make_stage_command(stage: str):
         from hitok.train.config import TrainConfig
         from hitok.train.loop import train
 
+        # options left out stay None (flags: None when absent), so that `--resume` tells them from options set
+        # back to their default
         _setup_logging()
         cfg = TrainConfig(stage=stage, data=str(data), out=str(out_dir), preset=preset, init=init, resume=resume,
-                          steps=steps, batch_size=batch_size, crop=crop, accum=accum, lr=lr, d_lr=d_lr,
+                          steps=steps, batch_size=batch_size, crop=crop, accum=accum, learning_rate=lr, d_lr=d_lr,
                           warmup=warmup, schedule=schedule, ema_decay=ema_decay, adv_start=adv_start,
                           adv_weight=adv_weight, latent_weight=latent_weight, clean_lr=clean_lr,
                           grad_clip=grad_clip, d_channels=d_channels, topk=topk, guide_width=guide_width,
-                          guide_blocks=guide_blocks, guide_only=guide_only, ae_warmup=ae_warmup,
-                          masking=not no_masking, no_vfm=no_vfm, seed=seed, device=device, workers=workers,
+                          guide_blocks=guide_blocks, guide_only=guide_only or None, ae_warmup=ae_warmup,
+                          masking=False if no_masking else None, no_vfm=no_vfm or None, seed=seed, device=device,
+                          workers=workers,
                           log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every,
                           time_limit_s=None if time_limit_min is None else time_limit_min * 60, nproc=nproc,
-                          threads=threads, quiet=quiet)
+                          threads=threads, quiet=quiet or None)
         r = train(cfg)
         if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
             return

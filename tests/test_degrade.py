@@ -116,15 +116,21 @@ def test_fft_and_direct_filtering_agree():
 # ----------------------------------------------------------------------------- degrade
 
 
-def test_defaults_are_real_esrgan_x4plus():
-    c = DegradationConfig()
-    assert c.kernel_prob == (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
-    assert (c.sinc_prob, c.blur_sigma, c.blur_sigma2, c.second_blur_prob) == (0.1, (0.2, 3.0), (0.2, 1.5), 0.8)
-    assert (c.resize_prob, c.resize_range) == ((0.2, 0.7, 0.1), (0.15, 1.5))
-    assert (c.resize_prob2, c.resize_range2) == ((0.3, 0.4, 0.3), (0.3, 1.2))
-    assert (c.noise_range, c.noise_range2, c.poisson_scale_range, c.poisson_scale_range2) == (
-        (1.0, 30.0), (1.0, 25.0), (0.05, 3.0), (0.05, 2.5))
-    assert (c.gray_noise_prob, c.jpeg_range, c.jpeg_range2, c.final_sinc_prob) == (0.4, (30, 95), (30, 95), 0.8)
+def test_default_pipeline_degrades_by_a_stable_amount_and_keeps_the_colours():
+    """Statistics of the x4plus defaults over 24 seeds, against the clean bicubic LR of the same crop: the image
+    loses detail and gains noise (mean PSNR to the clean LR measured at 21.9 dB, spread 16.4-26.7), while blur,
+    resizing, zero-mean noise and JPEG keep each sample's mean colour (measured within 0.017). Milder or harsher
+    ranges, a lost second order, or a biased noise/kernel move these out of their bands."""
+    hr = _textured(96, 96)
+    clean = degrade(hr, 0, DegradationConfig(clean_prob=1.0))
+    psnrs, shifts = [], []
+    for seed in range(24):
+        lr = degrade(hr, seed)
+        psnrs.append(10 * math.log10(1.0 / float((lr - clean).pow(2).mean())))
+        shifts.append(float((lr.mean((1, 2)) - clean.mean((1, 2))).abs().max()))
+    assert 19.0 < sum(psnrs) / len(psnrs) < 25.0, psnrs
+    assert max(psnrs) < 32.0  # every sample is degraded, none passes through nearly clean
+    assert max(shifts) < 0.04, shifts
 
 
 @pytest.mark.parametrize("h,w", [(64, 64), (64, 96), (70, 66)])

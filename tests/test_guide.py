@@ -99,18 +99,18 @@ def test_decoder_stage_learns_the_guide_on_one_batch():
     opt = torch.optim.Adam([p for g in stage.param_groups(3e-3) for p in g["params"]], lr=3e-3)
     torch.manual_seed(0)
     hr = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode="bicubic").clamp(0, 1)
-    batch = {"hr": hr, "lr": torch.nn.functional.avg_pool2d(hr, 4)}
+    batch = {"hr": hr, "low_res": torch.nn.functional.avg_pool2d(hr, 4)}
 
     def l1_at_full_fidelity() -> float:
         with torch.no_grad():
-            return (model.upscale(batch["lr"], fidelity=1.0) - hr).abs().mean().item()
+            return (model.upscale(batch["low_res"], fidelity=1.0) - hr).abs().mean().item()
 
     before = l1_at_full_fidelity()
     for step in range(100):
-        out = stage.step(batch, step, torch.Generator().manual_seed(step))
+        out = stage(batch, torch.Generator().manual_seed(step), step)
         opt.zero_grad()
-        out.loss.backward()
+        out.total.backward()
         opt.step()
-        assert torch.equal(out.real, hr)  # the discriminator always judges the photo as real
+        assert torch.equal(out.photo, hr)  # the discriminator always judges the photo as real
     after = l1_at_full_fidelity()
     assert after < 0.6 * before, (before, after)

@@ -215,3 +215,69 @@ def test_lr_schedule_and_metrics_csv(tmp_path):
     assert (tmp_path / "m.csv").read_text().splitlines()[0] == "step,l1,d_loss"
     MetricsCSV(tmp_path / "m.csv", resume_step=2)  # a resume from step 2 drops the rows after it
     assert len((tmp_path / "m.csv").read_text().splitlines()) == 3
+
+
+def test_export_merges_the_vfm_lora(tmp_path):
+    """`hitok train export` folds the VFM's LoRA into the stored backbone: no LoRA tensors or rank left in the
+    bundle, and the bundle upscales as the unmerged model did."""
+    from hitok.models import HiTok, presets, save_model
+    from hitok.models.lora import lora_disabled, lora_parameters
+
+    torch.manual_seed(0)
+    model = HiTok(presets.tiny(vfm=True)).eval()
+    with torch.no_grad():
+        for p in lora_parameters(model):  # a trained LoRA: B is no longer zero
+            p.normal_(0, 0.2)
+        for name, p in model.generator.vfm.backbone.named_parameters():
+            if "gamma" in name:  # DINOv3's layer scales start at 1e-5, which would hide any LoRA
+                p.fill_(1.0)
+    src, out = tmp_path / "src.safetensors", tmp_path / "out.safetensors"
+    save_model(model, src)
+    low_res = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))  # 4x4 VFM patches
+    with torch.no_grad():
+        want = model.generate(low_res).vfm_patch  # the LoRA-adapted VFM features the generator reads
+        with lora_disabled(model):  # the LoRA matters for them, so dropping it would be seen
+            assert (model.generate(low_res).vfm_patch - want).abs().max() > 1e-2
+    r = _cli("export", src, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert not any("lora" in k for k in load_file(out))
+    merged = load_model(out).eval()
+    assert merged.config.vfm.lora_rank == 0 and not list(lora_parameters(merged))
+    with torch.no_grad():
+        torch.testing.assert_close(merged.generate(low_res).vfm_patch, want, rtol=0, atol=1e-4)
+
+
+def test_resume_tells_an_option_set_to_its_default_from_one_left_out():
+    from dataclasses import replace
+
+    from hitok.train.config import TrainError, merge_for_resume, resolve
+    saved = resolve(TrainConfig(stage="tokenizer", data="d", out="o", preset="tiny", log_every=5, seed=3))
+    given = TrainConfig(stage="tokenizer", data="d", out="o", resume=True)  # nothing given: the saved run as it was
+    assert merge_for_resume(saved, given) == replace(saved, resume=True)
+    assert merge_for_resume(saved, replace(given, out="moved")).out == "moved"  # a run folder moved since
+    # --log-every 10 is the default, and still a request on a run saved with 5
+    assert merge_for_resume(saved, replace(given, log_every=10)).log_every == 10
+    with pytest.raises(TrainError, match="cannot change seed"):  # --seed 0 (the default) on a seed-3 run
+        merge_for_resume(saved, replace(given, seed=0))
+    # an old run's config.json: `lr` is read as learning_rate, fields it predates take their defaults
+    old = json.loads(saved.to_json())
+    old["lr"] = old.pop("learning_rate")
+    del old["guide_only"]
+    loaded = TrainConfig.from_json(json.dumps(old))
+    assert loaded.learning_rate == saved.learning_rate
+    assert merge_for_resume(loaded, given).guide_only is False
+
+
+def test_cli_leaves_omitted_options_unset(monkeypatch, tmp_path):
+    seen = {}
+    import hitok.train.loop as loop
+
+    def fake_train(cfg):
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    _cli("tokenizer", "--data", tmp_path, "--out", tmp_path / "r", "--resume", "--log-every", 10, "--lr", 1e-3)
+    cfg = seen["cfg"]
+    assert cfg.log_every == 10 and cfg.learning_rate == 1e-3
+    assert cfg.seed is None and cfg.device is None and cfg.quiet is None and cfg.masking is None

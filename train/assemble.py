@@ -21,9 +21,10 @@ from hitok.models.io import config_from_dict
 from hitok.models.lpips import try_lpips
 
 from . import distributed as ddp
+from . import schedule
 from .checkpoint import atomic_write_text, find_checkpoint
 from .config import TrainConfig, TrainError, check_crop, init_model_path, merge_for_resume, resolve
-from .stages import DecoderStage, GeneratorStage, LossWeights, TokenizerStage, default_weights
+from .stages import DecoderStage, GeneratorStage, LossWeights, TokenizerStage, Stage, default_weights
 
 log = logging.getLogger("hitok.train")
 
@@ -32,7 +33,7 @@ log = logging.getLogger("hitok.train")
 class Setup:
     device: torch.device
     model: HiTok
-    stage: object               # TokenizerStage | GeneratorStage | DecoderStage
+    stage: Stage               # TokenizerStage | GeneratorStage | DecoderStage
     weights: LossWeights
     opt: torch.optim.Optimizer
     disc: nn.Module
@@ -174,15 +175,21 @@ def build(cfg: TrainConfig, env: ddp.DistEnv) -> Setup:
     torch.manual_seed(cfg.seed + 1)  # the REPA projector's init
     model.train()
     stage = _make_stage(cfg, model, weights, lpips)
-    model.to(device)
-    for m in stage.modules().values():
-        m.to(device)
+    return assemble(cfg, env, device, stage, lpips_desc, vfm_desc)
+
+
+def assemble(cfg: TrainConfig, env: ddp.DistEnv, device: torch.device, stage: Stage, lpips_desc: str,
+             vfm_desc: str) -> Setup:
+    """Around a built stage: the model on `device`, the two AdamW optimizers (Table 6 rates), the discriminator,
+    and the run folder's config.json. `build` calls it for the three stages; experiments that build their own
+    model or stage (bench/ablate_tokenizer.py) call it through loop.train_stage."""
+    stage.model.to(device)
+    stage.to(device)  # modules outside the model (the REPA projector)
     fused = {"fused": True} if device.type == "cuda" else {}
     betas = (cfg.beta1, cfg.beta2)
-    opt = torch.optim.AdamW(stage.param_groups(cfg.lr), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay,
-                            **fused)
-    for g in opt.param_groups:
-        g["base_lr"] = g["lr"]  # the peak of the warm-up/schedule (param_groups may scale some, e.g. codebooks)
+    opt = torch.optim.AdamW(stage.param_groups(cfg.learning_rate), lr=cfg.learning_rate, betas=betas,
+                            weight_decay=cfg.weight_decay, **fused)
+    schedule.set_peaks(opt)
     torch.manual_seed(cfg.seed + 2)
     disc = Discriminator(DiscriminatorConfig(base_channels=cfg.d_channels)).to(device).train()
     d_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.d_lr, betas=betas, weight_decay=cfg.weight_decay, **fused)
@@ -190,7 +197,7 @@ def build(cfg: TrainConfig, env: ddp.DistEnv) -> Setup:
     if env.is_main:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(cfg.out) / "config.json", cfg.to_json())
-    return Setup(device, model, stage, weights, opt, disc, d_opt, lpips_desc, vfm_desc)
+    return Setup(device, stage.model, stage, stage.w, opt, disc, d_opt, lpips_desc, vfm_desc)
 
 
 def provenance(cfg: TrainConfig, s: Setup, step: int) -> dict[str, str]:

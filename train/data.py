@@ -29,20 +29,20 @@ def load_rgb(path: Path) -> np.ndarray | None:
 
 
 class CropStream(IterableDataset):
-    """Yields batches {"hr": (B, 3, S, S)[, "lr": (B, 3, S/4, S/4)]} for steps start_step, start_step+1, ...
+    """Yields batches {"hr": (B, 3, S, S)[, "low_res": (B, 3, S/4, S/4)]} for steps start_step, start_step+1, ...
 
     Batches (not samples) are the unit, so the order is deterministic with any number of workers: worker w makes
     the steps congruent to w modulo the worker count, and the DataLoader interleaves them round-robin."""
 
     def __init__(self, root: str | Path, crop: int, batch_size: int, seed: int = 0, start_step: int = 0,
-                 with_lr: bool = False, rank: int = 0, cache_images: int = 64, degrade_cfg=None,
+                 with_low_res: bool = False, rank: int = 0, cache_images: int = 64, degrade_cfg=None,
                  max_steps: int | None = None):
         self.paths = list_images(root, recursive=True)
         if not self.paths:
             raise FileNotFoundError(f"no images (jpg/png/webp/tiff) found under {root}")
         self.crop, self.batch_size, self.seed = crop, batch_size, seed
         self.start_step, self.max_steps, self.rank = start_step, max_steps, rank
-        self.with_lr, self.degrade_cfg = with_lr, degrade_cfg
+        self.with_low_res, self.degrade_cfg = with_low_res, degrade_cfg
         self.cache_images = cache_images
         self._cache: OrderedDict[int, np.ndarray | None] = OrderedDict()
         self._bad: set[int] = set()
@@ -83,9 +83,9 @@ class CropStream(IterableDataset):
         patch = np.rot90(patch, k=int(rng.integers(4)))
         hr = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float() / 255  # (3, S, S)
         out = {"hr": hr}
-        if self.with_lr:
+        if self.with_low_res:
             from .degrade import DegradationConfig, degrade
-            out["lr"] = degrade(hr, rng, self.degrade_cfg or DegradationConfig())
+            out["low_res"] = degrade(hr, rng, self.degrade_cfg or DegradationConfig())
         return out
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:

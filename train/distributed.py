@@ -6,14 +6,16 @@ Launch on one machine with 8 GPUs:
 
 or let hitok spawn the workers itself: `hitok train tokenizer ... --nproc 8`.
 
-Every process holds a full replica and draws its own batches (CropStream's `rank`). The stages call the
-models' own methods (encode_latent, decode_latent, ...) rather than one forward(), so instead of wrapping a
-module in DistributedDataParallel the loop averages the gradients with one flat all-reduce per optimizer step
-(after the accumulation micro-steps, which is what DDP's no_sync gives). Updates outside the optimizer must
-keep the replicas equal too: the quantizer's usage statistics are averaged every step, and after k-means init
-or dead-code restarts (which draw random encoder outputs of the local batch) rank 0's tensors are broadcast."""
+Every process holds a full replica and draws its own batches (CropStream's `rank`). Gradients are averaged by
+torch's DistributedDataParallel, one wrapper around the stage module (train/stages.py: its forward is the whole
+training pass) and one around the discriminator, each with find_unused_parameters (the tokenizer's codebook sits
+out its autoencoder warm-up; frozen parts have no gradient to sync). What DDP does not cover is done here: the
+quantizer's usage statistics are averaged every step (DDP's buffer broadcast would keep rank 0's instead), and
+after k-means init or dead-code restarts (which draw random encoder outputs of the local batch, outside the
+optimizer) rank 0's tensors are broadcast (train/codebook.py)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import dataclass
@@ -59,21 +61,22 @@ def shutdown(env: DistEnv) -> None:
         dist.destroy_process_group()
 
 
-def allreduce_grads(params: list[nn.Parameter], env: DistEnv) -> None:
-    """Average the gradients of `params` over all processes with one flat all-reduce."""
-    if not env.enabled or not params:
-        return
-    for p in params:  # every rank must send the same layout; an unused parameter contributes zeros
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat)
-    flat.div_(env.world)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
-        offset += n
+def wrap(module: nn.Module, env: DistEnv) -> nn.Module:
+    """`module` inside DistributedDataParallel when there are several processes (itself otherwise). DDP broadcasts
+    rank 0's parameters and buffers once here, so the replicas start equal."""
+    if not env.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+    dev = next(module.parameters()).device
+    return DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                   broadcast_buffers=False, find_unused_parameters=True)
+
+
+def no_sync(wrapped: nn.Module, sync: bool):
+    """DDP's no_sync() for the accumulation micro-steps before the last (a no-op without DDP)."""
+    if sync or not hasattr(wrapped, "no_sync"):
+        return contextlib.nullcontext()
+    return wrapped.no_sync()
 
 
 def broadcast_module(module: nn.Module, env: DistEnv, src: int = 0) -> None:

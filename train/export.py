@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from hitok.models import HiTok, ModelFileError, load_model, save_model
 from hitok.models.io import FORMAT as MODEL_FORMAT
+from hitok.models.lora import merge_lora
 
 from .config import TrainError, init_model_path
 
@@ -27,6 +28,7 @@ def export_bundle(src: str | os.PathLike, out: str | os.PathLike, half: bool = F
     """src: a run folder (its EMA model.safetensors) or a model file. fidelity: the bundle's default LR-guide
     weight (models/guide.py), None = the source's."""
     model = load_model(init_model_path(src))
+    merge_vfm_lora(model)
     if fidelity is not None:
         if fidelity > 0 and not model.guided:
             raise TrainError(f"--fidelity {fidelity}: the model has no LR-guided decoder")
@@ -39,6 +41,21 @@ def export_bundle(src: str | os.PathLike, out: str | os.PathLike, half: bool = F
         model = lean
     save_model(model, out, metadata={"exported_half": str(half).lower()}, half=half)
     return model
+
+
+def merge_vfm_lora(model: HiTok) -> bool:
+    """Fold the VFM's LoRA into its backbone (W <- W + s*B@A, models/lora.py) and record lora_rank 0 in the config,
+    so the bundle runs plain linear layers. Only where the file stores the backbone (VFM weights "none"): a
+    pretrained backbone is not stored but reloaded from its source at load time, so its LoRA stays a LoRA (the
+    merged backbone would have to go into the file: ~86 M parameters for ViT-B, past the campaign's 16 MiB parts).
+    Returns whether it merged."""
+    vfm = model.generator.vfm
+    if vfm is None or vfm.config.lora_rank == 0 or vfm.config.weights != "none":
+        return False
+    merge_lora(vfm)
+    model.config = replace(model.config, vfm=replace(vfm.config, lora_rank=0))
+    vfm.config = model.config.vfm
+    return True
 
 
 def bundle_bytes(model: HiTok, bytes_per_value: int = 2) -> int:

@@ -1,25 +1,27 @@
-"""The training loop of one HiTokSR stage (Sec. 3.1-3.3, Table 6): it owns the optimisation, the stages
-(train/stages.py) own the math.
+"""The training loop of one HiTokSR stage (Sec. 3.1-3.3, Table 6). It only orchestrates; the parts live beside it:
 
-Per optimizer step: linear warm-up (then constant or cosine) learning rates, `accum` micro-batches through
-`stage.step`, plus the adversarial term once step >= adv_start (Table 6: hinge for the tokenizer, vanilla
-after); gradients averaged over processes, clipped, AdamW; then the discriminator's own AdamW step on the
-same fakes; then the stage's non-gradient updates (dead-code restarts) and the EMA. bf16 autocast and TF32
-on CUDA, fp32 on the CPU.
+  train/stages.py    the method's math: a stage module, forward(batch, rng, step) -> StageLosses
+  train/gan.py       the adversarial term and the discriminator's step
+  train/schedule.py  warm-up, then constant or cosine learning rates
+  train/codebook.py  k-means init / dead-code restart bookkeeping (replicas, EMA, AdamW moments)
+  train/ema.py       the EMA the exported model carries (torch's AveragedModel)
+  train/distributed.py  DistributedDataParallel and the process group
+  train/budget.py    step planning of time-budget runs;  train/stop.py  Ctrl-C / SIGTERM
+  train/monitor.py   progress bar, metrics.csv, samples;  train/checkpoint.py  atomic, resumable checkpoints
 
-Reproducibility: batches are a pure function of (seed, step, rank) (train/data.py) and every random draw
-of a step (group mask M, top-K sampling, codebook restarts) comes from a generator seeded by
-(seed, stage, step, micro-step, rank), so `--resume` from a checkpoint continues bit-for-bit on the CPU.
-SIGINT/SIGTERM finish the current step, checkpoint and return; a second Ctrl-C aborts."""
+Per optimizer step: learning rates, `accum` micro-batches through the (DDP-wrapped) stage plus the adversarial
+term once step >= adv_start, clipping, AdamW; then the discriminator's step on the same fakes; then the stage's
+non-gradient updates and the EMA. bf16 autocast and TF32 on CUDA, fp32 on the CPU.
+
+Reproducibility: batches are a pure function of (seed, step, rank) (train/data.py) and every random draw of a
+step comes from `step_rng(seed, stage, step, micro-step, rank)`, so `--resume` from a checkpoint continues
+bit-for-bit on the CPU."""
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import math
 import os
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,19 +31,24 @@ import torch
 
 from hitok.models import save_model
 from hitok.psnr import psnr
-from hitok.models.gan_loss import discriminator_loss, generator_adv_loss
 
 from . import distributed as ddp
+from . import schedule
+from .assemble import Setup, assemble, build, prepare, provenance, resolve_device
+from .budget import plan_total
 from .checkpoint import atomic_write_text, find_checkpoint, read_state, rng_state, set_rng_state, write_checkpoint
+from .codebook import CodebookKeeper
 from .config import ADV_START_FRACTION, STAGES, TrainConfig
 from .data import CropStream, make_loader
 from .degrade import DegradationConfig
 from .ema import EMA
+from .gan import Adversarial
 from .monitor import Averager, Bar, MetricsCSV, TensorBoard, dead_groups, save_sample, usage_report
-from .assemble import Setup, build, prepare, provenance
+from .stages import Stage
+from .stop import StopFlag
 
 log = logging.getLogger("hitok.train")
-CODEBOOK = "tokenizer.quantizer.codebook"
+lr_factor = schedule.lr_factor  # re-exported: tests and older callers import it from here
 
 
 @dataclass
@@ -58,43 +65,16 @@ class RunResult:
     replica_spread: float = 0.0
 
 
-def step_generator(seed: int, stage: str, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:
+def step_rng(seed: int, stage: str, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:
     """The one source of randomness of a (micro-)step; on the model's device so every sampler can use it."""
     s = np.random.SeedSequence([seed, STAGES.index(stage), step, micro, rank]).generate_state(1, np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(s) & (2 ** 63 - 1))
 
 
-def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "cosine" and total > warmup:
-        t = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-    return 1.0
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT aborts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("stop requested: finishing the current step, then saving a checkpoint (Ctrl-C again aborts)")
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+def _model_prefixes(model: torch.nn.Module, trained: dict[str, torch.nn.Module]) -> dict[str, str]:
+    """name -> its model.state_dict() prefix, for the trained modules that are part of the model."""
+    where = {id(m): n for n, m in model.named_modules()}
+    return {k: where[id(m)] + "." for k, m in trained.items() if id(m) in where}
 
 
 class Trainer:
@@ -106,13 +86,14 @@ class Trainer:
         self.adv_start = cfg.adv_start
         self.planned = not cfg.budget_plan
         self.elapsed_before = 0.0
-        trained = {id(p) for g in s.opt.param_groups for p in g["params"]}
-        named = {n: p for n, p in s.model.named_parameters() if id(p) in trained}
         self.g_params = [p for g in s.opt.param_groups for p in g["params"]]
-        self.d_params = list(s.disc.parameters())
-        self.ema = EMA(named, cfg.ema_decay)
-        self.extra = {k: m for k, m in s.stage.modules().items() if not any(m is x for x in s.model.modules())}
-        self.weights = s.weights
+        trained = s.stage.trained()
+        prefixes = _model_prefixes(s.model, trained)
+        self.ema = EMA({k: m for k, m in trained.items() if k in prefixes}, prefixes, cfg.ema_decay)
+        self.extra = {k: m for k, m in trained.items() if k not in prefixes}  # e.g. the REPA projector
+        self.gan = Adversarial(s.disc, s.d_opt, s.weights.adv, s.weights.adv_kind, env, cfg.grad_clip)
+        self.codebook = CodebookKeeper(s.stage, s.opt, self.ema, env) if cfg.stage == "tokenizer" else None
+        self.wrapped: torch.nn.Module = s.stage  # DistributedDataParallel(stage) once the run starts
 
     def autocast(self):
         """bf16 autocast on CUDA (TF32 for what stays fp32, set in assemble.py); plain fp32 elsewhere."""
@@ -149,85 +130,58 @@ class Trainer:
     # ---- one step --------------------------------------------------------------------------------------------
     def _set_lrs(self, gan: bool) -> None:
         c = self.cfg
-        f = lr_factor(self.step, c.warmup, self.total, c.schedule, c.min_lr_ratio)
-        for g in self.s.opt.param_groups:
-            g["lr"] = g["base_lr"] * f
+        schedule.apply(self.s.opt, schedule.lr_factor(self.step, c.warmup, self.total, c.schedule, c.min_lr_ratio))
         if gan:
-            fd = lr_factor(self.step - self.adv_start, c.warmup, self.total - self.adv_start, c.schedule,
-                           c.min_lr_ratio)
+            fd = schedule.lr_factor(self.step - self.adv_start, c.warmup, self.total - self.adv_start, c.schedule,
+                                    c.min_lr_ratio)
             for g in self.s.d_opt.param_groups:
                 g["lr"] = c.d_lr * fd
 
     def train_step(self, it) -> tuple[dict, dict, object]:
-        c, s, stage = self.cfg, self.s, self.s.stage
-        q = s.model.tokenizer.quantizer
-        gan = self.adv_start is not None and self.step >= self.adv_start and self.weights.adv > 0
+        c, s = self.cfg, self.s
+        gan = self.adv_start is not None and self.step >= self.adv_start and self.gan.weight > 0
         self._set_lrs(gan)
-        was_initialized = bool(q.initialized)
+        if self.codebook is not None:
+            self.codebook.before_step()
         s.opt.zero_grad(set_to_none=True)
-        avg, fakes = Averager(), []
+        avg = Averager()
         for micro in range(c.accum):
             data_step, batch = next(it)
             assert data_step == self.step * c.accum + micro, (data_step, self.step, micro)
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            gen = step_generator(c.seed, c.stage, self.step, micro, self.env.rank, self.device)
-            with self.autocast():
-                out = stage.step(batch, self.step, gen)
-                loss = out.loss
-                terms = dict(out.terms)
-                if gan:
-                    s.disc.requires_grad_(False)
-                    adv = generator_adv_loss(s.disc(out.fake), self.weights.adv_kind)
-                    loss = loss + self.weights.adv * adv
-                    terms["adv"] = adv.item()
-            (loss / c.accum).backward()
-            terms.update(loss=loss.item(), psnr=psnr(out.fake, out.real))
+            rng = step_rng(c.seed, c.stage, self.step, micro, self.env.rank, self.device)
+            with ddp.no_sync(self.wrapped, sync=micro == c.accum - 1):  # gradients all-reduced on the last
+                with self.autocast():
+                    out = self.wrapped(batch, rng, self.step)
+                    loss, terms = out.total, dict(out.terms)
+                    if gan:
+                        adv = self.gan.generator_term(out.fake, out.photo)
+                        loss = loss + self.gan.weight * adv
+                        terms["adv"] = adv.item()
+                (loss / c.accum).backward()
+            terms.update(loss=loss.item(), psnr=psnr(out.fake, out.photo))
             avg.add(terms)
-            if gan:
-                fakes.append((out.fake.detach(), out.real.detach()))
-        ddp.allreduce_grads(self.g_params, self.env)
         extra = {}
         if c.grad_clip > 0:
             extra["gnorm"] = float(torch.nn.utils.clip_grad_norm_(self.g_params, c.grad_clip))
         s.opt.step()
         if gan:
-            s.disc.requires_grad_(True)
-            s.d_opt.zero_grad(set_to_none=True)
-            for fake, real in fakes:
-                with self.autocast():
-                    dl = discriminator_loss(s.disc(real), s.disc(fake), self.weights.adv_kind)
-                (dl.loss / c.accum).backward()
-                avg.add({"d_loss": dl.loss.item(), "d_real": dl.real.item(), "d_fake": dl.fake.item()})
-            ddp.allreduce_grads(self.d_params, self.env)
-            if c.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.d_params, c.grad_clip)
-            s.d_opt.step()
-        # Non-gradient codebook updates: keep replicas equal and the EMA from averaging across a re-init.
-        if c.stage == "tokenizer":
-            if not was_initialized and bool(q.initialized):
-                ddp.broadcast_module(q, self.env)
-                self.ema.reset(CODEBOOK)
-            ddp.average_float_buffers(q, self.env)
-            before = q.codebook.detach().clone()
-            restarted = stage.after_step(self.step, gen)
-            if restarted:
-                ddp.broadcast_module(q, self.env)
-                self.ema.copy_changed(CODEBOOK, before)
-                extra.update(restarted)
+            avg.add(self.gan.discriminator_step(self.autocast))
+        if self.codebook is not None:
+            extra.update(self.codebook.after_step(self.step, rng))
         else:
-            extra.update(stage.after_step(self.step, gen))
+            extra.update(s.stage.after_step(self.step, rng))
         self.ema.update()
         return {**avg.flush(), **extra}, batch, out
 
     # ---- the loop ----------------------------------------------------------------------------------------------
     def _plan_from_budget(self, elapsed: float, rate_start: tuple[int, float] | None) -> None:
-        """Time-budget runs fix their step count once the speed is known (10% of the budget in), so the
-        warm-up, GAN start and schedule are laid out over steps the run will really make."""
         c = self.cfg
-        if self.planned or rate_start is None or elapsed < 0.1 * c.time_limit_s or self.step - rate_start[0] < 2:
+        if self.planned or rate_start is None:
             return
-        rate = (self.step - rate_start[0]) / max(elapsed - rate_start[1], 1e-6)
-        total = max(self.step + 1, self.step + int(rate * (c.time_limit_s - elapsed) * 0.97))
+        total = plan_total(self.step, elapsed, c.time_limit_s, rate_start)
+        if total is None:
+            return
         self.total = int(ddp.agree_max([float(total)], self.env, self.device)[0])  # ranks measure their own speed
         self.adv_start = max(self.step, int(ADV_START_FRACTION[c.stage] * self.total)) \
             if c.adv_start is None else c.adv_start
@@ -235,8 +189,7 @@ class Trainer:
         self.cfg.steps, self.cfg.adv_start, self.cfg.budget_plan = self.total, self.adv_start, False
         if self.env.is_main:
             atomic_write_text(self.run_dir / "config.json", self.cfg.to_json())
-            log.info(f"{c.stage}: {rate:.2f} it/s -> planned {self.total} steps within the time limit "
-                     f"(GAN from step {self.adv_start})")
+            log.info(f"{c.stage}: planned {self.total} steps within the time limit (GAN from step {self.adv_start})")
 
     def run(self, on_step=None) -> RunResult:
         c, s, env = self.cfg, self.s, self.env
@@ -246,10 +199,10 @@ class Trainer:
             self.resume_from(ckpt)
             if env.is_main:
                 log.info(f"resumed {c.stage} run at step {self.step} from {ckpt}")
-        for m in [s.model, s.disc, *self.extra.values()]:
-            ddp.broadcast_module(m, env)
+        self.wrapped = ddp.wrap(s.stage, env)  # DDP makes the replicas equal (rank 0's) here
+        self.gan.wrap()
         stream = CropStream(c.data, c.crop, c.batch_size, seed=c.seed + 1000 * STAGES.index(c.stage),
-                            start_step=self.step * c.accum, with_lr=c.stage != "tokenizer", rank=env.rank,
+                            start_step=self.step * c.accum, with_low_res=c.stage != "tokenizer", rank=env.rank,
                             degrade_cfg=DegradationConfig(clean_prob=c.clean_lr))
         loader = make_loader(stream, c.workers)
         main = env.is_main
@@ -261,7 +214,7 @@ class Trainer:
         last_terms: dict = {}
         it = iter(loader)
         try:
-            with _StopFlag() as stop:
+            with StopFlag() as stop:
                 while self.step < self.total:
                     terms, batch, out = self.train_step(it)
                     self.step += 1
@@ -318,7 +271,7 @@ class Trainer:
         s = self.s
         report = usage_report(self.cfg.stage, s.model, batch, getattr(s.stage, "restart_threshold", 0.03))
         row = {"step": self.step, "time": round(time.time() - self.t_start + self.elapsed_before, 1),
-               "lr": s.opt.param_groups[0]["lr"], **terms, **report}
+               "learning_rate": s.opt.param_groups[0]["lr"], **terms, **report}
         csv.append(row)
         tb.add(self.step, row)
         # what a batch really uses: the tokenizer's own codes, or the generator's top-1 predictions
@@ -334,8 +287,8 @@ class Trainer:
             bar.write(f"warning: the generator predicts at most 1% of the codes of group(s) {dead} (collapse)")
 
     def _sample(self, batch: dict, out) -> None:
-        inp = batch["hr"] if self.cfg.stage == "tokenizer" else batch["lr"]
-        save_sample(self.run_dir / "samples" / f"{self.cfg.stage}_{self.step:07d}.png", [inp, out.fake, out.real])
+        inp = batch["hr"] if self.cfg.stage == "tokenizer" else batch["low_res"]
+        save_sample(self.run_dir / "samples" / f"{self.cfg.stage}_{self.step:07d}.png", [inp, out.fake, out.photo])
 
 
 def _run_here(cfg: TrainConfig, on_step=None) -> RunResult:
@@ -347,6 +300,17 @@ def _run_here(cfg: TrainConfig, on_step=None) -> RunResult:
         return Trainer(cfg, env, s).run(on_step)
     finally:
         ddp.shutdown(env)
+
+
+def train_stage(cfg: TrainConfig, stage: Stage, description: str = "custom", on_step=None) -> RunResult:
+    """Train a stage module built by the caller (its own model, loss weights or switches: experiments such as
+    bench/ablate_tokenizer.py) with this loop, in this process. `cfg` must be resolved (config.resolve); its
+    run folder must be new; LPIPS/VFM provenance reads `description`."""
+    env = ddp.DistEnv()
+    setup = assemble(cfg, env, resolve_device(cfg.device, env), stage, description, description)
+    result = Trainer(cfg, env, setup).run(on_step)
+    write_summary(result)
+    return result
 
 
 def _spawned_worker(cfg: TrainConfig) -> None:

@@ -166,7 +166,7 @@ def usage_report(stage: str, model, batch: dict, threshold: float) -> dict[str, 
         live = (q.usage_ema >= threshold / K).float().mean(1)  # (N,)
         return {f"live{g}": float(v) for g, v in enumerate(live.tolist())}
     with torch.no_grad():
-        idx = model.predict_indices(batch["lr"])  # (B, N, h, w)
+        idx = model.predict_indices(batch["low_res"])  # (B, N, h, w)
     counts = q.code_counts(idx)  # (N, K)
     return {f"pred_usage{g}": float(v) for g, v in enumerate((counts > 0).float().mean(1).tolist())}
 
