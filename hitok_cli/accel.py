@@ -1,23 +1,25 @@
-"""A faster fp32 CPU engine for one tile's ``model.upscale`` (issue 13): ONNX Runtime, with eager torch as fallback.
+"""Optional tile engines for fp32 CPU inference (issue 13): ONNX Runtime, or int8 dynamic Linear layers; eager
+torch stays the default and the fallback.
 
-Measured side by side on a 2-core AMD EPYC (AVX2, no AVX-512/AMX), 1 thread, the shipped model, 128x128 LR:
-see docs/benchmarks.md ("fp32 engines"). Eager PyTorch spends much of this model's time outside arithmetic
-(bias broadcasts before every addmm, layout copies around the window partition, the codebook search's
-(N, rows, K) distance block); ONNX Runtime runs the exported graph with fused kernels.
+Measured side by side on a 2-core AMD EPYC (AVX2, no AVX-512/AMX), 1 thread, the shipped model, 128x128 LR
+(docs/benchmarks.md, "CPU fp32 engines"): ONNX Runtime ~1.0x eager in CPU time (1.2-1.3x in wall time on a loaded
+machine), output within 83 dB of eager; int8 dynamic Linear 1.16x over the kept eager path, PSNR-Y -0.004 dB and
+NIQE -0.01 on val, but not the pinned fp32 output (tests/test_output_unchanged.py). Two thirds of the time is
+oneDNN convolutions and MKL GEMMs, which neither engine makes faster on AVX2; so both are opt-in
+(``HITOK_ENGINE=onnx`` / ``HITOK_ENGINE=int8``) until a quiet machine or another CPU shows a win.
 
-How it is used (:class:`OrtEngine`): the Upscaler asks the engine for each tile; the engine answers with the
-output, or ``None`` (then the Upscaler runs eager torch). Export costs tens of seconds, so it must not hit a
+How the Upscaler uses one (:func:`make_engine`): it asks the engine for each tile; the engine answers with the
+output, or ``None`` (then the Upscaler runs eager torch). ONNX export costs 20-30 s, so it must not hit a
 one-photo upscale:
 
 * an exported graph is cached on disk, under ``platformdirs.user_cache_dir("hitok")/engines`` (or
   ``HITOK_ENGINE_CACHE``), keyed by the model id, torch and onnxruntime versions, and the tile's shape and
-  settings (detail, fidelity, colour fix); a later process loads it in well under a second;
+  settings (detail, fidelity, colour fix); a later process loads it in under a second;
 * a graph not in the cache is exported only once a shape has been asked for ``export_after`` times in this
-  process (a photo with many tiles, or a batch), and the tiles before it run eager.
+  process (a photo with many tiles, or a batch; tiles of one photo all share a shape), the tiles before it
+  run eager.
 
-Outputs differ from eager torch by kernel rounding only (docs/benchmarks.md: PSNR between the two paths on
-val); tests/test_accel.py checks it. ``HITOK_ENGINE=torch`` turns the engine off, ``HITOK_ENGINE=onnx`` exports
-on the first tile.
+tests/test_accel.py checks both engines against eager torch (skipped without onnxruntime/onnxscript).
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ def cache_root() -> Path:
 
 
 def engine_mode() -> str:
-    """``HITOK_ENGINE``: auto (default: cached graphs, export after a few tiles), onnx (export at once), torch."""
-    mode = os.environ.get("HITOK_ENGINE", "auto").strip().lower()
-    return mode if mode in ("auto", "onnx", "torch") else "auto"
+    """``HITOK_ENGINE``: torch (default: eager), onnx (ONNX Runtime: cached graphs, export after a few tiles),
+    int8 (Linear layers dynamically quantized)."""
+    mode = os.environ.get("HITOK_ENGINE", "torch").strip().lower()
+    return mode if mode in ("onnx", "int8", "torch") else "torch"
 
 
 class _Upscale(torch.nn.Module):
@@ -70,9 +73,7 @@ class OrtEngine:
         import onnxruntime
         self.model, self.model_id = model, model_id or "unknown"
         self.threads = threads or torch.get_num_threads()
-        mode = engine_mode()
-        self.export_after = export_after if export_after is not None else (1 if mode == "onnx" else
-                                                                           DEFAULT_EXPORT_AFTER)
+        self.export_after = export_after if export_after is not None else DEFAULT_EXPORT_AFTER
         versions = f"torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}"
         self.folder = (root or cache_root()) / f"{self.model_id}-{versions}"
         self._sessions: dict[tuple, object] = {}
@@ -149,14 +150,37 @@ class OrtEngine:
         self.exported.append(path.name)
 
 
-def make_engine(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, model_id: str) -> OrtEngine | None:
-    """The engine for an Upscaler, or None: only fp32 on the CPU, only with onnxruntime installed, only for a
-    model with windowed attention (the shipped kind; its tiles are few shapes) and not under HITOK_ENGINE=torch."""
-    if device.type != "cpu" or dtype != torch.float32 or engine_mode() == "torch" or not available():
-        return None
-    if not getattr(model, "attention_window", 0) or not model_id:
+class Int8LinearEngine:
+    """The model with its Linear layers dynamically quantized to int8 (torch.ao quantize_dynamic: int8 weights,
+    activations quantized per call; convolutions stay fp32). No export, no cache: built in well under a second."""
+
+    def __init__(self, model: torch.nn.Module):
+        import copy
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's deprecation notice (torchao is the successor)
+            self.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear},
+                                                                dtype=torch.qint8)
+        self.exported: list[str] = []
+
+    def __call__(self, lr: torch.Tensor, detail: int, fix_colors: bool, fidelity: float) -> torch.Tensor | None:
+        if lr.device.type != "cpu" or lr.dtype != torch.float32:
+            return None
+        return self.model.upscale(lr, active_groups=detail, fix_colors=fix_colors, fidelity=fidelity)
+
+
+def make_engine(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, model_id: str,
+                mode: str | None = None) -> OrtEngine | Int8LinearEngine | None:
+    """The tile engine for an Upscaler (``HITOK_ENGINE``, see :func:`engine_mode`), or None for eager torch: only
+    fp32 on the CPU; onnx only with onnxruntime installed and a windowed model (few tile shapes) with an id."""
+    mode = mode or engine_mode()
+    if device.type != "cpu" or dtype != torch.float32 or mode == "torch":
         return None
     try:
+        if mode == "int8":
+            return Int8LinearEngine(model)
+        if not available() or not getattr(model, "attention_window", 0) or not model_id:
+            return None
         return OrtEngine(model, model_id)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a missing or broken optional engine: eager torch
         return None

@@ -61,8 +61,8 @@ def test_onnx_engine_steps_aside(shipped, tmp_path, monkeypatch):
     assert engine(torch.rand(2, 3, 16, 16), 4, True, 1.0) is None  # a batch of tiles
     monkeypatch.setenv("HITOK_ENGINE", "torch")
     assert accel.make_engine(model, torch.device("cpu"), torch.float32, mid) is None
-    monkeypatch.setenv("HITOK_ENGINE", "auto")
-    assert accel.make_engine(model, torch.device("cpu"), torch.bfloat16, mid) is None
+    assert accel.make_engine(model, torch.device("cpu"), torch.float32, mid, mode="onnx") is not None
+    assert accel.make_engine(model, torch.device("cpu"), torch.bfloat16, mid, mode="onnx") is None
 
 
 @needs_shipped
@@ -72,9 +72,10 @@ def test_upscaler_uses_the_engine(shipped, tmp_path, monkeypatch):
 
     model, mid = shipped
     monkeypatch.setenv("HITOK_ENGINE_CACHE", str(tmp_path))
-    monkeypatch.setenv("HITOK_ENGINE", "onnx")  # export on the first tile
+    monkeypatch.setenv("HITOK_ENGINE", "onnx")
     up = Upscaler(model, torch.device("cpu"), torch.float32, model_id=mid)
     assert isinstance(up.engine, accel.OrtEngine)
+    up.engine.export_after = 1  # export on the first tile
     lr = torch.rand(1, 3, 32, 32)
     out = up.tile_fn(lr)
     monkeypatch.setenv("HITOK_ENGINE", "torch")
@@ -86,4 +87,25 @@ def test_upscaler_uses_the_engine(shipped, tmp_path, monkeypatch):
 
 def test_missing_runtime_means_no_engine(monkeypatch):
     monkeypatch.setattr(accel, "available", lambda: False)
+    assert accel.make_engine(torch.nn.Linear(1, 1), torch.device("cpu"), torch.float32, "x", mode="onnx") is None
+
+
+def test_default_is_eager_torch(monkeypatch):
+    monkeypatch.delenv("HITOK_ENGINE", raising=False)
+    assert accel.engine_mode() == "torch"
     assert accel.make_engine(torch.nn.Linear(1, 1), torch.device("cpu"), torch.float32, "x") is None
+
+
+@needs_shipped
+def test_int8_engine_close_to_eager(shipped):
+    model, mid = shipped
+    engine = accel.make_engine(model, torch.device("cpu"), torch.float32, mid, mode="int8")
+    assert isinstance(engine, accel.Int8LinearEngine)
+    torch.manual_seed(0)
+    lr = torch.rand(1, 3, 32, 48)
+    g, w = model.config.tokenizer.groups, model.config.fidelity
+    with torch.inference_mode():
+        out = engine(lr, g, True, w)
+        ref = model.upscale(lr, active_groups=g, fix_colors=True, fidelity=w)
+    assert _psnr(out, ref) >= 45, f"{_psnr(out, ref):.1f} dB between int8 Linear and fp32 eager"
+    assert any(type(m).__name__ == "Linear" for m in model.modules())  # the caller's model stays fp32
