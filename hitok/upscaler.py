@@ -34,7 +34,7 @@ from PIL import Image
 
 from hitok.models import colorfix
 
-from . import tiling
+from . import accel, tiling
 from .device import precision_name, resolve_device, resolve_precision
 from .errors import UserError
 from .fsutil import check_writable, low_space_warning
@@ -243,6 +243,8 @@ class Upscaler:
         # Tile granularity: a token, or a whole attention window so that windows line up across tiles.
         self.window = getattr(model, "attention_window", 0)
         self.grid = model.lr_align * (self.window or 1)
+        # fp32 on the CPU: tiles through ONNX Runtime when installed (hitok/accel.py; None: eager torch)
+        self.engine = accel.make_engine(self.model, device, dtype, model_id)
 
     @property
     def default_overlap(self) -> int:
@@ -258,6 +260,9 @@ class Upscaler:
         with torch.inference_mode():
             kw = dict(active_groups=self.detail, fix_colors=self.fix_colors, fidelity=self.fidelity)
             if dtype == torch.float32:
+                if self.engine is not None and (out := self.engine(lr, self.detail, self.fix_colors,
+                                                                   self.fidelity)) is not None:
+                    return out
                 return self.model.upscale(lr, **kw)
             with torch.autocast(self.device.type, dtype=dtype):
                 return self.model.upscale(lr, **kw).float()

@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 _CHUNK = 16384  # rows per distance block: bounds the (N, rows, K) distance matrix on big tiles
+# Eager CPU: blocks small enough that the distances and their argmin stay in the caches (the shipped model's
+# 128x128 LR tile, 1 thread: 1.6 s -> 0.4 s for the same indices); graph compilers/exporters keep one block.
+_CHUNK_CPU = 256
 
 
 @dataclass
@@ -27,6 +30,12 @@ class QuantizerOutput:
     commit_loss: torch.Tensor    # sum over groups of mean ||z_i - sg[z^_i]||^2 (multiply by beta in Eq. 7)
     usage: torch.Tensor          # (N,) fraction of each codebook used in this batch
     perplexity: torch.Tensor     # (N,) exp(entropy) of each group's code histogram in this batch
+
+
+def _chunk(z: torch.Tensor) -> int:
+    if z.device.type != "cpu" or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return _CHUNK
+    return _CHUNK_CPU
 
 
 class GroupedQuantizer(nn.Module):
@@ -52,7 +61,7 @@ class GroupedQuantizer(nn.Module):
         cb_sq = cb.pow(2).sum(-1)[:, None, :]  # (N, 1, K)
         out = []
         with torch.autocast(z.device.type, enabled=False):  # fp32 distances even under a bf16/fp16 autocast
-            for rows in flat.float().split(_CHUNK, dim=1):
+            for rows in flat.float().split(_chunk(z), dim=1):
                 dist = torch.baddbmm(cb_sq, rows, cb.transpose(1, 2), alpha=-2.0)  # |c|^2 - 2 z.c, (N, rows, K)
                 out.append(dist.argmin(-1))
         idx = torch.cat(out, dim=1)  # (N, B*h*w)

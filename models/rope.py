@@ -22,8 +22,18 @@ def apply_rope(x: torch.Tensor, angles: torch.Tensor, n_prefix: int = 0) -> torc
     """Rotate (B, heads, n_prefix + h*w, head_dim) by `angles`; the first n_prefix tokens (CLS) stay unrotated."""
     if n_prefix:
         return torch.cat([x[:, :, :n_prefix], apply_rope(x[:, :, n_prefix:], angles)], dim=2)
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return _apply_rope_real(x, angles)  # graph compilers/exporters have no complex dtype; same arithmetic
     # adjacent channel pairs as complex numbers, rotated by one complex multiply (several times faster on the CPU
-    # than the explicit cos/sin form, same result)
+    # than the explicit cos/sin form in eager mode, same result)
     rot = torch.polar(torch.ones_like(angles), angles)  # (L, head_dim/2) complex
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, heads, L, head_dim/2)
     return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)  # (..., hd/2, 2) -> (..., hd)
+
+
+def _apply_rope_real(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """apply_rope's complex multiply written out in real arithmetic (what torch.compile / ONNX can fuse)."""
+    cos, sin = angles.cos(), angles.sin()  # (L, head_dim/2)
+    pairs = x.float().unflatten(-1, (-1, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2).to(x.dtype)

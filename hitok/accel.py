@@ -1,0 +1,186 @@
+"""Optional tile engines for fp32 CPU inference (issue 13): ONNX Runtime, or int8 dynamic Linear layers; eager
+torch stays the default and the fallback.
+
+Measured side by side on a 2-core AMD EPYC (AVX2, no AVX-512/AMX), 1 thread, the shipped model, 128x128 LR
+(docs/benchmarks.md, "CPU fp32 engines"): ONNX Runtime ~1.0x eager in CPU time (1.2-1.3x in wall time on a loaded
+machine), output within 83 dB of eager; int8 dynamic Linear 1.16x over the kept eager path, PSNR-Y -0.004 dB and
+NIQE -0.01 on val, but not the pinned fp32 output (tests/test_output_unchanged.py). Two thirds of the time is
+oneDNN convolutions and MKL GEMMs, which neither engine makes faster on AVX2; so both are opt-in
+(``HITOK_ENGINE=onnx`` / ``HITOK_ENGINE=int8``) until a quiet machine or another CPU shows a win.
+
+How the Upscaler uses one (:func:`make_engine`): it asks the engine for each tile; the engine answers with the
+output, or ``None`` (then the Upscaler runs eager torch). ONNX export costs 20-30 s, so it must not hit a
+one-photo upscale:
+
+* an exported graph is cached on disk, under ``platformdirs.user_cache_dir("hitok")/engines`` (or
+  ``HITOK_ENGINE_CACHE``), keyed by the model id, torch and onnxruntime versions, and the tile's shape and
+  settings (detail, fidelity, colour fix); a later process loads it in under a second;
+* a graph not in the cache is exported only once a shape has been asked for ``export_after`` times in this
+  process (a photo with many tiles, or a batch; tiles of one photo all share a shape), the tiles before it
+  run eager.
+
+tests/test_accel.py checks both engines against eager torch (skipped without onnxruntime/onnxscript).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+DEFAULT_EXPORT_AFTER = 3  # tiles of one shape seen in a process before a missing graph is exported
+
+
+def available() -> bool:
+    """onnxruntime (the runtime) and onnxscript (torch's exporter) are both installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript", "onnx"))
+
+
+def cache_root() -> Path:
+    override = os.environ.get("HITOK_ENGINE_CACHE")
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("hitok")) / "engines"
+
+
+def engine_mode() -> str:
+    """``HITOK_ENGINE``: torch (default: eager), onnx (ONNX Runtime: cached graphs, export after a few tiles),
+    int8 (Linear layers dynamically quantized)."""
+    mode = os.environ.get("HITOK_ENGINE", "torch").strip().lower()
+    return mode if mode in ("onnx", "int8", "torch") else "torch"
+
+
+class _Upscale(torch.nn.Module):
+    """``model.upscale`` with the tile's settings fixed: the function that is exported."""
+
+    def __init__(self, model: torch.nn.Module, detail: int, fix_colors: bool, fidelity: float):
+        super().__init__()
+        self.model, self.detail, self.fix_colors, self.fidelity = model, detail, fix_colors, fidelity
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.model.upscale(lr, active_groups=self.detail, fix_colors=self.fix_colors, fidelity=self.fidelity)
+
+
+class OrtEngine:
+    """ONNX Runtime sessions for one model, one per (tile shape, settings); see the module docstring."""
+
+    def __init__(self, model: torch.nn.Module, model_id: str, threads: int | None = None,
+                 export_after: int | None = None, root: Path | None = None):
+        import onnxruntime
+        self.model, self.model_id = model, model_id or "unknown"
+        self.threads = threads or torch.get_num_threads()
+        self.export_after = export_after if export_after is not None else DEFAULT_EXPORT_AFTER
+        versions = f"torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}"
+        self.folder = (root or cache_root()) / f"{self.model_id}-{versions}"
+        self._sessions: dict[tuple, object] = {}
+        self._seen: dict[tuple, int] = {}
+        self._failed: set[tuple] = set()
+        self._lock = threading.Lock()  # batch workers may share one engine
+        self.exported: list[str] = []  # file names exported in this process (for tests and reports)
+
+    def path(self, key: tuple) -> Path:
+        h, w, detail, fix_colors, fidelity = key
+        return self.folder / f"upscale_{h}x{w}_d{detail}_c{int(fix_colors)}_f{fidelity:g}.onnx"
+
+    def __call__(self, lr: torch.Tensor, detail: int, fix_colors: bool, fidelity: float) -> torch.Tensor | None:
+        """lr (1, 3, h, w) fp32 on the CPU -> the upscaled tile, or None (run eager torch instead)."""
+        if lr.device.type != "cpu" or lr.dtype != torch.float32 or lr.shape[0] != 1:
+            return None
+        key = (int(lr.shape[-2]), int(lr.shape[-1]), int(detail), bool(fix_colors), float(fidelity))
+        sess = self._session(key)
+        if sess is None:
+            return None
+        x = lr.detach().contiguous().numpy()
+        out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        return torch.from_numpy(out)
+
+    def _session(self, key: tuple):
+        with self._lock:
+            if key in self._sessions:
+                return self._sessions[key]
+            if key in self._failed:
+                return None
+            path = self.path(key)
+            if not path.is_file():
+                self._seen[key] = self._seen.get(key, 0) + 1
+                if self._seen[key] < self.export_after:
+                    return None
+                try:
+                    self._export(key, path)
+                except Exception:  # noqa: BLE001 - an exporter gap must never cost the user the photo
+                    self._failed.add(key)
+                    return None
+            try:
+                self._sessions[key] = self._load(path)
+            except Exception:  # noqa: BLE001 - a damaged cache file: drop it, run eager
+                path.unlink(missing_ok=True)
+                self._failed.add(key)
+                return None
+            return self._sessions[key]
+
+    def _load(self, path: Path):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def _export(self, key: tuple, path: Path) -> None:
+        import warnings
+        h, w, detail, fix_colors, fidelity = key
+        fn = _Upscale(self.model, detail, fix_colors, fidelity).eval()
+        example = torch.rand(1, 3, h, w)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            # the Upscaler calls under inference_mode, which torch.export refuses
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(fn, (example,), dynamo=True, optimize=True, verbose=False,
+                                            external_data=False)
+                program.save(str(tmp))
+            os.replace(tmp, path)  # atomic: a second process never loads half a file
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.exported.append(path.name)
+
+
+class Int8LinearEngine:
+    """The model with its Linear layers dynamically quantized to int8 (torch.ao quantize_dynamic: int8 weights,
+    activations quantized per call; convolutions stay fp32). No export, no cache: built in well under a second."""
+
+    def __init__(self, model: torch.nn.Module):
+        import copy
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's deprecation notice (torchao is the successor)
+            self.model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear},
+                                                                dtype=torch.qint8)
+        self.exported: list[str] = []
+
+    def __call__(self, lr: torch.Tensor, detail: int, fix_colors: bool, fidelity: float) -> torch.Tensor | None:
+        if lr.device.type != "cpu" or lr.dtype != torch.float32:
+            return None
+        return self.model.upscale(lr, active_groups=detail, fix_colors=fix_colors, fidelity=fidelity)
+
+
+def make_engine(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, model_id: str,
+                mode: str | None = None) -> OrtEngine | Int8LinearEngine | None:
+    """The tile engine for an Upscaler (``HITOK_ENGINE``, see :func:`engine_mode`), or None for eager torch: only
+    fp32 on the CPU; onnx only with onnxruntime installed and a windowed model (few tile shapes) with an id."""
+    mode = mode or engine_mode()
+    if device.type != "cpu" or dtype != torch.float32 or mode == "torch":
+        return None
+    try:
+        if mode == "int8":
+            return Int8LinearEngine(model)
+        if not available() or not getattr(model, "attention_window", 0) or not model_id:
+            return None
+        return OrtEngine(model, model_id)
+    except Exception:  # noqa: BLE001 - a missing or broken optional engine: eager torch
+        return None
