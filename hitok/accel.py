@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import threading
 from pathlib import Path
 
 import torch
 
+# torch.onnx.export and warnings.catch_warnings are not thread-safe; each batch worker has its own engine
+_EXPORT_LOCK = threading.Lock()
 DEFAULT_EXPORT_AFTER = 3  # tiles of one shape seen in a process before a missing graph is exported
 
 
@@ -79,7 +82,7 @@ class OrtEngine:
         self._sessions: dict[tuple, object] = {}
         self._seen: dict[tuple, int] = {}
         self._failed: set[tuple] = set()
-        self._lock = threading.Lock()  # batch workers may share one engine
+        self._lock = threading.Lock()  # one engine per Upscaler; its tiles may come from several threads
         self.exported: list[str] = []  # file names exported in this process (for tests and reports)
 
     def path(self, key: tuple) -> Path:
@@ -95,11 +98,17 @@ class OrtEngine:
         if sess is None:
             return None
         x = lr.detach().contiguous().numpy()
-        out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        try:
+            out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        except Exception:  # noqa: BLE001 - a runtime failure must not cost the photo: this shape runs eager
+            with self._lock:
+                self._failed.add(key)
+                self._sessions.pop(key, None)
+            return None
         return torch.from_numpy(out)
 
     def _session(self, key: tuple):
-        with self._lock:
+        with self._lock, _EXPORT_LOCK:  # one export at a time per process: engines of batch workers share the cache
             if key in self._sessions:
                 return self._sessions[key]
             if key in self._failed:
@@ -136,7 +145,7 @@ class OrtEngine:
         fn = _Upscale(self.model, detail, fix_colors, fidelity).eval()
         example = torch.rand(1, 3, h, w)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # unique per engine
         try:
             # the Upscaler calls under inference_mode, which torch.export refuses
             with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():

@@ -1,7 +1,7 @@
 """Photo -> x4 photo: :class:`Upscaler` (a Pillow image or an image file), the engine of ``hitok upscale``,
 ``hitok batch`` and the benchmarks, and :func:`upscale`, the one-call form for a Python user.
 
-The photo's way (docs in /work/shared/DESIGN.md): read (imageio) -> RGB float tensor -> tiled
+The photo's way (see DESIGN.md in the team brief): read (imageio) -> RGB float tensor -> tiled
 model inference (tiling; each tile is ``model.upscale(lr, active_groups=M, fix_colors=..., fidelity=w)``, i.e.
 generator -> top-1 tokens -> decoder with the first M groups, the paper's Eq. 4 used as a "detail"
 control, and the LR guide at weight w (models/guide.py) -> the LR colour fix of models/colorfix.py if on)
@@ -243,7 +243,7 @@ class Upscaler:
         # Tile granularity: a token, or a whole attention window so that windows line up across tiles.
         self.window = getattr(model, "attention_window", 0)
         self.grid = model.lr_align * (self.window or 1)
-        # fp32 on the CPU: tiles through ONNX Runtime when installed (hitok/accel.py; None: eager torch)
+        # fp32 on the CPU: an opt-in tile engine (HITOK_ENGINE=int8 or onnx, hitok/accel.py); None = eager torch
         self.engine = accel.make_engine(self.model, device, dtype, model_id)
 
     @property

@@ -193,7 +193,7 @@ def merge_for_resume(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
     saved = with_field_defaults(saved)  # a config.json from before a field existed
     for f in fields(TrainConfig):
         new, old = getattr(given, f.name), getattr(saved, f.name)
-        if new is None or new == old or f.name in ("out", "stage", "init", "resume"):
+        if new is None or new == old or f.name in ("out", "stage", "init", "resume", "budget_plan"):
             continue
         if f.name not in RESUME_OVERRIDABLE:
             raise TrainError(f"--resume cannot change {f.name} (the run used {old!r}); start a new --out instead")

@@ -26,7 +26,7 @@ def _map_packages() -> None:
         for name in [n for n in sys.modules if n == "hitok" or n.startswith("hitok.")]:
             del sys.modules[name]
     pkg = types.ModuleType("hitok")
-    pkg.__path__ = []
+    pkg.__path__ = [str(ROOT / "hitok")]  # the library (train/ reads images and PSNR through it)
     sys.modules["hitok"] = pkg
     for name, folder in PACKAGES.items():
         spec = importlib.util.spec_from_file_location(name, ROOT / folder / "__init__.py",
