@@ -84,8 +84,10 @@ class CropStream(IterableDataset):
         hr = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float() / 255  # (3, S, S)
         out = {"hr": hr}
         if self.with_low_res:
-            from .degrade import DegradationConfig, degrade
-            out["low_res"] = degrade(hr, rng, self.degrade_cfg or DegradationConfig())
+            from .degrade import DegradationConfig, PhotoDegradation, degrade, degrade_photo
+            cfg = self.degrade_cfg or DegradationConfig()
+            fn = degrade_photo if isinstance(cfg, PhotoDegradation) else degrade
+            out["low_res"] = fn(hr, rng, cfg)
         return out
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:

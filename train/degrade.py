@@ -285,3 +285,58 @@ def degrade_eval(hr: torch.Tensor, seed: int, scale: int = 4) -> torch.Tensor:
     x = (x + gaussian_noise(x, rng, EVAL_NOISE_SIGMA, gray=False)).clamp(0, 1)
     x = jpeg(x, EVAL_JPEG_QUALITY)
     return x if hr.dim() == 4 else x[0]
+
+
+@dataclass(frozen=True)
+class PhotoDegradation:
+    """A mild single-order degradation matched to the photos people upscale (phone and web JPEGs), for the
+    faithful restorer (models/restorer.py). The published second-order pipeline above is far heavier than that:
+    a net trained on half of it comes out soft on clean and mildly compressed photos (MODEL_CARD.md).
+
+    With probability clean_prob the LR is the clean bicubic downscale (8-bit). Otherwise, each step with its
+    probability: Gaussian blur (sigma in HR px) -> a first downscale by a factor in two_stage_range (random
+    mode) -> the downscale to the LR size (random mode, antialiased) -> Gaussian noise (0-255 scale, grey with
+    gray_noise_prob) -> JPEG (4:2:0) at a quality in jpeg_range -> 8 bits. The eval's realistic track (blur 1.2,
+    noise 5, JPEG 70) lies inside these ranges, not at their centre."""
+    clean_prob: float = 0.5
+    blur_prob: float = 0.7
+    blur_sigma: tuple[float, float] = (0.3, 2.0)
+    two_stage_prob: float = 0.3
+    two_stage_range: tuple[float, float] = (1.2, 2.5)
+    noise_prob: float = 0.6
+    noise_range: tuple[float, float] = (1.0, 10.0)
+    gray_noise_prob: float = 0.4
+    jpeg_prob: float = 0.8
+    jpeg_range: tuple[int, int] = (40, 95)
+
+
+def degrade_photo(hr: torch.Tensor, rng: np.random.Generator | int, cfg: PhotoDegradation = PhotoDegradation(),
+                  scale: int = 4) -> torch.Tensor:
+    """hr (3, H, W) or (B, 3, H, W) in [0, 1] -> LR (.., H // scale, W // scale), 8-bit valued; per-sample
+    draws from one numpy Generator (a seed fixes the output)."""
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    x = _as_batch(hr, scale)
+    out = []
+    for i in range(x.shape[0]):
+        y = x[i:i + 1]
+        H, W = y.shape[-2:]
+        lr_size = (H // scale, W // scale)
+        if rng.random() < cfg.clean_prob:
+            y = resize(y, lr_size, "bicubic", antialias=True)
+        else:
+            if rng.random() < cfg.blur_prob:
+                sigma = float(rng.uniform(*cfg.blur_sigma))
+                size = 2 * math.ceil(3 * sigma) + 1
+                y = filter2d(y, gaussian_kernel(size, sigma))
+            if rng.random() < cfg.two_stage_prob:
+                s = float(rng.uniform(*cfg.two_stage_range))
+                y = resize(y, (round(H / s), round(W / s)), _random_mode(rng), antialias=True)
+            y = resize(y, lr_size, _random_mode(rng), antialias=True)
+            if rng.random() < cfg.noise_prob:
+                gray = rng.random() < cfg.gray_noise_prob
+                y = (y + gaussian_noise(y, rng, float(rng.uniform(*cfg.noise_range)), gray)).clamp(0, 1)
+            if rng.random() < cfg.jpeg_prob:
+                y = jpeg(y, _random_quality(rng, cfg.jpeg_range))
+        out.append((y.clamp(0, 1) * 255.0).round() / 255.0)
+    lr = torch.cat(out)
+    return lr if hr.dim() == 4 else lr[0]

@@ -1,0 +1,88 @@
+"""The faithful end of the fidelity dial: a residual CNN at LR resolution (EDSR-style, Lim et al., CVPRW 2017).
+
+Measured on the shipped guided model (MODEL_CARD.md, "What the tokens add"): with an L1 objective the tokens
+add <= 0.1 dB to the faithful image, while the token path is 95 % of the operations. So the faithful end skips
+it: `fidelity = 1` is this network alone, `fidelity = 0` the paper's token-only decoder, and values between blend
+the two images (as ESRGAN interpolates a PSNR-oriented and a GAN-trained network).
+
+    x   = head(lr - 0.5)                         3x3 conv to `width` channels
+    f   = x + tail(blocks(x))                    `blocks` residual blocks (conv-ReLU-conv, scaled by res_scale)
+    out = bicubic_x4(lr) + up(f)                 up: conv -> pixel shuffle x2 -> ReLU -> conv -> pixel shuffle x2
+
+No normalisation and no global pooling (channel attention would make a tile's output depend on the whole
+tile, so tiles would no longer agree where they are blended). The first pixel-shuffle conv starts ICNR-
+initialised (Aitken et al. 2017: every sub-pixel of a shuffle group starts equal, so it cannot checkerboard);
+the last conv starts small, so the untrained net is close to bicubic and a short run only adds to it.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class RestorerConfig:
+    width: int = 64        # channels at LR resolution
+    blocks: int = 16       # residual blocks
+    res_scale: float = 0.2  # EDSR's residual scaling: each block starts as a small step from identity
+    up_width: int = 32     # channels at 2x LR resolution (the first pixel-shuffle stage)
+
+    def __post_init__(self):
+        if self.width < 1 or self.blocks < 0 or self.up_width < 1:
+            raise ValueError(f"restorer width/up_width must be >= 1 and blocks >= 0, got {self}")
+
+
+class _Block(nn.Module):
+    def __init__(self, ch: int, res_scale: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res_scale * self.conv2(F.relu(self.conv1(x)))
+
+
+def _icnr_(conv: nn.Conv2d, factor: int) -> None:
+    """Give the factor**2 outputs that one pixel shuffle group gathers the same initial kernel."""
+    out_ch = conv.out_channels // (factor * factor)
+    w = torch.empty(out_ch, conv.in_channels, *conv.kernel_size)
+    nn.init.kaiming_normal_(w, nonlinearity="relu")
+    with torch.no_grad():
+        conv.weight.copy_(w.repeat_interleave(factor * factor, dim=0))  # (out_ch * f^2, in, k, k), shuffle order
+        nn.init.zeros_(conv.bias)
+
+
+class Restorer(nn.Module):
+    """lr (B, 3, h, w) in [0, 1] -> (B, 3, 4h, 4w), unclamped (the caller clamps)."""
+
+    scale = 4
+
+    def __init__(self, cfg: RestorerConfig):
+        super().__init__()
+        self.config = cfg
+        c, u = cfg.width, cfg.up_width
+        self.head = nn.Conv2d(3, c, 3, padding=1)
+        self.body = nn.Sequential(*[_Block(c, cfg.res_scale) for _ in range(cfg.blocks)])
+        self.tail = nn.Conv2d(c, c, 3, padding=1)
+        self.up1 = nn.Conv2d(c, u * 4, 3, padding=1)
+        self.up2 = nn.Conv2d(u, 3 * 4, 3, padding=1)
+        _icnr_(self.up1, 2)
+        with torch.no_grad():
+            self.up2.weight.mul_(0.1)
+            self.up2.bias.zero_()
+
+    @property
+    def reach(self) -> int:
+        """LR pixels (one side) an input pixel can move the output by: head, 2 convs per block, tail, up1,
+        half of up2 (it runs at 2x), plus the bicubic skip's two taps."""
+        return 1 + 2 * self.config.blocks + 1 + 1 + 1 + 2
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        x = self.head(lr - 0.5)
+        x = x + self.tail(self.body(x))
+        x = F.pixel_shuffle(self.up1(x), 2)  # (B, up_width, 2h, 2w)
+        x = F.pixel_shuffle(self.up2(F.relu(x)), 2)  # (B, 3, 4h, 4w)
+        skip = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return skip + x.to(skip.dtype)

@@ -1,0 +1,180 @@
+"""Train the faithful restorer (models/restorer.py): online crops of a photo folder, a mixed clean / mildly
+degraded LR (train/degrade.py PhotoDegradation), L1, Adam at a constant rate, an EMA of the weights.
+
+Built for long CPU runs that continue across sessions: the run folder holds `checkpoint.pt` (weights, EMA,
+optimizer, step, minutes) written every `save_every` minutes and on SIGINT / SIGTERM, so a stopped run resumes
+where it was; `snapshots/` keeps the EMA weights at each save, named by training minutes, for a learning curve
+(bench/curve.py). `--init` starts from a continuation file (trained parameters only, see `save_weights`).
+bf16 autocast (fp32 master weights) where the CPU has bf16 instructions: measured 1.8x the fp32 step rate on an
+AVX512-BF16 EPYC (MODEL_CARD.md)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel
+
+from hitok.models.restorer import Restorer, RestorerConfig
+
+from .data import CropStream
+from .degrade import PhotoDegradation
+from .ema import warmup_ema_fn
+
+
+@dataclass
+class RestorerTraining:
+    data: str
+    out: str
+    model: RestorerConfig = field(default_factory=RestorerConfig)
+    degradation: PhotoDegradation = field(default_factory=PhotoDegradation)
+    batch_size: int = 16
+    lr_crop: int = 48              # LR pixels per crop side (HR crop: 4x)
+    learning_rate: float = 4e-4
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    minutes: float = 60.0          # wall-clock budget of this invocation (a resumed run adds to its total)
+    save_every: float = 10.0       # minutes between checkpoints and EMA snapshots
+    threads: int = 1
+    bf16: bool = True
+    init: str | None = None        # continuation file: start from its weights (and its EMA when it has one)
+    seed: int = 0
+
+
+def save_weights(path: Path, model: Restorer, ema: AveragedModel | None, meta: dict[str, str]) -> None:
+    """Trained parameters only (the continuation-file format): `model.*` and `ema.*`, config in the metadata."""
+    state = {f"model.{k}": v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        state |= {f"ema.{k}": v.detach().float().contiguous() for k, v in ema.module.state_dict().items()}
+    save_file(state, str(path), metadata={"restorer": json.dumps(asdict(model.config)), **meta})
+
+
+def load_weights(path: str | Path) -> tuple[RestorerConfig, dict, dict, dict[str, str]]:
+    """A continuation file -> (config, model state, EMA state (may be empty), metadata)."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "restorer" not in meta:
+        raise ValueError(f"{path}: not a restorer weights file (no 'restorer' config in its metadata)")
+    cfg = RestorerConfig(**json.loads(meta["restorer"]))
+    state = load_file(str(path))
+    model = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
+    ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+    return cfg, model, ema, meta
+
+
+class _StopFlag:
+    """SIGINT / SIGTERM end the run after the current step, with a checkpoint."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = {s: signal.signal(s, self._set) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _set(self, *_):
+        self.stop = True
+
+    def restore(self):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def train_restorer(cfg: RestorerTraining, log=print) -> Path:
+    """Run (or resume) the training in cfg.out; returns the path of the last EMA snapshot."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    (out / "snapshots").mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    model_cfg = cfg.model
+    init_state = init_ema = None
+    if cfg.init and not ckpt_path.exists():
+        model_cfg, init_state, init_ema, meta = load_weights(cfg.init)
+        log(f"init from {cfg.init} ({meta.get('steps', '?')} steps, {meta.get('minutes', '?')} min before)")
+    torch.manual_seed(cfg.seed)
+    model = Restorer(model_cfg)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    ema = AveragedModel(model, multi_avg_fn=warmup_ema_fn(cfg.ema_decay), use_buffers=False)
+    if init_ema:
+        ema.module.load_state_dict(init_ema)
+        ema.n_averaged.fill_(10_000)  # a continued average: no warm-up again
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.99))
+    step, minutes = 0, 0.0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        step, minutes = ck["step"], ck["minutes"]
+        log(f"resumed {out} at step {step}, {minutes:.1f} min")
+    (out / "config.json").write_text(json.dumps(asdict(cfg) | {"model": asdict(model_cfg)}, indent=1))
+    model = model.to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"restorer {asdict(model_cfg)}: {params / 1e6:.2f} M params; batch {cfg.batch_size} x {cfg.lr_crop}px LR; "
+        f"bf16 {cfg.bf16}; threads {cfg.threads}")
+
+    stream = CropStream(cfg.data, cfg.lr_crop * 4, cfg.batch_size, seed=cfg.seed, start_step=step,
+                        with_low_res=True, degrade_cfg=cfg.degradation)
+    metrics = open(out / "metrics.csv", "a", newline="")
+    writer = csv.writer(metrics)
+    if metrics.tell() == 0:
+        writer.writerow(["step", "minutes", "l1", "sec_per_step"])
+
+    def save(tag: str) -> Path:
+        meta = {"steps": str(step), "minutes": f"{minutes:.2f}"}
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "minutes": minutes}, out / "checkpoint.tmp")
+        (out / "checkpoint.tmp").replace(ckpt_path)
+        snap = out / "snapshots" / f"{tag}.safetensors"
+        save_weights(snap, ema.module, None, meta)
+        save_weights(out / "continuation.safetensors", model, ema, meta)
+        metrics.flush()
+        log(f"saved {snap.name} (step {step}, {minutes:.1f} min)")
+        return snap
+
+    stop = _StopFlag()
+    start, last_save = time.perf_counter(), minutes
+    base_minutes = minutes
+    running, count, t_log = 0.0, 0, time.perf_counter()
+    snap = None
+    try:
+        model.train()
+        while True:
+            minutes = base_minutes + (time.perf_counter() - start) / 60
+            if stop.stop or minutes - base_minutes >= cfg.minutes:
+                break
+            batch = stream.batch(step)
+            low_res = batch["low_res"].contiguous(memory_format=torch.channels_last)
+            warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            for g in opt.param_groups:
+                g["lr"] = cfg.learning_rate * warm
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                pred = model(low_res)
+            loss = (pred.float() - batch["hr"]).abs().mean()
+            if not math.isfinite(loss.item()):
+                raise RuntimeError(f"loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ema.update_parameters(model)
+            step += 1
+            running += loss.item()
+            count += 1
+            if step % 50 == 0:
+                sec = (time.perf_counter() - t_log) / count
+                writer.writerow([step, f"{minutes:.2f}", f"{running / count:.5f}", f"{sec:.3f}"])
+                log(f"step {step}  {minutes:.1f} min  L1 {running / count:.4f}  {sec:.2f} s/step")
+                running, count, t_log = 0.0, 0, time.perf_counter()
+            if minutes - last_save >= cfg.save_every:
+                snap = save(f"min{minutes:07.1f}")
+                last_save = minutes
+        snap = save(f"min{minutes:07.1f}")
+    finally:
+        stop.restore()
+        metrics.close()
+    return snap
