@@ -54,6 +54,8 @@ _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 _PIXEL_X, _PIXEL_Y = 0xA002, 0xA003
 # A TIFF's "EXIF" is its whole IFD0 (strip offsets and all); only these descriptive tags travel.
 _TIFF_TAGS_KEPT = (270, 271, 272, 274, 305, 306, 315, 33432)
+# Inside the Exif sub-IFD: values that are offsets into the source file (interoperability IFD, maker notes).
+_OFFSET_TAGS = (0xA005, 0x927C)
 _pillow_guard_lock = threading.RLock()
 
 
@@ -113,6 +115,10 @@ def _read_exif(im: Image.Image, warnings: list[str]) -> tuple[int, bytes | None]
             for tag in _TIFF_TAGS_KEPT:
                 if tag in exif:
                     kept[tag] = exif[tag]
+            for tag in (_EXIF_IFD, _GPS_IFD):  # exposure, date taken, GPS: JPEG/PNG/WebP output carries them
+                sub = {k: v for k, v in exif.get_ifd(tag).items() if k not in _OFFSET_TAGS} if tag in exif else {}
+                if sub:
+                    kept.get_ifd(tag).update(sub)
             exif = kept
         if _EXIF_ORIENTATION in exif:
             exif[_EXIF_ORIENTATION] = 1
@@ -198,7 +204,8 @@ def _to_layout(im: Image.Image, icc: bytes | None, warnings: list[str]):
     if mode == "RGB":
         return np.asarray(im), None, icc
     try:
-        converted = im.convert("RGBA" if "A" in mode else "RGB")
+        # "A" is alpha only as the last band (LAB's A is a colour axis)
+        converted = im.convert("RGBA" if im.getbands()[-1] in ("A", "a") else "RGB")
     except Exception:  # noqa: BLE001
         raise UserError(f"unsupported pixel mode {mode!r}") from None
     return _to_layout(converted, icc if _icc_space(icc) == b"RGB " else None, warnings)
@@ -244,6 +251,16 @@ def _decode_tiff_fallback(path: Path, max_pixels: int, warnings: list[str]) -> P
     return Picture(pixels=pixels, alpha=alpha, source_format="TIFF", warnings=warnings)
 
 
+def _unreadable(path: Path, exc: Exception) -> UserError:
+    """The one line for a file that fails to decode: the system could not read it (permissions, I/O), or its
+    content is broken."""
+    if isinstance(exc, PermissionError):
+        return UserError(f"{path}: cannot read it: permission denied; check the file's permissions")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return UserError(f"{path}: cannot read it ({exc.strerror or one_line(exc)})")
+    return UserError(f"{path}: cannot decode, the file is truncated or corrupt ({one_line(exc)})")
+
+
 def _open(path: Path) -> Image.Image | None:
     """Pillow's lazy open (header only); None when Pillow does not know the format."""
     try:
@@ -251,7 +268,7 @@ def _open(path: Path) -> Image.Image | None:
     except Image.UnidentifiedImageError:
         return None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a corrupt header
-        raise UserError(f"{path}: cannot decode, the file is truncated or corrupt ({one_line(exc)})") from None
+        raise _unreadable(path, exc) from None
 
 
 def _decode(path: Path, max_pixels: int, warnings: list[str]) -> tuple[Picture, int]:
@@ -292,7 +309,7 @@ def _decode(path: Path, max_pixels: int, warnings: list[str]) -> tuple[Picture, 
         except UserError as exc:
             raise UserError(f"{path}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt data
-            raise UserError(f"{path}: cannot decode, the file is truncated or corrupt ({one_line(exc)})") from None
+            raise _unreadable(path, exc) from None
     return Picture(pixels=pixels, alpha=alpha, icc=icc, exif=exif, source_format=fmt, warnings=warnings), orientation
 
 
@@ -301,7 +318,14 @@ def _check_file(path: Path) -> None:
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not an image")
-    if path.stat().st_size == 0:
+    if not path.is_file():
+        raise UserError(f"{path}: not a regular file (a pipe, device or socket); give an image file")
+    try:
+        with path.open("rb") as fp:
+            empty = not fp.read(1)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    if empty:
         raise UserError(f"{path}: empty file (0 bytes)")
 
 
@@ -453,6 +477,9 @@ def write_image(path: Path | str, pic: Picture, fmt: str, quality: int | None = 
                 highbit.write_tiff16(fp, planes, icc=icc, tags=tiff_tags)
         return warnings
 
+    if pic.bits == 16:
+        warnings.append(f"{fmt} holds 8 bits per channel: this 16-bit photo was written at 8 bits "
+                        "(PNG or TIFF keep all 16)")
     pixels, alpha = _to8(pixels), (_to8(alpha) if alpha is not None else None)
     if pixels.shape[2] == 1:
         arr = pixels[..., 0] if alpha is None else np.dstack([pixels[..., 0], alpha])
