@@ -103,12 +103,28 @@ def load_codes(path: Path) -> Codes:
     needed = ("model_id", "groups", "codebook_size", "image_width", "image_height")
     if meta.get("format") != CODES_FORMAT or "indices" not in tensors or any(k not in meta for k in needed):
         raise UserError(f"{path}: not a hitok token dump (made by `hitok tokenize`)")
+    numbers = {k: _positive(path, meta, k) for k in ("groups", "codebook_size", "patch", "image_width",
+                                                      "image_height") if k in meta or k != "patch"}
     idx = tensors["indices"].to(torch.int64)
-    if idx.ndim != 3 or idx.shape[0] != int(meta["groups"]):
+    if idx.ndim != 3 or idx.shape[0] != numbers["groups"]:
         raise UserError(f"{path}: indices have shape {tuple(idx.shape)}, expected ({meta['groups']}, h, w)")
-    if idx.numel() and (idx.min() < 0 or idx.max() >= int(meta["codebook_size"])):
-        raise UserError(f"{path}: indices outside the codebook (0..{int(meta['codebook_size']) - 1})")
+    if idx.numel() and (idx.min() < 0 or idx.max() >= numbers["codebook_size"]):
+        raise UserError(f"{path}: indices outside the codebook (0..{numbers['codebook_size'] - 1})")
+    if "patch" in numbers:  # the decoder makes patch x patch pixels per token; the image is that, cropped
+        h, w = idx.shape[1] * numbers["patch"], idx.shape[2] * numbers["patch"]
+        if numbers["image_width"] > w or numbers["image_height"] > h:
+            raise UserError(f"{path}: metadata says {numbers['image_width']}x{numbers['image_height']} pixels, more "
+                            f"than its tokens hold ({w}x{h}); the dump is damaged: run `hitok tokenize` again")
     return Codes(idx, meta)
+
+
+def _positive(path: Path, meta: dict[str, str], key: str) -> int:
+    """A metadata field that must be a whole number above 0 (a damaged or hand-edited dump otherwise)."""
+    value = meta[key]
+    if not value.strip().isdigit() or int(value) < 1:
+        raise UserError(f"{path}: metadata {key}={value!r} is not a whole number above 0; the dump is damaged: "
+                        "run `hitok tokenize` again")
+    return int(value)
 
 
 def check_model_matches(codes: Codes, model, model_id: str) -> None:
