@@ -88,13 +88,16 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
 
 
 def precision_warning(dtype: torch.dtype, device: torch.device) -> str | None:
-    """A warning when the chosen half precision runs emulated on this CPU (measured ~4x slower than fp32)."""
+    """A warning when the chosen half precision runs emulated on this CPU (measured ~4x slower than fp32): bf16
+    needs AMX, fp16 AMX-FP16 (a CPU may have the first and not the second)."""
     if device.type != "cpu" or dtype == torch.float32:
         return None
+    unit = "AMX" if dtype == torch.bfloat16 else "AMX-FP16"
     if _cpu_supports("_is_amx_tile_supported" if dtype == torch.bfloat16 else "_is_amx_fp16_supported"):
         return None
-    return (f"{precision_name(dtype)} has no hardware support on this CPU (no AMX) and is emulated, usually "
-            "several times slower than fp32; --precision auto picks fp32 here")
+    auto = precision_name(resolve_precision("auto", device))
+    return (f"{precision_name(dtype)} has no hardware support on this CPU (no {unit}) and is emulated, usually "
+            f"several times slower; --precision auto picks {auto} here")
 
 
 def precision_name(dtype: torch.dtype) -> str:
