@@ -32,6 +32,9 @@ from pathlib import Path
 
 import torch
 
+from .device import precision_name
+from .errors import one_line
+
 # torch.onnx.export and warnings.catch_warnings are not thread-safe; each batch worker has its own engine
 _EXPORT_LOCK = threading.Lock()
 DEFAULT_EXPORT_AFTER = 3  # tiles of one shape seen in a process before a missing graph is exported
@@ -50,11 +53,14 @@ def cache_root() -> Path:
     return Path(platformdirs.user_cache_dir("hitok")) / "engines"
 
 
+ENGINES = ("torch", "onnx", "int8")
+
+
 def engine_mode() -> str:
-    """``HITOK_ENGINE``: torch (default: eager), onnx (ONNX Runtime: cached graphs, export after a few tiles),
-    int8 (Linear layers dynamically quantized)."""
-    mode = os.environ.get("HITOK_ENGINE", "torch").strip().lower()
-    return mode if mode in ("onnx", "int8", "torch") else "torch"
+    """``HITOK_ENGINE`` as set (lower case): torch (default: eager), onnx (ONNX Runtime: cached graphs, export after
+    a few tiles), int8 (Linear layers dynamically quantized); anything else runs eager torch with a note
+    (:func:`choose_engine`)."""
+    return os.environ.get("HITOK_ENGINE", "torch").strip().lower() or "torch"
 
 
 class _Upscale(torch.nn.Module):
@@ -178,18 +184,31 @@ class Int8LinearEngine:
         return self.model.upscale(lr, active_groups=detail, fix_colors=fix_colors, fidelity=fidelity)
 
 
+def choose_engine(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, model_id: str,
+                  mode: str | None = None) -> tuple[OrtEngine | Int8LinearEngine | None, str | None]:
+    """(the tile engine for an Upscaler, or None for eager torch; a note for the user when ``HITOK_ENGINE`` asked
+    for an engine that does not run here). Engines run only fp32 on the CPU; onnx needs onnxruntime installed and
+    a windowed model (few tile shapes) with an id."""
+    mode = mode or engine_mode()
+    if mode == "torch":
+        return None, None
+    asked = f"HITOK_ENGINE={mode}"
+    if mode not in ENGINES:
+        return None, f"{asked} is not an engine (use {', '.join(ENGINES)}); running eager torch"
+    if device.type != "cpu" or dtype != torch.float32:
+        return None, (f"{asked} runs only at fp32 on the CPU; this run is {precision_name(dtype)} on "
+                      f"{device.type}: eager torch (--precision fp32 --device cpu to use it)")
+    if mode == "onnx" and not available():
+        return None, f"{asked} needs onnxruntime (pip install -e '.[onnx]'); running eager torch"
+    if mode == "onnx" and (not getattr(model, "attention_window", 0) or not model_id):
+        return None, f"{asked} runs only models with windowed attention; running eager torch"
+    try:
+        return (Int8LinearEngine(model) if mode == "int8" else OrtEngine(model, model_id)), None
+    except Exception as exc:  # noqa: BLE001 - a missing or broken optional engine: eager torch
+        return None, f"{asked} could not start ({one_line(exc, with_type=True)}); running eager torch"
+
+
 def make_engine(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, model_id: str,
                 mode: str | None = None) -> OrtEngine | Int8LinearEngine | None:
-    """The tile engine for an Upscaler (``HITOK_ENGINE``, see :func:`engine_mode`), or None for eager torch: only
-    fp32 on the CPU; onnx only with onnxruntime installed and a windowed model (few tile shapes) with an id."""
-    mode = mode or engine_mode()
-    if device.type != "cpu" or dtype != torch.float32 or mode == "torch":
-        return None
-    try:
-        if mode == "int8":
-            return Int8LinearEngine(model)
-        if not available() or not getattr(model, "attention_window", 0) or not model_id:
-            return None
-        return OrtEngine(model, model_id)
-    except Exception:  # noqa: BLE001 - a missing or broken optional engine: eager torch
-        return None
+    """The engine of :func:`choose_engine`, without its note."""
+    return choose_engine(model, device, dtype, model_id, mode)[0]
