@@ -47,28 +47,50 @@ class OutputSize:
         return self.width is None and self.height is None and self.outscale in (None, MODEL_SCALE)
 
     def tag(self) -> str:
-        """The default output name's suffix: x4, x2, x1.5, w1000, h800 or 1000x800."""
+        """The default output name's suffix: x4, x2, x1.5, w1000, h800 or 1000x800 (never an exponent: x0.001)."""
         if self.width is not None and self.height is not None:
             return f"{self.width}x{self.height}"
         if self.width is not None:
             return f"w{self.width}"
         if self.height is not None:
             return f"h{self.height}"
-        return f"x{MODEL_SCALE if self.outscale is None else self.outscale:g}"
+        s = MODEL_SCALE if self.outscale is None else self.outscale
+        return "x" + np.format_float_positional(s, precision=6, trim="-")
+
+    def options(self) -> str:
+        """The size options as the user gave them, for messages."""
+        given = [(name, v) for name, v in (("--outscale", self.outscale), ("--width", self.width),
+                                            ("--height", self.height)) if v is not None]
+        return " ".join(f"{name} {v:g}" for name, v in given) or f"x{MODEL_SCALE}"
 
     def target(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of the output for an upright input of ``width x height``."""
+        """(width, height) of the output for an upright input of ``width x height``; a side that would round to
+        0 pixels is a UserError."""
         if self.width is not None and self.height is not None:
-            return self.width, self.height
-        if self.width is not None:
-            return self.width, max(1, round(self.width * height / width))
-        if self.height is not None:
-            return max(1, round(self.height * width / height)), self.height
-        s = MODEL_SCALE if self.outscale is None else self.outscale
-        return max(1, round(s * width)), max(1, round(s * height))
+            exact = float(self.width), float(self.height)
+        elif self.width is not None:
+            exact = self.width, self.width * height / width
+        elif self.height is not None:
+            exact = self.height * width / height, self.height
+        else:
+            s = MODEL_SCALE if self.outscale is None else self.outscale
+            exact = s * width, s * height
+        size = round(exact[0]), round(exact[1])
+        if min(size) < 1:
+            raise UserError(f"{self.options()}: this {width}x{height} photo would come out {exact[0]:.3g}x"
+                            f"{exact[1]:.3g} pixels, less than one pixel; ask for a larger size")
+        return size
 
     def to_dict(self) -> dict:
         return {"outscale": self.outscale, "width": self.width, "height": self.height}
+
+
+def shrink_warning(input_size: tuple[int, int], output_size: tuple[int, int]) -> str | None:
+    """A note when the output is smaller than the photo itself on both sides: the upscale is thrown away."""
+    if output_size[0] >= input_size[0] or output_size[1] >= input_size[1]:
+        return None
+    return (f"the output ({output_size[0]}x{output_size[1]}) is smaller than the photo itself "
+            f"({input_size[0]}x{input_size[1]}): it is upscaled x{MODEL_SCALE}, then shrunk")
 
 
 def _resize_plane(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
