@@ -82,16 +82,19 @@ def resolve_model(spec: str | None = None) -> Path:
                             "(a .safetensors file, or a name from `hitok models list`)")
         return path
     path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() == MODEL_SUFFIX:
+        return path
+    candidate = user_models_dir() / f"{spec}{MODEL_SUFFIX}"
+    if _NAME_OK.match(spec) and candidate.is_file():  # a name may hold dots: v1.2
+        return candidate
     if path.is_file():
         _check_suffix(path)
         return path
     if path.suffix or "/" in spec or os.sep in spec:
         if path.is_dir():
             raise UserError(f"--model {spec}: is a folder; give a {MODEL_SUFFIX} file")
-        raise UserError(f"--model {spec}: no such model file")
-    candidate = user_models_dir() / f"{spec}{MODEL_SUFFIX}"
-    if candidate.is_file():
-        return candidate
+        raise UserError(f"--model {spec}: no such model file, and no installed model of that name "
+                        "(see `hitok models list`)")
     names = _user_names()
     known = f"installed: {', '.join(names)}" if names else "no user models are installed"
     raise UserError(f"--model {spec}: no model of that name ({known}; see `hitok models list`)")
@@ -113,9 +116,35 @@ def load(spec: str | None, device: torch.device | str = "cpu") -> LoadedModel:
         model = load_model(path, device=device, untrusted=True)
     except ModelFileError as exc:
         raise UserError(str(exc)) from None
+    except RecursionError:
+        raise UserError(_TOO_DEEP.format(path=path)) from None
     except Exception as exc:  # noqa: BLE001 - e.g. a device that runs out of memory while loading
         raise UserError(f"{path}: cannot load this model ({one_line(exc)})") from None
     return LoadedModel(model=model, path=path, id=model_id(path))
+
+
+# json.loads raises RecursionError (not ValueError) for a config nested thousands of levels deep
+_TOO_DEEP = "{path}: not a hitok model file (its config is nested too deeply to read)"
+
+
+def peek(spec: str | None) -> tuple[str, torch.nn.Module] | None:
+    """(model id, the model built on the meta device: its shape, no weights read, nothing allocated) for checks
+    before the real load, such as --tile against the model's tile grid; None when the file cannot be read that way
+    (the real load then says why). The VFM is built without its pretrained weights: nothing goes online."""
+    from dataclasses import replace
+
+    from hitok.models import HiTok
+    from hitok.models.io import check_config, read_metadata
+
+    path = resolve_model(spec)
+    try:
+        cfg = check_config(json.loads(read_metadata(path)["config"]), path.parent, untrusted=True)
+        if cfg.vfm is not None:
+            cfg = replace(cfg, vfm=replace(cfg.vfm, weights="none"))
+        with torch.device("meta"):
+            return model_id(path), HiTok(cfg, with_encoder=False)
+    except Exception:  # noqa: BLE001 - a file the real load refuses, with its own message
+        return None
 
 
 def load_model(model: str | Path | None = None, device: torch.device | str = "cpu") -> torch.nn.Module:
@@ -145,6 +174,8 @@ def _summary(path: Path) -> str:
         return f"{cfg.get('name', '?')}: N={tok['groups']} K={tok['codebook_size']} p={tok['patch']}{enc}"
     except (ModelFileError, KeyError, ValueError, TypeError) as exc:
         return f"unreadable ({one_line(exc)})"
+    except RecursionError:
+        return "unreadable (its config is nested too deeply)"
 
 
 def list_models() -> list[ModelEntry]:
@@ -173,6 +204,8 @@ def add_model(file: Path, name: str | None = None, overwrite: bool = False) -> M
         model = load_model(file, device="cpu", untrusted=True)
     except ModelFileError as exc:
         raise UserError(str(exc)) from None
+    except RecursionError:
+        raise UserError(_TOO_DEEP.format(path=file)) from None
     vfm = model.config.vfm
     if vfm is not None and vfm.weights not in ("none", "pretrained"):
         raise UserError(f"{file}: its VFM weights are a separate file ({Path(vfm.weights).name}) and `models add` "
