@@ -25,6 +25,7 @@ auto sizes their tiles by memory (tiling.AUTO_MAX_TOKENS_WINDOWED).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,11 +37,11 @@ from hitok.models import colorfix
 
 from . import accel, tiling
 from .device import precision_name, resolve_device, resolve_precision
-from .errors import UserError
+from .errors import UserError, one_line
 from .fsutil import check_writable, low_space_warning
 from .imageio import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, SUFFIX_FORMAT, Picture, picture_from_pil, picture_to_pil,
                       probe_image, read_image, write_image)
-from .outsize import OutputSize, resize_picture
+from .outsize import OutputSize, resize_picture, shrink_warning
 
 FORMAT_CHOICES = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 DEFAULT_OVERLAP = 16  # LR pixels; 64 HR pixels of raised-cosine blend between neighbouring tiles
@@ -90,14 +91,17 @@ def output_format(path: Path) -> str | None:
     return SUFFIX_FORMAT.get(path.suffix.lower())
 
 
-def resolve_output(inp: Path, out: Path | None, fmt: str = "same",
+def resolve_output(inp: Path, out: Path | str | None, fmt: str = "same",
                    size: OutputSize | None = None) -> tuple[Path, str]:
     """(output path, Pillow format). Default: NAME_x4.EXT beside the input (NAME_x2, NAME_w1000, ... for
-    another output size), or inside ``out`` when that is an existing folder; never ``.png.png``."""
+    another output size), or inside ``out`` when that is a folder: an existing one, or one to be made, written
+    with a trailing slash (``results/``); never ``.png.png``."""
     wanted = FORMAT_CHOICES.get(fmt) if fmt != "same" else None
     if fmt != "same" and wanted is None:
         raise UserError(f"unknown --format {fmt!r}: use png, jpg, webp or same")
-    if out is not None and not out.is_dir():
+    folder = out is not None and (str(out).endswith(("/", os.sep)) or Path(out).is_dir())
+    out = Path(out) if out is not None else None
+    if out is not None and not folder:
         from_suffix = output_format(out)
         if wanted and from_suffix and from_suffix != wanted:
             raise UserError(f"-o {out} has a {out.suffix} suffix but --format is {fmt}")
@@ -122,15 +126,31 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def check_output(inp: Path, out: Path, overwrite: bool) -> None:
-    """The output may be written: not the input, not a folder, not an existing file (unless ``overwrite``),
-    and its folder writable (probed)."""
+    """The output may be written: not the input (not even with ``overwrite``), not a folder, not an existing file
+    (unless ``overwrite``), and its folder writable (probed)."""
     if same_file(inp, out):
-        raise UserError(f"refusing to write over the input file {inp}")
+        raise UserError(f"{out} is the input file; refusing to write over it: give another output name")
     if out.is_dir():
         raise UserError(f"{out} is a folder; give a file name with -o")
     if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+        raise UserError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
     check_writable(out)
+
+
+def pil_format(fmt: str | None, out: Path) -> str:
+    """A Pillow format name from what a caller gave: None (from ``out``'s suffix), a Pillow name ("JPEG") or a
+    --format / suffix spelling ("jpg", ".tif")."""
+    if fmt is None:
+        found = output_format(out)
+        if found is None:
+            raise UserError(f"{out}: cannot tell the image format from {out.suffix or 'no suffix'}; "
+                            "use .png, .jpg, .webp or .tif, or give the format")
+        return found
+    name = fmt.strip().upper()
+    found = name if name in FORMAT_SUFFIX else SUFFIX_FORMAT.get("." + name.lower().lstrip("."))
+    if found is None:
+        raise UserError(f"format {fmt!r}: hitok writes {', '.join(FORMAT_SUFFIX)}")
+    return found
 
 
 def quality_warning(fmts: list[str], quality: int | None) -> str | None:
@@ -153,6 +173,26 @@ def check_output_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> N
                         f"than 16 x --max-pixels ({16 * max_pixels:,}); ask for a smaller size")
 
 
+def tile_grid(model: torch.nn.Module) -> tuple[int, bool]:
+    """(the LR pixels a tile must be a multiple of, whether that is an attention window) as the Upscaler tiles
+    ``model``; works on a model built on the meta device (model_store.peek), so --tile is checked before a load."""
+    window = getattr(model, "attention_window", 0)
+    return model.lr_align * (window or 1), bool(window)
+
+
+def check_tiling(tile: int | None, overlap: int | None, grid: int, windowed: bool) -> None:
+    """Refuse a --tile off the model's tile grid, and an --overlap that a given tile cannot hold."""
+    if tile is not None and tile % grid:
+        why = (f"this model's attention windows span {grid} LR pixels" if windowed
+               else "the model's token size in LR pixels")
+        lower = tiling.round_down(tile, grid)
+        options = " or ".join(str(t) for t in (lower, lower + grid) if t > 0)
+        raise UserError(f"--tile {tile}: must be a multiple of {grid} ({why}); e.g. {options}")
+    if tile is not None and overlap is not None and 2 * tiling.round_up(overlap, grid) > tile:
+        raise UserError(f"--overlap {overlap}: at most half the tile ({tiling.round_down(tile // 2, grid)} "
+                        f"for --tile {tile})")
+
+
 @dataclass
 class FilePlan:
     """One photo to upscale, checked without the model (:func:`plan_file`)."""
@@ -165,12 +205,12 @@ class FilePlan:
     warnings: list[str] = field(default_factory=list)
 
 
-def plan_file(inp: Path, out: Path | None = None, fmt: str = "same", size: OutputSize | None = None,
+def plan_file(inp: Path, out: Path | str | None = None, fmt: str = "same", size: OutputSize | None = None,
               overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
               quality: int | None = None) -> FilePlan:
     """Every check of ``hitok upscale`` that needs no model, in about a millisecond whatever the photo's size:
     the input's header (an image, under --max-pixels), the output's name, format and folder (writable)."""
-    size = size or OutputSize()
+    inp, size = Path(inp), size or OutputSize()
     if not inp.is_file():
         raise UserError(f"{inp}: no such file" if not inp.exists() else f"{inp}: is not a file")
     dest, pil_fmt = resolve_output(inp, out, fmt, size)
@@ -178,7 +218,7 @@ def plan_file(inp: Path, out: Path | None = None, fmt: str = "same", size: Outpu
     in_size = probe_image(inp, max_pixels)
     out_size = size.target(*in_size)
     check_output_pixels(inp, out_size, max_pixels)
-    warnings = [w for w in (quality_warning([pil_fmt], quality),
+    warnings = [w for w in (quality_warning([pil_fmt], quality), shrink_warning(in_size, out_size),
                             low_space_warning(dest, estimated_bytes(out_size, pil_fmt))) if w]
     return FilePlan(inp, dest, pil_fmt, in_size, out_size, warnings)
 
@@ -244,7 +284,8 @@ class Upscaler:
         self.window = getattr(model, "attention_window", 0)
         self.grid = model.lr_align * (self.window or 1)
         # fp32 on the CPU: an opt-in tile engine (HITOK_ENGINE=int8 or onnx, hitok/accel.py); None = eager torch
-        self.engine = accel.make_engine(self.model, device, dtype, model_id)
+        self.engine, note = accel.choose_engine(self.model, device, dtype, model_id)
+        self.warnings = [note] if note else []  # a HITOK_ENGINE that does not run here; each photo then starts anew
 
     @property
     def default_overlap(self) -> int:
@@ -295,6 +336,8 @@ class Upscaler:
         :attr:`grid` (:meth:`check_tiling`); the overlap is rounded up to it and held to half a tile, with a
         warning when the user's overlap was cut."""
         scale, align, grid = self.model.scale, self.model.lr_align, self.grid
+        if 0 in pic.size:
+            raise UserError(f"the image has no pixels ({pic.size[0]}x{pic.size[1]})")
         self.check_tiling(tile, overlap)
         asked_overlap = overlap
         overlap = self.default_overlap if overlap is None else overlap
@@ -328,41 +371,52 @@ class Upscaler:
 
     def upscale(self, image: Image.Image, tile: int | None = None, overlap: int | None = None) -> Image.Image:
         """A Pillow image, x4 (alpha and a grey image's greyness kept); tile / overlap as
-        :meth:`upscale_picture`. Warnings (e.g. an fp32 re-run) are left in :attr:`warnings`."""
+        :meth:`upscale_picture`. Warnings (a float image tone-mapped, an fp32 re-run, ...) are left in
+        :attr:`warnings`, as ``hitok upscale`` prints them."""
+        if not isinstance(image, Image.Image):
+            raise UserError(f"upscale() takes a Pillow image, not {type(image).__name__}; for a file use "
+                            "upscale_file(), for an array Image.fromarray()")
+        if 0 in image.size:
+            raise UserError(f"the image has no pixels ({image.size[0]}x{image.size[1]})")
+        try:
+            pic = picture_from_pil(image)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a lazily opened file whose pixel data is broken
+            raise UserError(f"cannot read the image's pixels ({one_line(exc)})") from None
         self.warnings = []
-        result, _ = self.upscale_picture(picture_from_pil(image), tile, overlap)
+        result, _ = self.upscale_picture(pic, tile, overlap)
+        self.warnings = pic.warnings + self.warnings
         return picture_to_pil(result)
 
     def check_tiling(self, tile: int | None, overlap: int | None) -> None:
         """Refuse a --tile off the model's tile grid, and an --overlap that a given tile cannot hold."""
-        grid = self.grid
-        if tile is not None and tile % grid:
-            why = (f"this model's attention windows span {grid} LR pixels" if self.window
-                   else "the model's token size in LR pixels")
-            lower = tiling.round_down(tile, grid)
-            options = " or ".join(str(t) for t in (lower, lower + grid) if t > 0)
-            raise UserError(f"--tile {tile}: must be a multiple of {grid} ({why}); e.g. {options}")
-        if tile is not None and overlap is not None and 2 * tiling.round_up(overlap, grid) > tile:
-            raise UserError(f"--overlap {overlap}: at most half the tile ({tiling.round_down(tile // 2, grid)} "
-                            f"for --tile {tile})")
+        check_tiling(tile, overlap, self.grid, bool(self.window))
 
-    def upscale_file(self, inp: Path, out: Path, fmt: str, quality: int | None = None,
+    def upscale_file(self, inp: Path | str, out: Path | str, fmt: str | None = None, quality: int | None = None,
                      tile: int | None = None, overlap: int | None = None,
                      max_pixels: int = DEFAULT_MAX_PIXELS,
                      progress: tiling.Progress | None = None, size: OutputSize | None = None,
-                     picture: Picture | None = None) -> UpscaleResult:
+                     picture: Picture | None = None, overwrite: bool = False) -> UpscaleResult:
         """Read ``inp`` (or take ``picture``, already read from it), upscale, resize to ``size`` if it asks for
-        another size than x4, write ``out`` (Pillow format ``fmt``) atomically."""
+        another size than x4, write ``out`` atomically as ``fmt`` (a Pillow name or "jpg"/"png"/...; None: from
+        ``out``'s suffix).
+
+        ``out`` is never the input, and an existing ``out`` is replaced only with ``overwrite=True`` (the checks
+        of ``hitok upscale``, before any work). Warnings are returned in the result and left in :attr:`warnings`."""
         start = time.perf_counter()
-        size = size or OutputSize()
+        inp, out, size = Path(inp), Path(out), size or OutputSize()
+        fmt = pil_format(fmt, out)
+        check_output(inp, out, overwrite)
         self.warnings = []
         pic = picture if picture is not None else read_image(inp, max_pixels=max_pixels)
         target = size.target(*pic.size)
         check_output_pixels(inp, target, max_pixels)
         result, plan = self.upscale_picture(pic, tile, overlap, progress)
         result = resize_picture(result, target)
-        warnings = pic.warnings + self.warnings
+        warnings = pic.warnings + self.warnings + [w for w in (quality_warning([fmt], quality),) if w]
         warnings += write_image(out, result, fmt, quality)
+        self.warnings = warnings
         return UpscaleResult(
             input=str(inp), output=str(out), input_size=pic.size, output_size=result.size, format=fmt,
             bits=result.bits if fmt in ("PNG", "TIFF") else 8, device=str(self.device),
