@@ -1,14 +1,22 @@
 """``hitok batch``: a folder of photos -> a mirrored folder of x4 photos, resumable.
 
 * Inputs: image files in IN_DIR (``--recursive`` for sub-folders), optionally filtered by a
-  case-insensitive ``--glob``; hidden files, hitok's temp files, OUT_DIR itself and any folder an
-  earlier ``batch`` wrote into (it holds a ``.hitok-output`` marker) are skipped, so results are
-  never fed back in (x16).
+  case-insensitive ``--glob``. No photo is left out in silence: hidden photos, photo formats hitok
+  does not read (HEIC, camera raw), broken links, unreadable folders, files in OUT_DIR (when it lies
+  inside IN_DIR) and the results an earlier ``batch`` recorded in its OUT_DIR's ``.hitok-output``
+  (hitok_cli/results.py) each get a row with the reason, so results are never fed back in (x16) and
+  photos kept beside them still are. Only files that are no photos, hitok's own temp files and hidden
+  folders are passed over.
 * Outputs mirror the tree: IN_DIR/a/b.jpg -> OUT_DIR/a/b.jpg (suffix per ``--format``). Two inputs
   that would share an output (a.gif and a.png -> a.png) both get one: the one whose format is kept
-  keeps the name, the other is named after its own suffix (a_gif.png), with a warning.
-* Outputs that already exist are skipped with ``--skip-existing`` (a file that exists is
-  complete: every write is atomic), replaced with ``--overwrite``, and otherwise refused up front.
+  keeps the name, the other is named after its own suffix (a_gif.png, or a_gif_2.png when a_gif.png
+  is another input's output), with a warning. OUT_DIR may be a folder above IN_DIR; an output that
+  would then land inside IN_DIR fails instead.
+* Every output written is recorded with its input and settings in OUT_DIR's ``.hitok-output``.
+  ``--skip-existing`` keeps an existing output only when that record matches this run (same input,
+  model, size, detail, fidelity, colour fix, format, quality); any other existing output refuses the
+  run up front, or is redone with ``--overwrite`` too. ``--overwrite`` alone replaces them all;
+  without either flag existing outputs refuse the run.
 * Before any model is loaded, every output folder is probed (fsutil.check_writable): an OUT_DIR
   that cannot be written is one line and nothing is computed; a sub-folder that cannot be is a
   failed row for its files. A write error that every later file would hit too (a full disk, a
@@ -26,6 +34,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import queue
 import threading
 import time
@@ -35,12 +44,13 @@ from typing import Callable
 
 from hitok.fsutil import WriteError, check_writable, claim, is_temp_name, low_space_warning, sweep_stale_temps
 from hitok.imageio import DEFAULT_MAX_PIXELS, READ_SUFFIXES, probe_image
-from hitok.outsize import OutputSize
+from hitok.outsize import OutputSize, shrink_warning
 from hitok.upscaler import UpscaleResult, Upscaler, check_output_pixels, estimated_bytes, resolve_output, same_file
 
+from . import results
 from .errors import Interrupted, Terminated, UserError, one_line
 
-OUTPUT_MARKER = ".hitok-output"  # in every OUT_DIR: "this folder holds results, not photos to upscale"
+OUTPUT_MARKER = results.MARKER  # in every OUT_DIR: which files there are results, and how each was made
 
 
 @dataclass
@@ -51,6 +61,7 @@ class Job:
     fmt: str  # Pillow format name
     replace: bool = False  # dst existed when the run was planned (--overwrite)
     warnings: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # recorded with the output (hitok_cli/results.py)
 
 
 @dataclass
@@ -71,35 +82,88 @@ def _inside(child: Path, parent: Path) -> bool:
         return False
 
 
-def find_inputs(in_dir: Path, out_dir: Path, recursive: bool, glob: str | None) -> list[Path]:
-    """Image files under ``in_dir`` in a stable (sorted) order."""
+# Photo formats hitok does not read: said so when batch meets them, not passed over like a text file.
+UNREAD_PHOTO_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf",
+                         ".orf", ".rw2", ".pef", ".srw", ".psd"}
+
+
+def find_inputs(in_dir: Path, out_dir: Path, recursive: bool, glob: str | None
+                ) -> tuple[list[Path], list[Outcome]]:
+    """(image files under ``in_dir`` in a stable (sorted) order, the files left out with the reason).
+
+    Left out and reported: hidden photos, photos of formats hitok does not read, unreadable folders, broken links,
+    and results: files in OUT_DIR when it lies inside IN_DIR, and the files an earlier batch recorded in a
+    ``.hitok-output`` below IN_DIR (hitok_cli/results.py). Passed over in silence: files that are no photos (by
+    suffix, or not matching ``--glob``), hitok's own temp and marker files, and hidden folders."""
     if not in_dir.is_dir():
         raise UserError(f"{in_dir}: no such folder" if not in_dir.exists() else f"{in_dir}: is not a folder")
-    found = []
-    # earlier OUT_DIRs below IN_DIR (IN_DIR itself may be one: upscaling results again is then asked for)
-    results = {d.parent for d in in_dir.rglob(OUTPUT_MARKER)} - {in_dir} if recursive else set()
-    walker = in_dir.rglob("*") if recursive else in_dir.iterdir()
-    for p in walker:
-        rel = p.relative_to(in_dir)
-        if any(part.startswith(".") for part in rel.parts) or is_temp_name(p.name) or not p.is_file():
-            continue
-        if out_dir.exists() and _inside(p, out_dir):
-            continue  # OUT_DIR inside IN_DIR: never feed our own results back in
-        if any(folder in results for folder in p.parents):
-            continue  # an earlier batch's OUT_DIR inside IN_DIR
-        if glob:
-            target = rel.as_posix() if "/" in glob else p.name
-            if not fnmatch.fnmatchcase(target.lower(), glob.lower()):
+    if not os.access(in_dir, os.R_OK | os.X_OK):
+        raise UserError(f"{in_dir}: cannot read this folder (permission denied)")
+    found: list[Path] = []
+    left: list[Outcome] = []
+    out_inside = out_dir.exists() and _inside(out_dir, in_dir)
+    logs: dict[Path, results.Log] = {}
+
+    def unreadable(exc: OSError) -> None:
+        rel = Path(exc.filename).relative_to(in_dir) if exc.filename else Path(".")
+        left.append(Outcome(rel, "failed", f"cannot read this folder ({exc.strerror or one_line(exc)})"))
+
+    for folder, dirs, files in os.walk(in_dir, onerror=unreadable):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        if here != in_dir and (log := results.read_log(here)) is not None:
+            logs[here] = log
+        for name in files:
+            p = here / name
+            rel = p.relative_to(in_dir)
+            if is_temp_name(name) or name == results.MARKER:
                 continue
-        elif p.suffix.lower() not in READ_SUFFIXES:
+            if glob:
+                target = rel.as_posix() if "/" in glob else name
+                if not fnmatch.fnmatchcase(target.lower(), glob.lower()):
+                    continue
+            elif p.suffix.lower() not in READ_SUFFIXES:
+                if p.suffix.lower() in UNREAD_PHOTO_SUFFIXES:
+                    left.append(Outcome(rel, "skipped", f"hitok does not read {p.suffix[1:].upper()} photos; "
+                                                        "convert them to TIFF, PNG or JPEG first"))
+                continue
+            reason = _left_out(p, rel, name, out_inside and _inside(p, out_dir), logs, in_dir)
+            if reason is not None:
+                left.append(reason)
+                continue
+            found.append(p)
+    return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix()), left
+
+
+def _left_out(p: Path, rel: Path, name: str, in_out_dir: bool, logs: dict[Path, results.Log], in_dir: Path
+              ) -> Outcome | None:
+    """Why a photo file found under IN_DIR is not an input (an outcome to report), or None when it is one."""
+    if not p.is_file():
+        why = "a link to a missing file" if p.is_symlink() and not p.exists() else "not a regular file"
+        return Outcome(rel, "failed", why)
+    if name.startswith("."):
+        return Outcome(rel, "skipped", "hidden file (its name starts with '.'); rename it to include it")
+    if in_out_dir:
+        return Outcome(rel, "skipped", "inside OUT_DIR: results are not taken as photos")
+    for folder in p.parents:
+        log = logs.get(folder)
+        if log is None:
+            if folder == in_dir:
+                break
             continue
-        found.append(p)
-    return sorted(found, key=lambda p: p.relative_to(in_dir).as_posix())
+        where = (folder / results.MARKER).relative_to(in_dir).as_posix()
+        if log.legacy:
+            return Outcome(rel, "skipped", f"in a folder an older hitok batch wrote into ({where} does not say "
+                                           f"which files are results); delete {where} to include them")
+        if p.relative_to(folder).as_posix() in log.records:
+            return Outcome(rel, "skipped", f"a result of an earlier hitok batch (recorded in {where})")
+    return None
 
 
 def _name_outputs(sources: list[Path], in_dir: Path, out_dir: Path, fmt: str
                   ) -> tuple[list[Job], list[Outcome]]:
-    """A mirrored output per input; inputs that would share one are told apart by their own suffix."""
+    """A mirrored output per input; inputs that would share one are told apart by their own suffix (a.gif ->
+    a_gif.png), and by a number when that name is someone else's output too (a_gif_2.png)."""
     jobs: list[Job] = []
     for src in sources:
         rel = src.relative_to(in_dir)
@@ -109,14 +173,22 @@ def _name_outputs(sources: list[Path], in_dir: Path, out_dir: Path, fmt: str
     by_dst: dict[Path, list[Job]] = {}
     for job in jobs:
         by_dst.setdefault(job.dst, []).append(job)
+    renamed: list[Job] = []
     for dst, group in by_dst.items():
-        if len(group) < 2:
-            continue
-        keeper = next((j for j in group if j.rel.suffix == dst.suffix), None)  # its format and name unchanged
-        for job in group:
-            if job is not keeper:
-                job.dst = dst.with_name(f"{job.rel.stem}_{job.rel.suffix[1:].lower()}{dst.suffix}")
-                job.warnings.append(f"named {job.dst.name}: {dst.name} would also be the output of another file")
+        if len(group) > 1:
+            keeper = next((j for j in group if j.rel.suffix == dst.suffix), None)  # its format and name unchanged
+            renamed += [j for j in group if j is not keeper]
+    taken = {job.dst for job in jobs if job not in renamed}
+    for job in renamed:
+        dst = job.dst
+        base = f"{job.rel.stem}_{job.rel.suffix[1:].lower()}"
+        job.dst = dst.with_name(base + dst.suffix)
+        n = 1
+        while job.dst in taken:
+            n += 1
+            job.dst = dst.with_name(f"{base}_{n}{dst.suffix}")
+        taken.add(job.dst)
+        job.warnings.append(f"named {job.dst.name}: {dst.name} would also be the output of another file")
     kept: list[Job] = []
     decided: list[Outcome] = []
     claimed: dict[Path, Path] = {}
@@ -160,8 +232,11 @@ def _probe_inputs(jobs: list[Job], size: OutputSize, max_pixels: int
     kept, failed, out_sizes = [], [], {}
     for job in jobs:
         try:
-            out_sizes[job.src] = size.target(*probe_image(job.src, max_pixels))
+            in_size = probe_image(job.src, max_pixels)
+            out_sizes[job.src] = size.target(*in_size)
             check_output_pixels(job.src, out_sizes[job.src], max_pixels)
+            if note := shrink_warning(in_size, out_sizes[job.src]):
+                job.warnings.append(note)
         except UserError as exc:
             failed.append(Outcome(job.rel, "failed", _short_reason(str(exc), job.src)))
             continue
@@ -178,24 +253,45 @@ class BatchPlan:
 
 def plan_jobs(in_dir: Path, out_dir: Path, recursive: bool = False, glob: str | None = None,
               fmt: str = "same", skip_existing: bool = False, overwrite: bool = False,
-              size: OutputSize | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> BatchPlan:
-    """Everything ``batch`` decides without a model: inputs (headers read), outputs (named, probed)."""
+              size: OutputSize | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+              settings: dict | None = None) -> BatchPlan:
+    """Everything ``batch`` decides without a model: inputs (headers read), outputs (named, probed), and which
+    existing outputs a resume may keep: those recorded with the same ``settings`` (hitok_cli/results.py)."""
     if same_file(in_dir, out_dir):
         raise UserError("OUT_DIR is IN_DIR: outputs would replace the photos; choose another folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder")
-    jobs, decided = _name_outputs(find_inputs(in_dir, out_dir, recursive, glob), in_dir, out_dir, fmt)
+    sources, decided = find_inputs(in_dir, out_dir, recursive, glob)
+    jobs, unnamed = _name_outputs(sources, in_dir, out_dir, fmt)
+    decided += unnamed
+    in_inside_out = _inside(in_dir, out_dir)  # `batch photos/new photos`: outputs must not land among the inputs
+    log = results.read_log(out_dir)
     todo: list[Job] = []
     existing: list[Path] = []
+    untrusted: list[tuple[Path, str]] = []
     for job in jobs:
+        job.settings = {**(settings or {}), "format": job.fmt}
+        if in_inside_out and _inside(job.dst, in_dir):
+            decided.append(Outcome(job.rel, "failed", f"its output {job.dst} would land inside IN_DIR {in_dir}, "
+                                                      "among the photos; choose an OUT_DIR outside IN_DIR"))
+            continue
         if job.dst.exists():
-            if skip_existing:
-                decided.append(Outcome(job.rel, "skipped", "output exists"))
+            why = results.mismatch(log, job.dst, job.rel.as_posix(), job.settings) if skip_existing else None
+            if skip_existing and why is None:
+                decided.append(Outcome(job.rel, "skipped", "output exists (same settings)"))
                 continue
-            if not overwrite:
+            if why is not None and overwrite:
+                job.warnings.append(f"replaced {job.dst.name}: {why}")
+            elif why is not None:
+                untrusted.append((job.dst, why))
+            elif not overwrite:
                 existing.append(job.dst)
             job.replace = True
         todo.append(job)
+    if untrusted:
+        dst, why = untrusted[0]
+        raise UserError(f"{len(untrusted)} existing output(s) cannot be trusted as done (e.g. {dst}: {why}); "
+                        "pass --overwrite too to redo them, or choose another OUT_DIR")
     if existing:
         raise UserError(f"{len(existing)} output(s) already exist (e.g. {existing[0]}); "
                         "pass --skip-existing to resume or --overwrite to replace them")
@@ -209,12 +305,10 @@ def plan_jobs(in_dir: Path, out_dir: Path, recursive: bool = False, glob: str | 
 
 
 def prepare_out_dir(out_dir: Path) -> None:
-    """Create OUT_DIR with its marker (so no later batch takes it for photos) and sweep temp files of runs
-    that were killed."""
+    """Create OUT_DIR with its marker (the record of its results, hitok_cli/results.py) and sweep temp files of
+    runs that were killed."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    marker = out_dir / OUTPUT_MARKER
-    if not marker.exists():
-        marker.write_text("hitok batch results: `hitok batch` does not take this folder as input\n")
+    results.start_log(out_dir)
     sweep_stale_temps(out_dir, recursive=True)
 
 
@@ -275,9 +369,12 @@ def run_jobs(jobs: list[Job], upscalers: list[Upscaler], upscale_kwargs: dict,
                     return Outcome(job.rel, "skipped", f"being made by another hitok run ({holder})")
                 if job.dst.exists() and (not job.replace or job.dst.stat().st_mtime >= started):
                     return Outcome(job.rel, "skipped", "written meanwhile by another hitok run")
-                result = upscaler.upscale_file(job.src, job.dst, job.fmt, progress=progress, **upscale_kwargs)
+                # the plan and the claim decided that it may be written (a replace was asked for)
+                result = upscaler.upscale_file(job.src, job.dst, job.fmt, progress=progress, overwrite=True,
+                                               **upscale_kwargs)
+                noted = _record(job)
             return Outcome(job.rel, "done", seconds=time.perf_counter() - start,
-                           warnings=job.warnings + result.warnings, result=result)
+                           warnings=job.warnings + result.warnings + noted, result=result)
         except WriteError as exc:
             if exc.systemic:
                 halt(UserError(f"stopped: {exc}; every later file would fail the same way"))
@@ -346,6 +443,16 @@ def run_jobs(jobs: list[Job], upscalers: list[Upscaler], upscale_kwargs: dict,
         stopped = Interrupted(_interrupted_message(outcomes, len(jobs)),
                               terminated=stopped.exit_code == Terminated.exit_code)
     return BatchRun(outcomes, stopped)
+
+
+def _record(job: Job) -> list[str]:
+    """Note the finished output in OUT_DIR's marker; a warning if that fails (the file itself is fine)."""
+    out_dir = job.dst.parents[len(job.rel.parts) - 1]
+    try:
+        results.record(out_dir, job.dst, job.rel.as_posix(), job.settings)
+    except OSError as exc:
+        return [f"not recorded in {results.MARKER} ({exc.strerror or one_line(exc)}): a resume will not trust it"]
+    return []
 
 
 def _short_reason(message: str, src: Path) -> str:

@@ -314,7 +314,7 @@ def test_batch_recursive_mirror_summary_and_resume(tmp_path, tiny_model_path):
     summary = json.loads(resumed.stdout)
     assert resumed.exit_code == 1 and (summary["done"], summary["skipped"], summary["failed"]) == (0, 4, 1)
     reasons = {f["file"]: f["reason"] for f in summary["files"]}
-    assert reasons["a.png"] == "output exists" and "not an image" in reasons["sub/broken.jpg"]
+    assert reasons["a.png"] == "output exists (same settings)" and "not an image" in reasons["sub/broken.jpg"]
 
 
 def test_batch_glob_non_recursive_and_format(tmp_path, tiny_model_path):
