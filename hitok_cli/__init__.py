@@ -5,7 +5,10 @@ hitok.bench only inside ``hitok train`` / ``hitok eval``; nothing else imports i
 
 app.py          Typer commands (thin: parse, call a library function, report with Rich)
 batch.py        folders: plan (mirror, skip, glob), run over one worker per device, outcomes
+results.py      OUT_DIR's .hitok-output: which files are results, and with which settings each was made
+entry.py        the ``hitok`` executable: Ctrl-C during start-up is one line and exit 130
 train_cmd.py    ``hitok train``: stages, export, campaign (hitok.train)
 eval_cmd.py     ``hitok eval``: the benchmark table (hitok.bench.evaluate)
-errors.py       UserError -> one line on stderr, exit code; --debug for tracebacks; SIGTERM as Ctrl-C
+errors.py       UserError -> one line on stderr, exit code; --debug for tracebacks; SIGTERM as Ctrl-C; usage
+                errors in one line
 """

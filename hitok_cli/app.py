@@ -27,15 +27,17 @@ from hitok import tokens as tokens_lib
 from hitok.device import precision_warning, resolve_device, resolve_devices, resolve_precision
 from hitok.imageio import DEFAULT_MAX_PIXELS, Picture, read_image, write_image
 from hitok.outsize import OutputSize
-from hitok.upscaler import Upscaler, check_output, plan_file, quality_warning
+from hitok.upscaler import Upscaler, check_output, check_tiling, plan_file, quality_warning, tile_grid
 
 from . import batch as batch_lib
-from .errors import UserError, set_debug, sigterm_as_interrupt, user_errors
+from .errors import OneLineErrors, UserError, set_debug, sigterm_as_interrupt, user_errors
 
+# Plain click help (rich_markup_mode=None): on/off flags show no "<bool>" value placeholder that they would refuse.
 app = typer.Typer(name="hitok", help="hitok: x4 photo upscaler (HiTokSR: hierarchical tokens predicted from a "
                   "low-resolution photo in one pass).", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
-models_app = typer.Typer(help="List and add models (.safetensors only).", no_args_is_help=True)
+                  pretty_exceptions_enable=False, rich_markup_mode=None, cls=OneLineErrors)
+models_app = typer.Typer(help="List and add models (.safetensors only).", no_args_is_help=True,
+                         rich_markup_mode=None)
 app.add_typer(models_app, name="models")
 # `hitok train` is attached at the end of this file (hitok_cli/train_cmd.py); it wraps its commands with
 # hitok.cli.errors.user_errors for the same one-line errors.
@@ -63,28 +65,35 @@ class Source(str, Enum):
     lr = "lr"
 
 
-# Options shared by upscale and batch.
+# Options shared by upscale and batch. Help says what an option does to the picture first, the model's terms second.
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model name (see `hitok models list`) or "
                                                  "path to a .safetensors file. Default: the shipped model.")]
-TileOpt = Annotated[str, typer.Option("--tile", help="Tile side in LR pixels, or 'auto' (largest that fits "
-                                      "free memory; halved on out-of-memory).")]
-OverlapOpt = Annotated[Optional[int], typer.Option("--overlap", min=0, help="Tile overlap in LR pixels, blended "
-                                                   "smoothly; at most half a tile. Default: 16, or the model's "
-                                                   "reach when shorter.", show_default=False)]
+TileOpt = Annotated[str, typer.Option("--tile", help="Work on the photo in square pieces of this many input pixels "
+                                      "a side (less memory, same picture), or 'auto': the largest piece that fits "
+                                      "free memory, halved on out-of-memory.")]
+OverlapOpt = Annotated[Optional[int], typer.Option("--overlap", min=0, help="How many input pixels neighbouring "
+                                                   "pieces (--tile) share, blended so that no seam shows; at most "
+                                                   "half a piece. Default: 16, or less when the model sees less "
+                                                   "far.", show_default=False)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto = bf16/fp16 on GPU, bf16 on CPUs "
-                                                 "with AMX, else fp32; NaN/inf output is re-run in fp32.")]
-DetailOpt = Annotated[Optional[int], typer.Option("--detail", min=1, help="Decode with only the first M token "
-                                                  "groups (coarse-to-fine; less invented texture). Default: all N.")]
-FidelityOpt = Annotated[Optional[float], typer.Option("--fidelity", min=0.0, max=1.0, help="How much the decoder "
-                                                     "follows the input photo: 0 = tokens only (the paper), 1 = "
-                                                     "most faithful. Default: the model's.")]
-ColorFixOpt = Annotated[bool, typer.Option("--color-fix/--no-color-fix", help="Take the output's coarse colours "
-                                           "and shading from the input (fixes colour drift of the tokens).")]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="Number format: auto = bf16/fp16 on a GPU, "
+                                                 "bf16 on CPUs with AMX, else fp32; a piece that comes out "
+                                                 "broken (NaN/inf) is redone in fp32.")]
+DetailOpt = Annotated[Optional[int], typer.Option("--detail", min=1, help="How much fine texture the model adds: "
+                                                  "1 = only the coarsest structure (smoothest), up to the model's "
+                                                  "maximum N = all its detail (its N token groups, coarse to fine). "
+                                                  "Default: N.")]
+FidelityOpt = Annotated[Optional[float], typer.Option("--fidelity", min=0.0, max=1.0, help="How closely the "
+                                                     "result follows your photo: 1 = most faithful, 0 = the model's "
+                                                     "own rendering (its tokens only, as in the paper). Default: "
+                                                     "the model's.")]
+ColorFixOpt = Annotated[bool, typer.Option("--color-fix/--no-color-fix", help="Keep the photo's own colours and "
+                                           "shading (corrects colour drift of the model).")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format; 'same' keeps the input's.")]
 QualityOpt = Annotated[Optional[int], typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality "
                                                    "(default 95; WebP 100 = lossless).")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist (never the "
+                                            "input photo).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse inputs with more pixels "
                                            "(decompression-bomb guard; Pillow's default).")]
@@ -145,8 +154,31 @@ def _make_upscaler(model: Optional[str], device, precision: Precision, detail: O
     dtype = resolve_precision(precision.value, device)
     if precision != Precision.auto and (slow := precision_warning(dtype, device)):
         _warn(slow)
-    loaded = model_store.load(model, device)
+    with err.status(f"loading the model ({escape(model or 'default')}) on {device}"):  # shown on a terminal only
+        loaded = model_store.load(model, device)
     return Upscaler(loaded.model, device, dtype, detail, loaded.id, color_fix, fidelity)
+
+
+def _check_tiling_early(model: Optional[str], tile: Optional[int], overlap: Optional[int]) -> None:
+    """--tile / --overlap against the model's tile grid before the model loads (a second, not a load)."""
+    if tile is None and overlap is None:
+        return
+    peeked = model_store.peek(model)
+    if peeked is not None:
+        check_tiling(tile, overlap, *tile_grid(peeked[1]))
+
+
+def _batch_settings(model: Optional[str], detail: Optional[int], fidelity: Optional[float], color_fix: bool,
+                    size: OutputSize, quality: Optional[int]) -> dict:
+    """What batch records with each output and compares on --skip-existing (hitok_cli/results.py), with the
+    model's defaults filled in as the Upscaler fills them."""
+    peeked = model_store.peek(model)
+    if peeked is None:  # the model load refuses this file, with its reason
+        return {}
+    mid, config = peeked[0], peeked[1].config
+    return {"model": mid, "detail": detail or config.tokenizer.groups,
+            "fidelity": float(config.fidelity if fidelity is None else fidelity), "color_fix": color_fix,
+            **size.to_dict(), "quality": quality}
 
 
 @app.command()
@@ -154,10 +186,11 @@ def _make_upscaler(model: Optional[str], device, precision: Precision, detail: O
 @sigterm_as_interrupt
 def upscale(
     input: Annotated[Path, typer.Argument(help="Photo to upscale x4.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file, or a folder to write "
-                                                   "the default name into. Default: NAME_x4.EXT beside the input "
-                                                   "(NAME_x2.EXT with --outscale 2, NAME_w1000.EXT with --width "
-                                                   "1000, NAME_h800 / NAME_1000x800 likewise).")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE|FOLDER/", help="Output file, or "
+                                                  "a folder to write the default name into (made if it ends with "
+                                                  "/). Default: NAME_x4.EXT beside the input (NAME_x2.EXT with "
+                                                  "--outscale 2, NAME_w1000.EXT with --width 1000, NAME_h800 / "
+                                                  "NAME_1000x800 likewise).", show_default=False)] = None,
     model: ModelOpt = None,
     tile: TileOpt = "auto",
     overlap: OverlapOpt = None,
@@ -179,19 +212,24 @@ def upscale(
     size = OutputSize(outscale, width, height)
     tile_px = _tile_value(tile)
     plan = plan_file(input, output, format.value, size, overwrite, max_pixels, quality)  # no model needed yet
+    _check_tiling_early(model, tile_px, overlap)
     dev = resolve_device(device)
     picture = read_image(input, max_pixels)  # a truncated file fails here, before the model loads
     for w in plan.warnings:
         _warn(w)
     upscaler = _make_upscaler(model, dev, precision, detail, color_fix, fidelity)
+    for w in upscaler.warnings:
+        _warn(w)
     bar = _TileBar(input.name)
     try:
         result = upscaler.upscale_file(input, plan.dst, plan.fmt, quality=quality, tile=tile_px, overlap=overlap,
-                                       max_pixels=max_pixels, progress=bar, size=size, picture=picture)
+                                       max_pixels=max_pixels, progress=bar, size=size, picture=picture,
+                                       overwrite=overwrite)
     finally:
         bar.close()
     for w in result.warnings:
-        _warn(w)
+        if w not in plan.warnings:
+            _warn(w)
     if json_out:
         print(json.dumps(result.to_dict()))
         return
@@ -209,8 +247,9 @@ def batch(
     out_dir: Annotated[Path, typer.Argument(help="Folder for the results (mirrors IN_DIR's tree, same names).",
                                             show_default=False)],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include sub-folders.")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip files whose output exists "
-                                                "(resume an interrupted run).")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Resume: skip files whose output exists "
+                                                "and was made with the same settings; with --overwrite, redo "
+                                                "outputs made otherwise.")] = False,
     glob: Annotated[Optional[str], typer.Option("--glob", help="Only files matching this pattern "
                                                 "(case-insensitive), e.g. '*.jpg'.")] = None,
     model: ModelOpt = None,
@@ -235,8 +274,10 @@ def batch(
     """Upscale every photo in a folder; keeps going past bad files; exit 1 if any failed."""
     size = OutputSize(outscale, width, height)
     tile_px = _tile_value(tile)
+    _check_tiling_early(model, tile_px, overlap)
+    settings = _batch_settings(model, detail, fidelity, color_fix, size, quality)
     plan = batch_lib.plan_jobs(in_dir, out_dir, recursive, glob, format.value, skip_existing, overwrite, size,
-                               max_pixels)
+                               max_pixels, settings)
     if not plan.jobs and not plan.decided:
         hint = "" if recursive else " (add --recursive for sub-folders)"
         raise UserError(f"no images found in {in_dir}{hint}")
@@ -245,6 +286,8 @@ def batch(
             _warn(w)
     devs = resolve_devices(devices) if devices else [resolve_device(device)]
     upscalers = [_make_upscaler(model, d, precision, detail, color_fix, fidelity) for d in devs] if plan.jobs else []
+    for w in dict.fromkeys(w for u in upscalers for w in u.warnings):  # once, not once per device
+        _warn(w)
     if plan.jobs:
         batch_lib.prepare_out_dir(out_dir)
     kwargs = dict(quality=quality, tile=tile_px, overlap=overlap, max_pixels=max_pixels, size=size)
@@ -274,6 +317,7 @@ def _batch_report(outcomes: list[batch_lib.Outcome], json_out: bool, in_dir: Pat
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     if json_out:
         files = [{"file": o.rel.as_posix(), "status": o.status, "reason": o.reason, "seconds": round(o.seconds, 3),
+                  "warnings": o.warnings,
                   **({"output": o.result.output, "output_size": o.result.output_size} if o.result else {})}
                  for o in outcomes]
         print(json.dumps({"in_dir": str(in_dir), "out_dir": str(out_dir), **counts, "seconds": round(wall, 3),
@@ -443,7 +487,8 @@ def models_add(
     file: Annotated[Path, typer.Argument(help="A hitok .safetensors model file.", show_default=False)],
     name: Annotated[Optional[str], typer.Option("--name", help="Name to use with --model. Default: file stem.")]
     = None,
-    overwrite: OverwriteOpt = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an installed model of the same name.")]
+    = False,
 ) -> None:
     """Check a model file and copy it into the user model folder."""
     entry = model_store.add_model(file, name, overwrite)

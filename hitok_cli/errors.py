@@ -6,6 +6,10 @@ are wrapped with :func:`user_errors`, which turns such an error into ``error: <m
 exit code 1. Unexpected exceptions are also reduced to one line (with a hint) unless the user
 asked for the traceback with ``hitok --debug ...`` or ``HITOK_DEBUG=1``.
 
+Mistakes in the command line itself (an unknown option, a missing argument, a value where an on/off option
+takes none) are one line too, with exit code 2 (:class:`OneLineErrors`), and Ctrl-C while Python is still
+importing (the first second or so) exits 130 with one line (entry.py).
+
 Commands that write files also take SIGTERM (what ``kill``, systemd and container runtimes send)
 the way they take Ctrl-C (:func:`sigterm_as_interrupt`): the exception unwinds through the atomic
 writers, so no hidden temp file is left behind, and the exit code is 143 (128 + SIGTERM).
@@ -15,12 +19,15 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import sys
 import threading
 from typing import Callable, TypeVar
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer 0.29 (pinned) vendors click
+from typer.core import TyperGroup
 
 from hitok.errors import UserError, one_line
 
@@ -109,3 +116,43 @@ def sigterm_as_interrupt(fn: F) -> F:
             signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+_ON_OFF_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def usage_error_line(exc: ClickException, args: list[str]) -> str:
+    """A command-line mistake as one line that says how to write it instead."""
+    message = exc.format_message().rstrip(".")
+    extra = re.match(r"Got unexpected extra argument(?:s|\(s\))? \(([^ )]+)", message)
+    if extra and extra[1].lower() in _ON_OFF_WORDS and extra[1] in args:
+        i = args.index(extra[1])
+        flag = args[i - 1] if i > 0 and args[i - 1].startswith("-") else "an on/off option"
+        return f"{flag} takes no value (got {extra[1]!r}): write {flag} alone to turn it on, or leave it out"
+    ctx = getattr(exc, "ctx", None)
+    where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+    return f"{message}{where}"
+
+
+class OneLineErrors(TyperGroup):
+    """The root command group: command-line mistakes end in one ``error:`` line and exit code 2, as click's
+    usage errors do, without the usage block and a framed panel around them."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:  # `hitok` alone: the help, as before
+            exc.show()
+            code = exc.exit_code
+        except ClickException as exc:
+            if debug_enabled():
+                raise
+            print_error(usage_error_line(exc, args))
+            code = exc.exit_code
+        except typer.Abort:
+            print_error("interrupted")
+            code = Interrupted.exit_code
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
