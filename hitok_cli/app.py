@@ -79,10 +79,10 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="Number format: auto = bf16/fp16 on a GPU, "
                                                  "bf16 on CPUs with AMX, else fp32; a piece that comes out "
                                                  "broken (NaN/inf) is redone in fp32.")]
-DetailOpt = Annotated[Optional[int], typer.Option("--detail", min=1, help="How much fine texture the model adds: "
-                                                  "1 = only the coarsest structure (smoothest), up to the model's "
-                                                  "maximum N = all its detail (its N token groups, coarse to fine). "
-                                                  "Default: N.")]
+DetailOpt = Annotated[Optional[int], typer.Option("--detail", min=1, help="How much fine texture the model adds, "
+                                                  "from 1 (only the coarsest structure, smoothest) to the model's N "
+                                                  "(all of it, the default). In the model's terms: decode with the "
+                                                  "first M of its N token groups, coarse to fine.")]
 FidelityOpt = Annotated[Optional[float], typer.Option("--fidelity", min=0.0, max=1.0, help="How closely the "
                                                      "result follows your photo: 1 = most faithful, 0 = the model's "
                                                      "own rendering (its tokens only, as in the paper). Default: "
