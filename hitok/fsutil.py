@@ -161,9 +161,28 @@ def low_space_warning(place: Path | str, needed: int) -> str | None:
             f"{needed / 2**20:.1f} MiB")
 
 
+def _link_into_place(tmp: Path, dest: Path) -> None:
+    """``tmp`` becomes ``dest`` only if ``dest`` does not exist: a hard link is created atomically or not at all.
+    File systems without hard links fall back to a check just before the rename."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise WriteError(f"cannot write {dest}: a file of that name appeared while hitok worked (another program "
+                         "made it); pass --overwrite to replace it", errno.EEXIST) from None
+    except OSError:
+        if dest.exists():
+            raise WriteError(f"cannot write {dest}: a file of that name appeared while hitok worked (another "
+                             "program made it); pass --overwrite to replace it", errno.EEXIST) from None
+        os.replace(tmp, dest)
+        return
+    with contextlib.suppress(OSError):  # dest is in place; a leftover temp name is swept by the next write
+        tmp.unlink()
+
+
 @contextlib.contextmanager
-def atomic_path(dest: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success it replaces ``dest`` in one step."""
+def atomic_path(dest: Path | str, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success it becomes ``dest`` in one step, replacing a file there
+    only with ``replace`` (else a file that appeared meanwhile is a WriteError and stays as it is)."""
     dest = Path(dest)
     if dest.is_dir():
         raise WriteError(f"cannot write {dest}: it is a folder", errno.EISDIR)
@@ -179,7 +198,7 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
     try:
         yield tmp
         try:
-            os.replace(tmp, dest)
+            os.replace(tmp, dest) if replace else _link_into_place(tmp, dest)
         except OSError as exc:
             raise _write_error(dest, exc) from None
     except BaseException:
@@ -189,9 +208,9 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_write(dest: Path | str) -> Iterator:
+def atomic_write(dest: Path | str, replace: bool = True) -> Iterator:
     """Like :func:`atomic_path`, but yields an open binary file."""
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, replace) as tmp:
         try:
             with open(tmp, "wb") as fp:
                 yield fp
