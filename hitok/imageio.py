@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,6 +277,9 @@ def _decode(path: Path, max_pixels: int, warnings: list[str]) -> tuple[Picture, 
     im = _open(path)
     if im is None:
         pic = _decode_tiff_fallback(path, max_pixels, warnings)
+        if pic is None and (kind := _signature(path)):
+            raise UserError(f"{path}: cannot decode, the file is truncated or corrupt (a {kind} file whose "
+                            "header is damaged)")
         if pic is None:
             raise UserError(f"{path}: not an image, or a format hitok cannot read")
         return pic, 1
@@ -313,9 +317,28 @@ def _decode(path: Path, max_pixels: int, warnings: list[str]) -> tuple[Picture, 
     return Picture(pixels=pixels, alpha=alpha, icc=icc, exif=exif, source_format=fmt, warnings=warnings), orientation
 
 
+# The first bytes of the formats hitok reads: a file that starts so and still does not open is damaged, not foreign.
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
+               (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+
+
+def _signature(path: Path) -> str | None:
+    head = _head(path, 12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+
+
+def missing_file(path: Path) -> UserError:
+    """The one line for a path that names no file: nothing there, or a link to nothing."""
+    if path.is_symlink():
+        return UserError(f"{path}: a link to a missing file ({os.readlink(path)})")
+    return UserError(f"{path}: no such file")
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise UserError(f"{path}: no such file")
+        raise missing_file(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not an image")
     if not path.is_file():
@@ -445,15 +468,37 @@ def _tiff_tags(exif: bytes | None, warnings: list[str]) -> dict[int, str]:
     return tags
 
 
+def pil_format(fmt: str | None, out: Path | str) -> str:
+    """A Pillow format name from what a caller gave: None (from ``out``'s suffix), a Pillow name ("JPEG") or a
+    --format / suffix spelling ("jpg", ".tif")."""
+    if fmt is None:
+        found = SUFFIX_FORMAT.get(Path(out).suffix.lower())
+        if found is None:
+            raise UserError(f"{out}: cannot tell the image format from {Path(out).suffix or 'no suffix'}; "
+                            "use .png, .jpg, .webp or .tif, or give the format")
+        return found
+    name = fmt.strip().upper()
+    found = name if name in FORMAT_SUFFIX else SUFFIX_FORMAT.get("." + name.lower().lstrip("."))
+    if found is None:
+        raise UserError(f"format {fmt!r}: hitok writes {', '.join(FORMAT_SUFFIX)}")
+    return found
+
+
 def _to8(a: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint8:
         return a
     return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(x / 257)
 
 
-def write_image(path: Path | str, pic: Picture, fmt: str, quality: int | None = None) -> list[str]:
-    """Write ``pic`` atomically as ``fmt`` (Pillow name). Returns warnings for the user."""
+def write_image(path: Path | str, pic: Picture, fmt: str | None = None, quality: int | None = None,
+                overwrite: bool = True) -> list[str]:
+    """Write ``pic`` atomically as ``fmt`` (a Pillow name or "jpg", "png", ...; None: from the suffix), quality
+    1..100 for JPEG/WebP. With ``overwrite=False`` a file at ``path`` is never replaced, not even one that appears
+    while this writes (fsutil.atomic_path). Returns warnings for the user."""
     path = Path(path)
+    fmt = pil_format(fmt, path)
+    if quality is not None and not 1 <= quality <= 100:
+        raise UserError(f"quality {quality}: use 1..100")
     warnings: list[str] = []
     pixels, alpha, icc = pic.pixels, pic.alpha, pic.icc
     h, w = pixels.shape[:2]
@@ -470,7 +515,7 @@ def write_image(path: Path | str, pic: Picture, fmt: str, quality: int | None = 
     tiff_tags = _tiff_tags(exif, warnings) if fmt == "TIFF" else {}
     if pic.bits == 16 and fmt in ("PNG", "TIFF"):
         planes = pixels if alpha is None else np.concatenate([pixels, alpha[..., None]], axis=2)
-        with atomic_write(path) as fp:
+        with atomic_write(path, overwrite) as fp:
             if fmt == "PNG":
                 highbit.write_png16(fp, planes, icc=icc, exif=exif)
             else:
@@ -506,6 +551,6 @@ def write_image(path: Path | str, pic: Picture, fmt: str, quality: int | None = 
         kwargs.update(compress_level=6)
     elif fmt == "TIFF":
         kwargs.update(compression="tiff_deflate")
-    with atomic_write(path) as fp:
+    with atomic_write(path, overwrite) as fp:
         im.save(fp, format=fmt, **kwargs)
     return warnings

@@ -73,7 +73,8 @@ def _user_names() -> list[str]:
 
 
 def resolve_model(spec: str | None = None) -> Path:
-    """A --model value (name, path or None for the default) -> an existing model file."""
+    """A --model value (name, path or None for the default, or ``HITOK_MODEL``) -> an existing model file."""
+    given = f"--model {spec}" if spec else f"HITOK_MODEL={os.environ.get('HITOK_MODEL')}"
     spec = spec or os.environ.get("HITOK_MODEL") or None
     if spec is None or spec == "default":
         path = default_model_path()
@@ -90,14 +91,14 @@ def resolve_model(spec: str | None = None) -> Path:
     if path.is_file():
         _check_suffix(path)
         return path
+    if path.is_dir():
+        raise UserError(f"{given}: is a folder; give a {MODEL_SUFFIX} file or a model name")
     if path.suffix or "/" in spec or os.sep in spec:
-        if path.is_dir():
-            raise UserError(f"--model {spec}: is a folder; give a {MODEL_SUFFIX} file")
-        raise UserError(f"--model {spec}: no such model file, and no installed model of that name "
+        raise UserError(f"{given}: no such model file, and no installed model of that name "
                         "(see `hitok models list`)")
     names = _user_names()
     known = f"installed: {', '.join(names)}" if names else "no user models are installed"
-    raise UserError(f"--model {spec}: no model of that name ({known}; see `hitok models list`)")
+    raise UserError(f"{given}: no model of that name ({known}; see `hitok models list`)")
 
 
 @dataclass
@@ -194,12 +195,12 @@ def add_model(file: Path, name: str | None = None, overwrite: bool = False) -> M
 
     file = Path(file)
     if not file.is_file():
-        raise UserError(f"{file}: no such file")
+        raise UserError(f"{file}: is a folder; give a {MODEL_SUFFIX} file" if file.is_dir() else f"{file}: no such file")
     _check_suffix(file)
     name = name or file.stem
     if not _NAME_OK.match(name) or name == "default":
-        raise UserError(f"model name {name!r} is not allowed: use letters, digits, '.', '_' or '-' "
-                        "(and not 'default', which is the shipped model)")
+        raise UserError(f"model name {name!r} is not allowed: use up to 64 letters, digits, '.', '_' or '-', "
+                        "starting with a letter or digit (and not 'default', which is the shipped model)")
     try:
         model = load_model(file, device="cpu", untrusted=True)
     except ModelFileError as exc:

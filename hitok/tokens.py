@@ -33,7 +33,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from .errors import UserError, one_line
 from .fsutil import atomic_path
-from .imageio import Picture
+from .imageio import DEFAULT_MAX_PIXELS, Picture
 
 CODES_FORMAT = "hitok-codes-1"
 LABEL_H = 14  # pixels of label strip above each preview panel
@@ -91,7 +91,9 @@ def save_codes(path: Path, codes: Codes) -> None:
         save_file({"indices": codes.indices.to(dtype).contiguous()}, str(tmp), metadata=codes.meta)
 
 
-def load_codes(path: Path) -> Codes:
+def load_codes(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Codes:
+    """A token dump, checked: a damaged one, or one that would decode to more than ``max_pixels`` (the decoder
+    runs on the whole image at once), is a UserError."""
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
@@ -110,11 +112,15 @@ def load_codes(path: Path) -> Codes:
         raise UserError(f"{path}: indices have shape {tuple(idx.shape)}, expected ({meta['groups']}, h, w)")
     if idx.numel() and (idx.min() < 0 or idx.max() >= numbers["codebook_size"]):
         raise UserError(f"{path}: indices outside the codebook (0..{numbers['codebook_size'] - 1})")
+    w, h = numbers["image_width"], numbers["image_height"]
     if "patch" in numbers:  # the decoder makes patch x patch pixels per token; the image is that, cropped
         h, w = idx.shape[1] * numbers["patch"], idx.shape[2] * numbers["patch"]
         if numbers["image_width"] > w or numbers["image_height"] > h:
             raise UserError(f"{path}: metadata says {numbers['image_width']}x{numbers['image_height']} pixels, more "
                             f"than its tokens hold ({w}x{h}); the dump is damaged: run `hitok tokenize` again")
+    if w * h > max_pixels:
+        raise UserError(f"{path}: decodes to {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,}; pass "
+                        f"--max-pixels {w * h} if you trust this dump")
     return Codes(idx, meta)
 
 

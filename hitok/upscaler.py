@@ -25,6 +25,7 @@ auto sizes their tiles by memory (tiling.AUTO_MAX_TOKENS_WINDOWED).
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,8 +40,8 @@ from . import accel, tiling
 from .device import precision_name, resolve_device, resolve_precision
 from .errors import UserError, one_line
 from .fsutil import check_writable, low_space_warning
-from .imageio import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, SUFFIX_FORMAT, Picture, picture_from_pil, picture_to_pil,
-                      probe_image, read_image, write_image)
+from .imageio import (DEFAULT_MAX_PIXELS, FORMAT_SUFFIX, SUFFIX_FORMAT, Picture, missing_file, picture_from_pil,
+                      picture_to_pil, pil_format, probe_image, read_image, write_image)
 from .outsize import OutputSize, resize_picture, shrink_warning
 
 FORMAT_CHOICES = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
@@ -125,32 +126,16 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output(inp: Path, out: Path, overwrite: bool) -> None:
+def check_output(inp: Path, out: Path, overwrite: bool, flag: str = "--overwrite") -> None:
     """The output may be written: not the input (not even with ``overwrite``), not a folder, not an existing file
-    (unless ``overwrite``), and its folder writable (probed)."""
+    (unless ``overwrite``; ``flag`` is its name in the refusal), and its folder writable (probed)."""
     if same_file(inp, out):
         raise UserError(f"{out} is the input file; refusing to write over it: give another output name")
     if out.is_dir():
-        raise UserError(f"{out} is a folder; give a file name with -o")
+        raise UserError(f"{out} is a folder; give a file name")
     if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise UserError(f"{out} already exists; pass {flag} to replace it")
     check_writable(out)
-
-
-def pil_format(fmt: str | None, out: Path) -> str:
-    """A Pillow format name from what a caller gave: None (from ``out``'s suffix), a Pillow name ("JPEG") or a
-    --format / suffix spelling ("jpg", ".tif")."""
-    if fmt is None:
-        found = output_format(out)
-        if found is None:
-            raise UserError(f"{out}: cannot tell the image format from {out.suffix or 'no suffix'}; "
-                            "use .png, .jpg, .webp or .tif, or give the format")
-        return found
-    name = fmt.strip().upper()
-    found = name if name in FORMAT_SUFFIX else SUFFIX_FORMAT.get("." + name.lower().lstrip("."))
-    if found is None:
-        raise UserError(f"format {fmt!r}: hitok writes {', '.join(FORMAT_SUFFIX)}")
-    return found
 
 
 def quality_warning(fmts: list[str], quality: int | None) -> str | None:
@@ -181,7 +166,12 @@ def tile_grid(model: torch.nn.Module) -> tuple[int, bool]:
 
 
 def check_tiling(tile: int | None, overlap: int | None, grid: int, windowed: bool) -> None:
-    """Refuse a --tile off the model's tile grid, and an --overlap that a given tile cannot hold."""
+    """Refuse a --tile that is no positive whole number or is off the model's tile grid, and an --overlap that is
+    negative or that a given tile cannot hold."""
+    for name, value, least in (("--tile", tile, 1), ("--overlap", overlap, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least):
+            raise UserError(f"{name} {value!r}: give a whole number of input pixels, at least {least} "
+                            "(None: automatic)")
     if tile is not None and tile % grid:
         why = (f"this model's attention windows span {grid} LR pixels" if windowed
                else "the model's token size in LR pixels")
@@ -211,8 +201,11 @@ def plan_file(inp: Path, out: Path | str | None = None, fmt: str = "same", size:
     """Every check of ``hitok upscale`` that needs no model, in about a millisecond whatever the photo's size:
     the input's header (an image, under --max-pixels), the output's name, format and folder (writable)."""
     inp, size = Path(inp), size or OutputSize()
+    if not inp.exists():
+        raise missing_file(inp)
     if not inp.is_file():
-        raise UserError(f"{inp}: no such file" if not inp.exists() else f"{inp}: is not a file")
+        raise UserError(f"{inp}: is a folder, not a photo" if inp.is_dir() else
+                        f"{inp}: not a regular file (a pipe, device or socket); give an image file")
     dest, pil_fmt = resolve_output(inp, out, fmt, size)
     check_output(inp, dest, overwrite)
     in_size = probe_image(inp, max_pixels)
@@ -407,7 +400,7 @@ class Upscaler:
         start = time.perf_counter()
         inp, out, size = Path(inp), Path(out), size or OutputSize()
         fmt = pil_format(fmt, out)
-        check_output(inp, out, overwrite)
+        check_output(inp, out, overwrite, flag="overwrite=True")
         self.warnings = []
         pic = picture if picture is not None else read_image(inp, max_pixels=max_pixels)
         target = size.target(*pic.size)
@@ -415,7 +408,7 @@ class Upscaler:
         result, plan = self.upscale_picture(pic, tile, overlap, progress)
         result = resize_picture(result, target)
         warnings = pic.warnings + self.warnings + [w for w in (quality_warning([fmt], quality),) if w]
-        warnings += write_image(out, result, fmt, quality)
+        warnings += write_image(out, result, fmt, quality, overwrite)  # overwrite=False: not even a file made meanwhile
         self.warnings = warnings
         return UpscaleResult(
             input=str(inp), output=str(out), input_size=pic.size, output_size=result.size, format=fmt,
