@@ -30,7 +30,7 @@ from hitok.outsize import OutputSize
 from hitok.upscaler import Upscaler, check_output, check_tiling, plan_file, quality_warning, tile_grid
 
 from . import batch as batch_lib
-from .errors import OneLineErrors, UserError, set_debug, sigterm_as_interrupt, user_errors
+from .errors import OneLineErrors, UserError, printable, set_debug, sigterm_as_interrupt, user_errors
 
 # Plain click help (rich_markup_mode=None): on/off flags show no "<bool>" value placeholder that they would refuse.
 app = typer.Typer(name="hitok", help="hitok: x4 photo upscaler (HiTokSR: hierarchical tokens predicted from a "
@@ -126,7 +126,7 @@ def _tile_value(tile: str) -> int | None:
 
 
 def _warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(printable(message))}", soft_wrap=True)
 
 
 class _TileBar:
@@ -298,7 +298,8 @@ def batch(
 
     def on_outcome(o: batch_lib.Outcome) -> None:
         for w in o.warnings:
-            progress.console.print(f"[yellow]warning:[/] {escape(o.rel.as_posix())}: {escape(w)}", soft_wrap=True)
+            progress.console.print(f"[yellow]warning:[/] {escape(printable(f'{o.rel.as_posix()}: {w}'))}",
+                                   soft_wrap=True)
 
     start = time.perf_counter()
     with progress:
@@ -414,9 +415,11 @@ def detokenize(
     device: DeviceOpt = "cpu",
     detail: DetailOpt = None,
     overwrite: OverwriteOpt = False,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse dumps that decode to more pixels "
+                                            "(the decoder holds the whole image in memory).")] = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Decode a token dump back to an image (equals the preview's M=N panel)."""
-    codes = tokens_lib.load_codes(codes_file)
+    codes = tokens_lib.load_codes(codes_file, max_pixels)
     dest = output or codes_file.with_name(codes_file.name.removesuffix(".safetensors") + ".png")
     if dest.suffix.lower() != ".png":
         raise UserError(f"-o {dest}: detokenize writes PNG")

@@ -203,6 +203,9 @@ def _name_outputs(sources: list[Path], in_dir: Path, out_dir: Path, fmt: str
 
 def _check_folders(jobs: list[Job], out_dir: Path) -> tuple[list[Job], list[Outcome]]:
     """Probe OUT_DIR (raise: nothing could be written) and each output folder (its files fail)."""
+    marker = out_dir / OUTPUT_MARKER
+    if marker.is_symlink() or marker.exists() and not marker.is_file():
+        raise UserError(f"{marker} is not hitok's record of results (a folder or a link); move it away")
     try:
         check_writable(out_dir / OUTPUT_MARKER)
     except WriteError as exc:
@@ -271,6 +274,10 @@ def plan_jobs(in_dir: Path, out_dir: Path, recursive: bool = False, glob: str | 
     untrusted: list[tuple[Path, str]] = []
     for job in jobs:
         job.settings = {**(settings or {}), "format": job.fmt}
+        if job.dst.is_dir():
+            decided.append(Outcome(job.rel, "failed", f"a folder is where its output {job.dst} would go; move it "
+                                                      "or choose another OUT_DIR"))
+            continue
         if in_inside_out and _inside(job.dst, in_dir):
             decided.append(Outcome(job.rel, "failed", f"its output {job.dst} would land inside IN_DIR {in_dir}, "
                                                       "among the photos; choose an OUT_DIR outside IN_DIR"))
@@ -369,8 +376,8 @@ def run_jobs(jobs: list[Job], upscalers: list[Upscaler], upscale_kwargs: dict,
                     return Outcome(job.rel, "skipped", f"being made by another hitok run ({holder})")
                 if job.dst.exists() and (not job.replace or job.dst.stat().st_mtime >= started):
                     return Outcome(job.rel, "skipped", "written meanwhile by another hitok run")
-                # the plan and the claim decided that it may be written (a replace was asked for)
-                result = upscaler.upscale_file(job.src, job.dst, job.fmt, progress=progress, overwrite=True,
+                # replaced only when the plan said so; a file another program makes meanwhile is kept
+                result = upscaler.upscale_file(job.src, job.dst, job.fmt, progress=progress, overwrite=job.replace,
                                                **upscale_kwargs)
                 noted = _record(job)
             return Outcome(job.rel, "done", seconds=time.perf_counter() - start,

@@ -17,6 +17,7 @@ writers, so no hidden temp file is left behind, and the exit code is 143 (128 + 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -63,9 +64,17 @@ def debug_enabled() -> bool:
     return _debug or os.environ.get("HITOK_DEBUG", "") not in ("", "0")
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def printable(message: str) -> str:
+    """``message`` on one line: control characters (a newline in a file name) written as escapes."""
+    return message.translate(_CONTROL)
+
+
 def print_error(message: str) -> None:
     # Plain print, not Rich: a path with [brackets] must not be parsed as markup.
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"error: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def user_errors(fn: F) -> F:
@@ -82,6 +91,10 @@ def user_errors(fn: F) -> F:
                 raise
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:  # the reader went away (`hitok ... --json | head`): nobody to tell, 128 + SIGPIPE
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            raise typer.Exit(141) from None
         except KeyboardInterrupt as exc:
             if debug_enabled():
                 raise

@@ -35,6 +35,7 @@ MARKER = ".hitok-output"
 HEADER = "hitok batch results: one JSON line per file written (hitok reads them to resume and to tell results " \
          "from photos)"
 LEGACY_HEADER = "hitok batch results: `hitok batch` does not take this folder as input"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # a marker planted as a link must not make hitok append to another file
 
 
 @dataclass
@@ -54,7 +55,7 @@ def read_log(folder: Path) -> Log | None:
         return None
     records: dict[str, dict] = {}
     for line in lines[1:]:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):  # a cut or hostile line: not a record
             record = json.loads(line)
             if isinstance(record, dict) and isinstance(record.get("file"), str):
                 records[record["file"]] = record
@@ -64,7 +65,7 @@ def read_log(folder: Path) -> Log | None:
 def start_log(folder: Path) -> None:
     """Create the marker of ``folder`` (an existing one, of this run or another, is kept as it is)."""
     with contextlib.suppress(FileExistsError):
-        fd = os.open(folder / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(folder / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
         try:
             os.write(fd, (HEADER + "\n").encode())
         finally:
@@ -75,7 +76,7 @@ def record(folder: Path, result: Path, source: str, settings: dict) -> None:
     """Append the record of ``result`` (a file below ``folder``, just written from input ``source``)."""
     line = json.dumps({"file": result.relative_to(folder).as_posix(), "input": source,
                        "bytes": result.stat().st_size, "settings": settings}, sort_keys=True)
-    fd = os.open(folder / MARKER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(folder / MARKER, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o644)
     try:
         os.write(fd, (line + "\n").encode())
     finally:

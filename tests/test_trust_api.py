@@ -50,7 +50,7 @@ def test_upscale_file_refuses_to_write_over_its_input(tmp_path, up):
 def test_upscale_file_replaces_an_output_only_with_overwrite(tmp_path, up):
     src = save_png(tmp_path / "in.png", smooth_rgb(8, 12))
     out = save_png(tmp_path / "out.png", smooth_rgb(4, 4))
-    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+    with pytest.raises(UserError, match="already exists; pass overwrite=True"):
         up.upscale_file(src, out, "PNG")
     assert Image.open(out).size == (4, 4)
     result = up.upscale_file(str(src), str(out), "png", overwrite=True)  # str paths, a --format spelling
