@@ -83,7 +83,9 @@ def receptive_field(model: torch.nn.Module, fix_colors: bool = False) -> int | N
     if guide is not None:  # the head's two 3x3 convs over the trunk's output, or the LR guide's whole CNN
         dec = max(dec, trunk + 2 * lr_per_token, guide.reach * lr_per_token) \
             + colorfix.reach(0) + 1  # then its back-projection: the bicubic taps down and up
-    return int(-(-(gen + dec) // 1)) + (colorfix.reach() if fix_colors else 0)
+    reach = int(-(-(gen + dec) // 1)) + (colorfix.reach() if fix_colors else 0)
+    restorer = getattr(model, "restorer", None)  # the faithful image, blended in: its CNN's reach
+    return reach if restorer is None else max(reach, restorer.reach)
 
 
 def output_format(path: Path) -> str | None:
@@ -227,7 +229,7 @@ class Upscaler:
         if fidelity is not None and not 0 <= fidelity <= 1:
             raise UserError(f"--fidelity {fidelity}: must be between 0 and 1")
         if fidelity and not model.guided:
-            raise UserError(f"--fidelity {fidelity}: this model's decoder does not see the input (no LR guide); "
+            raise UserError(f"--fidelity {fidelity}: this model has no faithful path (no restorer or LR guide); "
                             "only 0 is possible")
         # channels-last on the CPU: oneDNN's convolutions run without layout reorders, measured 1.3x (fp32) and
         # 1.44x (bf16) faster for the default model per 128x128 input (docs/benchmarks.md); outputs unchanged.

@@ -399,19 +399,20 @@ def presets(
     if json_out:
         print(json.dumps(rows))
         return
-    comps = ("encoder", "codebooks", "decoder", "generator", "vfm")
+    comps = ("encoder", "codebooks", "decoder", "generator", "vfm", "restorer")
     params = Table(title="parameters (millions)", title_justify="left")
     params.add_column("preset")
     for c in comps:
         params.add_column(c, justify="right")
     params.add_column("inference", justify="right")
-    macs = Table(title=f"inference GMAC per {lr_size}x{lr_size} LR input (x4 output)", title_justify="left")
-    for c in ("preset", "generator", "vfm", "decoder", "total"):
+    macs = Table(title=f"inference GMAC per {lr_size}x{lr_size} LR input (x4 output); total: at the model's "
+                 "default fidelity (a restorer at fidelity 1 skips the token path)", title_justify="left")
+    for c in ("preset", "generator", "vfm", "decoder", "restorer", "total"):
         macs.add_column(c, justify="right" if c != "preset" else "left")
     for name, r in rows.items():
         params.add_row(name, *(f"{r['params'][c] / 1e6:.3f}" for c in comps), f"{r['inference_params'] / 1e6:.2f}")
         m = r["macs"]
-        macs.add_row(name, *(f"{m[c] / 1e9:.1f}" for c in ("generator", "vfm", "decoder")),
+        macs.add_row(name, *(f"{m[c] / 1e9:.1f}" for c in ("generator", "vfm", "decoder", "restorer")),
                      f"{r['total_macs'] / 1e9:.1f}")
     out.print(params)
     out.print(macs)

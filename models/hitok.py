@@ -9,6 +9,7 @@ from torch import nn
 from .colorfix import color_fix
 from .generator import Generator, GeneratorConfig, GeneratorOutput
 from .guide import check_fidelity
+from .restorer import Restorer, RestorerConfig
 from .tokenizer import Tokenizer, TokenizerConfig
 from .window import window_period
 
@@ -21,7 +22,8 @@ class HiTokConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     vfm: Any = None  # VFMConfig or None (no VFM: Table 4 row (a), what offline training can use)
     name: str = "custom"
-    fidelity: float = 0.0  # default LR-guide weight at inference (models/guide.py); needs tokenizer.guide_width
+    fidelity: float = 0.0  # default weight of the faithful image at inference; needs a restorer or a guide
+    restorer: RestorerConfig | None = None  # the faithful end of the fidelity dial (models/restorer.py)
 
     def __post_init__(self):
         t, g = self.tokenizer, self.generator
@@ -32,6 +34,8 @@ class HiTokConfig:
         if g.head == "codebook" and g.latent_dim != t.latent_dim:
             raise ValueError("the codebook head's latent_dim must match the tokenizer's")
         check_fidelity(self.fidelity)
+        if self.restorer is not None and self.tokenizer.guide_width:
+            raise ValueError("a model has either a restorer or an LR-guided decoder, not both")
 
 
 class HiTok(nn.Module):
@@ -47,6 +51,7 @@ class HiTok(nn.Module):
             from .vfm import VFM
             vfm = VFM(cfg.vfm)
         self.generator = Generator(cfg.generator, vfm)
+        self.restorer = Restorer(cfg.restorer) if cfg.restorer is not None else None
         self.metadata: dict[str, str] = {}  # provenance read from / written to the model file
 
     @property
@@ -92,8 +97,9 @@ class HiTok(nn.Module):
 
     @property
     def guided(self) -> bool:
-        """The decoder can see the LR input (models/guide.py): `fidelity` > 0 means something."""
-        return self.tokenizer.decoder.guide is not None
+        """The model has a faithful image to blend in (a restorer, or the LR-guided decoder of models/guide.py):
+        `fidelity` > 0 means something."""
+        return self.restorer is not None or self.tokenizer.decoder.guide is not None
 
     def decode_indices(self, indices: torch.Tensor, active_groups: int | None = None, lr: torch.Tensor | None = None,
                        fidelity: float = 0.0) -> torch.Tensor:
@@ -103,16 +109,38 @@ class HiTok(nn.Module):
                 fidelity: float | None = None) -> torch.Tensor:
         """lr (B, 3, h, w) in [0, 1], h and w multiples of lr_align -> (B, 3, 4h, 4w) in [0, 1].
 
-        fix_colors: take the output's coarse band from the LR input (models/colorfix.py; not in the paper).
-        fidelity: weight of the LR guide in the decoder, 0 (tokens only, the paper) .. 1 (None: the config's)."""
+        fix_colors: take the token image's coarse band from the LR input (models/colorfix.py; not in the paper).
+        fidelity: weight of the faithful image, 0 (tokens only, the paper) .. 1 (None: the config's). With a
+        restorer, 1 is the restorer alone (the token path is skipped) and values between blend its image with
+        the token image; with an LR-guided decoder, the guide's weight in the decoder (models/guide.py)."""
         r = self.lr_align
         if lr.shape[-1] % r or lr.shape[-2] % r:
             raise ValueError(f"LR sides must be multiples of {r}, got {tuple(lr.shape[-2:])}")
         w = check_fidelity(self.config.fidelity if fidelity is None else fidelity)
         if w > 0 and not self.guided:
-            raise ValueError("this model has no LR-guided decoder: fidelity must be 0")
-        sr = self.decode_indices(self.predict_indices(lr), active_groups, lr, w)
-        return color_fix(sr, lr) if fix_colors else sr
+            raise ValueError("this model has no faithful path (restorer or LR guide): fidelity must be 0")
+        if self.restorer is None:
+            sr = self.decode_indices(self.predict_indices(lr), active_groups, lr, w)
+            return color_fix(sr, lr) if fix_colors else sr
+        faithful = self.restorer(lr).float() if w > 0 else None
+        if w == 1:
+            return faithful
+        sr = self.decode_indices(self.predict_indices(lr), active_groups).float()
+        sr = color_fix(sr, lr) if fix_colors else sr
+        return sr if faithful is None else sr + w * (faithful - sr)
+
+
+def with_restorer(model: HiTok, restorer: Restorer, fidelity: float = 1.0) -> HiTok:
+    """A copy of a trained model whose faithful end is `restorer` (its LR guide, if any, dropped): the tokens,
+    generator and token-only decoder are kept as they are."""
+    tok = replace(model.config.tokenizer, guide_width=0)
+    cfg = replace(model.config, tokenizer=tok, restorer=restorer.config, fidelity=fidelity)
+    out = HiTok(cfg, with_encoder=model.has_encoder)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("tokenizer.decoder.guide.")}
+    state |= {f"restorer.{k}": v for k, v in restorer.state_dict().items()}
+    out.load_state_dict(state)
+    out.metadata = dict(model.metadata)
+    return out
 
 
 def add_guide(model: HiTok, width: int, blocks: int) -> HiTok:

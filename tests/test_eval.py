@@ -226,9 +226,10 @@ def guided_path(tmp_path_factory) -> Path:
 def test_fidelity_rows_for_a_guided_model(guided_path):
     methods, notes = ev.build_methods([str(guided_path)], realesrgan=False, raw_rows=True, fidelities=(0, 0.5, 1))
     names = [m.name for m in methods]
-    assert names == ["bicubic", "hitok", "hitok w=0", "hitok w=0.5", "hitok w=1", "hitok raw", "hitok w=0 raw"]
+    assert names == ["bicubic", "hitok", "hitok w=0", "hitok w=0.5", "hitok w=1", "hitok raw", "hitok w=0 raw",
+                     "hitok no tokens"]
     assert notes == []
-    ups = {m.name: m.upscaler for m in methods[1:]}
+    ups = {m.name: m.upscaler for m in methods[1:] if hasattr(m, "upscaler")}
     assert [ups[n].fidelity for n in names[2:5]] == [0.0, 0.5, 1.0]
     assert all(ups[n].fix_colors for n in names[1:5]) and not ups["hitok raw"].fix_colors
     assert ups["hitok raw"].fidelity == ups["hitok"].fidelity  # the model's default
@@ -237,6 +238,10 @@ def test_fidelity_rows_for_a_guided_model(guided_path):
     lr = _photo(16, 16, 5)
     by = {m.name: m for m in methods}
     assert not np.array_equal(by["hitok w=0"](lr), by["hitok w=1"](lr))
+    # the token ablation: same shape, but without the tokens the guided image changes
+    no_tokens, with_tokens = by["hitok no tokens"](lr), by["hitok w=1"](lr)
+    assert no_tokens.shape == with_tokens.shape == (64, 64, 3) and no_tokens.dtype == np.uint8
+    assert np.abs(no_tokens.astype(int) - with_tokens.astype(int)).max() > 2
 
 
 def test_fidelity_sweep_skips_a_model_without_a_guide(model_path):
@@ -339,17 +344,21 @@ def test_cli_eval_floor_and_fidelity_sweep(hr_dir, guided_path, tmp_path):
     result = CliRunner().invoke(_app(), ["eval", str(hr_dir), "--model", str(guided_path), "--crop", "32",
                                          "--out", str(out), "--max-images", "1", "--threads", "1",
                                          "--no-realesrgan", "--floor-data", str(train), "--floor-steps", "1",
-                                         "--fidelity-sweep", "0, 1,1", "--raw"])
+                                         "--fidelity-sweep", "0, 1,1", "--raw", "--figure",
+                                         str(tmp_path / "fig.png")])
     assert result.exit_code == 0, result.output
     assert "CNN floor: step 1/1" in result.stderr
     data = json.loads((out / "results.json").read_text())
     assert data["methods"] == ["bicubic", "CNN floor", "hitok", "hitok w=0", "hitok w=1", "hitok raw",
-                               "hitok w=0 raw"]
+                               "hitok w=0 raw", "hitok no tokens"]
     assert "1 steps" in data["method_info"][1] and "0.168 M params" in data["method_info"][1]
     md = (out / "results.md").read_text()
     assert "| CNN floor | " in md and "| hitok w=0 raw | " in md
-    panel = Image.open(out / "panels" / "a_bicubic.png")  # 9 panels: LR, 7 methods, GT -> two rows of 7 + 2
+    panel = Image.open(out / "panels" / "a_bicubic.png")  # 10 panels: LR, 8 methods, GT -> two rows of 7 + 3
     assert panel.width == 7 * 64 + 6 * 4 and panel.height == 2 * (32 + 18) + 4 + 6 + 2 * (64 + 18) + 4
+    # the README figure: bicubic | hitok | hitok w=0 | ground truth, clean and compressed rows, detail at 2x
+    fig = Image.open(tmp_path / "fig.png")
+    assert fig.size == (4 * 64 + 3 * 4, 2 * (64 + 18) + 6)
 
 
 @pytest.mark.parametrize("args, message", [

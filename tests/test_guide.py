@@ -59,7 +59,7 @@ def test_fidelity_zero_is_the_paper_decoder_and_a_fresh_guide_back_projects():
 def test_fidelity_is_checked():
     plain, guided = _guided()
     lr = torch.rand(1, 3, 8, 8)
-    with pytest.raises(ValueError, match="no LR-guided decoder"):
+    with pytest.raises(ValueError, match="no faithful path"):
         plain.upscale(lr, fidelity=0.5)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         guided.upscale(lr, fidelity=1.5)
