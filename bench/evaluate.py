@@ -431,10 +431,12 @@ def side_by_side(panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int]
 
 
 def figure_methods(names: Sequence[str]) -> list[str]:
-    """The README figure's columns: bicubic, Real-ESRGAN (if run), each hitok row without a suffix and its
+    """The README figure's columns: bicubic, Real-ESRGAN (if run), the first hitok model's default row and its
     '... w=0' fidelity row if there is one (the detail end of the dial)."""
     keep = [n for n in names if n in ("bicubic", "Real-ESRGAN")]
-    keep += [n for n in names if n.startswith("hitok") and (" " not in n or n.endswith(" w=0"))]
+    first = next((n for n in names if n.startswith("hitok") and " " not in n), None)
+    if first is not None:
+        keep += [n for n in names if n in (first, f"{first} w=0")]
     return keep
 
 
