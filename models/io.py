@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .errors import one_line
+from .errors import ModelFileError, one_line
 from .generator import GeneratorConfig
 from .hitok import HiTok, HiTokConfig
 from .restorer import RestorerConfig
@@ -46,10 +46,6 @@ _TIMM_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?$")
 REMOVED_FIELDS = {
     ("generator", "head_rank"): (0, "low-rank generator heads (head_rank > 0) were removed"),
 }
-
-
-class ModelFileError(Exception):
-    """A model file that cannot be used; str() is one line meant for the user."""
 
 
 def _state_for_saving(model: HiTok) -> dict[str, torch.Tensor]:

@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 
 import hitok
-from cli_corpus import smooth_rgb, tiny_model, tiny_model_path  # noqa: F401 (fixtures)
-from cli_helpers import user_models  # noqa: F401 (user_models: autouse fixture)
+from cli_corpus import smooth_rgb
 from hitok.errors import UserError, one_line
 from hitok.imageio import list_images, load_rgb8, picture_from_pil, picture_to_pil
 from hitok.psnr import psnr
@@ -132,3 +131,11 @@ def test_importing_the_model_core_loads_no_engine():
     code = "import sys, hitok.models; print(' '.join(sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert [m for m in loaded if m.startswith("hitok") and not m.startswith("hitok.models")] == ["hitok"]
+
+
+def test_image_io_loads_no_torch():
+    """Reading and writing photos (and the error classes) must not pay torch's import (seconds): hitok.errors takes
+    its classes from models/errors.py, which imports nothing, through the lazy hitok.models package."""
+    code = "import sys, hitok.imageio, hitok.errors; print(' '.join(m for m in sys.modules if m.startswith('torch')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
