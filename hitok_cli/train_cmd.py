@@ -182,7 +182,7 @@ def export(
     no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Leave out the tokenizer encoder (upscaling "
                                              "does not need it; `tokenize --source hr` does).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
-    fidelity: Annotated[Optional[float], typer.Option("--fidelity", min=0.0, max=1.0, help="The bundle's default "
+    fidelity: Annotated[Optional[float], typer.Option("--fidelity", help="The bundle's default "
                                                       "--fidelity (needs an LR-guided decoder). Default: kept.")]
     = None,
 ) -> None:
@@ -265,9 +265,8 @@ def restorer(
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos."""
-    from hitok.models.restorer import RestorerConfig
     from hitok.train.degrade import PhotoDegradation
-    from hitok.train.restorer import RestorerTraining, train_restorer
+    from hitok.train.restorer import RestorerConfig, RestorerTraining, train_restorer
 
     cfg = RestorerTraining(data=str(data), out=str(out_dir), model=RestorerConfig(width, blocks, up_width=up_width),
                            degradation=PhotoDegradation(clean_prob=clean_share), batch_size=batch_size,
@@ -286,7 +285,7 @@ def attach(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (.safetensors).")],
     base: Annotated[Optional[Path], typer.Option(help="Model whose tokens and generator to keep (default: the "
                                                  "shipped model).")] = None,
-    fidelity: Annotated[float, typer.Option(min=0.0, max=1.0, help="The file's default --fidelity.")] = 1.0,
+    fidelity: Annotated[float, typer.Option(help="The file's default --fidelity.")] = 1.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
     """Write a model file whose faithful end is a trained restorer (fp16)."""

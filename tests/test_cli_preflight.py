@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
-from cli_helpers import OUTPUT_MARKER, files_in, hitok, one_error_line, user_models, warnings_of  # noqa: F401
+from cli_corpus import save_png, smooth_rgb
+from cli_helpers import OUTPUT_MARKER, files_in, hitok, one_error_line, warnings_of
 from hitok import fsutil, model_store
 from hitok.upscaler import Upscaler
 
@@ -156,7 +156,7 @@ def windowed_tiny_path(folder: Path) -> Path:
     cfg = replace(cfg, tokenizer=replace(cfg.tokenizer, window=2), generator=replace(cfg.generator, window=2))
     torch.manual_seed(0)
     model = HiTok(cfg)
-    assert model.lr_align * model.attention_window == 4
+    assert model.tile_align == 4
     save_model(model, folder / "windowed.safetensors")
     return folder / "windowed.safetensors"
 

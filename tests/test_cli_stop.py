@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
-from cli_helpers import files_in, hitok, interrupt_on_tile, one_error_line, user_models  # noqa: F401 (autouse fixture)
+from cli_corpus import save_png, smooth_rgb
+from cli_helpers import files_in, hitok, interrupt_on_tile, one_error_line
 from hitok import fsutil
 from hitok.upscaler import Upscaler
 
