@@ -12,7 +12,7 @@ Every method gets the same 8-bit LR and returns 8-bit RGB. Scores per method and
 SSIM-Y with 4 px shaved (:mod:`hitok.bench.metrics`), HaarPSI of the RGB output with the same 4 px shaved
 (:mod:`hitok.bench.haarpsi`), NIQE of the output with a 4 px border cropped
 (:mod:`hitok.bench.niqe`; n/a below two 96 px patches), LPIPS when its weights load
-(:func:`hitok.models.lpips.try_lpips`), DISTS never (no implementation or weights offline) -- a metric that
+(:func:`hitok.train.losses.lpips.try_lpips`), DISTS never (no implementation or weights offline) -- a metric that
 cannot be computed is reported n/a with its reason, never estimated -- and wall seconds per image, timed in
 this process after one untimed warm-up call per method (model load, ncnn init, tile sizing excluded).
 hitok runs through :class:`hitok.Upscaler`, the tiled path ``hitok upscale`` uses, one row per
@@ -474,7 +474,7 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
 
     lpips_net, why = None, "not requested"
     if lpips:
-        from hitok.models.lpips import try_lpips
+        from hitok.train.losses.lpips import try_lpips
 
         lpips_net, why = try_lpips()
     res = EvalResults(settings={"hr_dir": str(hr_dir), "crop": crop, "seed": seed, "shave": SHAVE,

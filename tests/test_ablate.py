@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from hitok.bench.ablate_tokenizer import hf_share, main
-from hitok.models.dwt import dwt_target
+from hitok.train.losses.dwt import dwt_target
 
 torch.set_num_threads(1)
 

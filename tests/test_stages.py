@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hitok.models import HiTok, presets
-from hitok.models.dwt import dwt_target
+from hitok.train.losses.dwt import dwt_target
 from hitok.models.masking import sample_active_groups
 from hitok.train import distributed as ddp
 from hitok.train.codebook import CODEBOOK, CodebookKeeper

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hitok.models import HiTok
-from hitok.models.dwt import target_for_active_groups
 from hitok.models.masking import mask_groups, sample_active_groups
-from hitok.models.repa import REPALoss
+
+from .losses.dwt import target_for_active_groups
+from .losses.repa import REPALoss
 
 
 @dataclass
