@@ -199,7 +199,7 @@ class Trainer:
             self.resume_from(ckpt)
             if env.is_main:
                 log.info(f"resumed {c.stage} run at step {self.step} from {ckpt}")
-        self.wrapped = ddp.wrap(s.stage, env)  # DDP makes the replicas equal (rank 0's) here
+        self.wrapped = ddp.wrap(s.stage, env, s.stage.find_unused_parameters)  # replicas made equal (rank 0's) here
         self.gan.wrap()
         stream = CropStream(c.data, c.crop, c.batch_size, seed=c.seed + 1000 * STAGES.index(c.stage),
                             start_step=self.step * c.accum, with_low_res=c.stage != "tokenizer", rank=env.rank,

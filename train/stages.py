@@ -91,6 +91,12 @@ class Stage(nn.Module):
         checkpointed as `extra`)."""
         raise NotImplementedError
 
+    @property
+    def find_unused_parameters(self) -> bool:
+        """Some trained parameter can get no gradient in a step, so DistributedDataParallel must look for such
+        parameters after every backward (an extra graph walk); no by default (tests/test_stages.py checks it)."""
+        return False
+
     def param_groups(self, learning_rate: float) -> list[dict]:
         raise NotImplementedError
 
@@ -120,6 +126,11 @@ class TokenizerStage(Stage):
 
     def trained(self) -> dict[str, nn.Module]:
         return {"tokenizer": self.tok}
+
+    @property
+    def find_unused_parameters(self) -> bool:
+        # the codebook sits out the autoencoder warm-up; an LR guide is never fed here (no LR input)
+        return self.ae_warmup > 0 or self.tok.decoder.guide is not None
 
     def param_groups(self, learning_rate: float) -> list[dict]:
         # the codebook trails a fast-moving encoder unless it learns faster (measured: 10x lifts code usage
