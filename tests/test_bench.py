@@ -134,3 +134,18 @@ def test_auto_tiles_sit_on_the_window_grid_and_are_balanced(windowed_tiny):
     # n=256 under a 192 px ceiling: two 136 px tiles (1.13x the pixels) instead of two 192s (2.25x)
     even, full = tiling.plan_tiles(256, 256, 192, 16, 8, balance=True), tiling.plan_tiles(256, 256, 192, 16, 8)
     assert (even.tile_h, even.ys, full.tile_h, full.ys) == (136, (0, 120), 192, (0, 64))
+
+
+def test_engines_benchmark_rows_and_report(tiny_model_path, tmp_path, capsys):
+    from hitok.bench import engines
+
+    out = tmp_path / "engines.json"
+    assert engines.main(["--model", str(tiny_model_path), "--lr-size", "16", "--rounds", "1", "--engines",
+                         "eager,int8", "--json", str(out), "--profile"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["hitok fp32, eager torch", "hitok, int8 dynamic Linear"]
+    assert rows["hitok fp32, eager torch"]["psnr_vs_eager_db"] == 200.0  # itself
+    assert 20 < rows["hitok, int8 dynamic Linear"]["psnr_vs_eager_db"] <= 200.0
+    assert all(r["best_cpu_s"] > 0 and len(r["wall_s"]) == 1 for r in rows.values())
+    printed = capsys.readouterr().out
+    assert "| hitok, int8 dynamic Linear |" in printed and "Self CPU" in printed  # the table, the profile
