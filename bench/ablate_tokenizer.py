@@ -1,4 +1,4 @@
-"""Small-scale reproduction of HiTokSR's tokenizer claims (issue 7): Table 7 (number of sub-codebooks at a fixed
+"""Small-scale reproduction of HiTokSR's tokenizer claims: Table 7 (number of sub-codebooks at a fixed
 capacity of 4096 codes and C=32), the tokenizer columns of Table 3 (vanilla VQ -> + multi-group -> + group masking
 -> + frequency-matched supervision) and Fig. 1a (decoding with M = 1..N groups is coarse-to-fine).
 

@@ -1,7 +1,7 @@
 """x4 evaluation on a folder of HR photos: hitok against bicubic, Real-ESRGAN and a CNN floor, two LR tracks.
 
-The "Evaluation" section of issue 5. Per image one deterministic centre crop (``crop`` px, or the
-largest multiple-of-16 crop of a smaller image) is the HR ground truth; its LR is made two ways:
+Per image one deterministic centre crop (``crop`` px, or the largest multiple-of-16 crop of a smaller image) is
+the HR ground truth; its LR is made two ways:
 
 * ``bicubic``: MATLAB ``imresize(hr, 1/4)`` (bicubic, antialiased; :func:`hitok.bench.niqe.imresize_matlab`,
   the downscaler SR benchmarks are built with) rounded to 8 bits;

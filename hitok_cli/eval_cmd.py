@@ -1,4 +1,4 @@
-"""``hitok eval``: the x4 evaluation of issue 5 (bicubic and realistic LR tracks) from the command line.
+"""``hitok eval``: the x4 evaluation of bench/evaluate.py (bicubic and realistic LR tracks) from the command line.
 
 A thin command over :func:`hitok.bench.evaluate.evaluate`: build the methods (bicubic, Real-ESRGAN when its
 ncnn files are found, the CNN floor trained on ``--floor-data``, one hitok per ``--model`` and per

@@ -91,7 +91,7 @@ def animated_gif(path: Path) -> Path:
 
 
 def bad_corpus(folder: Path) -> dict[str, Path]:
-    """The issue's bad-input corpus (plus a few extras), written into ``folder``."""
+    """A corpus of bad and awkward inputs, written into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     files["empty"] = folder / "empty.jpg"

@@ -1,4 +1,4 @@
-"""Tests of the tokenizer ablation (bench/ablate_tokenizer.py, issue 7): the whole script on 3 generated images with
+"""Tests of the tokenizer ablation (bench/ablate_tokenizer.py): the whole script on 3 generated images with
 the tiny preset's sizes and 2 steps per run, its outputs, re-use of finished runs, and the HF-share measure."""
 import json
 import math

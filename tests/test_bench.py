@@ -1,4 +1,4 @@
-"""hitok.bench.speed / gpu_bench smoke runs, and the windowed-model tiling they measure (issue 6).
+"""hitok.bench.speed / gpu_bench smoke runs, and the windowed-model tiling they measure.
 
 The benchmarks run as subprocesses, as a user runs them; speed.py forks its measurement children from a
 process that has run no kernel yet, which a pytest process cannot promise."""

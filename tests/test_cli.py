@@ -273,7 +273,7 @@ def test_corpus_unwritable_output(tmp_path, tiny_model_path):
 
 @pytest.mark.parametrize("bits", [8, 16])
 def test_tagged_tiff_round_trips_through_upscale_and_batch(tmp_path, tiny_model_path, bits):
-    """Issue 12 item 1: a Software tag made every TIFF write fail after the whole upscale."""
+    """A Software tag once made every TIFF write fail after the whole upscale."""
     from test_imageio import TAGS, tagged_tiff
 
     src = tmp_path / "in"

@@ -265,7 +265,7 @@ def test_floor_net_size_and_bicubic_start():
     from hitok.bench.floor import FloorNet
 
     net = FloorNet()
-    assert sum(p.numel() for p in net.parameters()) == 168_000  # the "0.17 M"
+    assert sum(p.numel() for p in net.parameters()) == 168_000  # bench/floor.py's "0.17 M"
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 9 and all(c.out_channels == 48 for c in convs[:-1]) and convs[-1].out_channels == 48
     x = torch.rand(1, 3, 8, 8)

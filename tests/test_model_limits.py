@@ -1,4 +1,4 @@
-"""Issue 12, item 5: a model file's metadata is held to limits before anything is built.
+"""A model file's metadata is held to limits before anything is built.
 
 Each hostile file is the tiny model with its config edited: what it asks for (the network, a file
 elsewhere on disk, 137 GB, NaN weights) must be refused with one line, by ``upscale`` as by

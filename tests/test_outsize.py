@@ -1,4 +1,4 @@
-"""Issue 12, item 8: --outscale and --width / --height on upscale and batch."""
+"""--outscale and --width / --height on upscale and batch."""
 
 from __future__ import annotations
 

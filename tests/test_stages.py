@@ -1,6 +1,6 @@
 """Stage-level tests of train/stages.py and its helpers: each stage learns (overfits one batch), the generator's
-straight-through gradient, the M <-> T(N-M) pairing of group masking, and the training-bug fixes of issue 14
-(AdamW moments of restarted codes, LPIPS on the unclamped output)."""
+straight-through gradient, the M <-> T(N-M) pairing of group masking, fixed training bugs (AdamW moments of restarted codes, LPIPS on the
+unclamped output), the EMA, and where DDP must look for unused parameters."""
 from dataclasses import replace
 
 import pytest
