@@ -42,7 +42,7 @@ AUTO_MAX_TOKENS = {"cuda": 128, "mps": 96, "cpu": 64}
 # models memory picks the tile and the cap only bounds one tile's latency. On a CPU the time per
 # pixel still grows with the tile once its activations leave the caches, while the overlap's share
 # of the work shrinks with it; 96 tokens (192 LR px for the small preset's 2 px tokens) is where the
-# two meet (docs/benchmarks.md, "time per LR pixel against tile side"; `python -m hitok.bench.speed`).
+# two meet (docs/benchmarks.md, "The CPU tile cap for windowed models"; `python -m hitok.bench.speed`).
 AUTO_MAX_TOKENS_WINDOWED = {"cuda": 1024, "mps": 512, "cpu": 96}
 MEMORY_FRACTION = {"cuda": 0.8, "mps": 0.5, "cpu": 0.5}
 
