@@ -1,7 +1,7 @@
-"""Fixtures every test module may use without importing them (pytest finds this file), and the ``slow`` marker.
+"""Fixtures every test module may use without importing them (pytest finds this file).
 
 Helpers that are plain functions (generated images in cli_corpus.py, CliRunner calls in cli_helpers.py) are
-imported by name as usual; only fixtures live here."""
+imported by name as usual; only fixtures live here. The ``slow`` marker is registered in pyproject.toml."""
 
 from __future__ import annotations
 
@@ -10,11 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # also registered in pyproject.toml; here too so `pytest tests/x.py` from any folder knows it
-    config.addinivalue_line("markers", "slow: takes more than ~10 s on 2 CPU cores (deselect with -m 'not slow')")
 
 
 @pytest.fixture(autouse=True)

@@ -131,6 +131,7 @@ def test_imports_point_inward(folder):
 TRAINING_ONLY = ("dwt", "discriminator", "gan_loss", "repa", "lpips")
 
 
+@pytest.mark.slow
 def test_the_model_core_holds_and_imports_no_training_code():
     """models/ is what inference and model files need: its training-only parts live in train/losses/, and importing
     every module of hitok.models (relative imports included, which the text scan above cannot see) loads no

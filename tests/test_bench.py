@@ -39,6 +39,7 @@ def speed_report(tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 def test_speed_smoke_writes_markdown_and_json(speed_report):
     out, res = speed_report
     assert res.returncode == 0, res.stderr[-2000:]
@@ -60,6 +61,7 @@ def test_speed_smoke_writes_markdown_and_json(speed_report):
     assert [r["side"] for r in report["sweep"]["rows"]] == [16, 32]
 
 
+@pytest.mark.slow
 def test_gpu_bench_smoke_on_cpu(tmp_path, speed_report):
     res = run_module("hitok.bench.gpu_bench", "--device", "cpu", "--smoke", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr[-2000:]

@@ -108,6 +108,7 @@ def run_until_writing(args: list, cwd: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_sigterm_during_upscale_removes_the_temp_file(tmp_path, tiny_model_path):
     src = save_png(tmp_path / "b.png", smooth_rgb(8, 8))
     proc = run_until_writing(["upscale", src, "--model", tiny_model_path], tmp_path)
@@ -118,6 +119,7 @@ def test_sigterm_during_upscale_removes_the_temp_file(tmp_path, tiny_model_path)
     assert files_in(tmp_path) == ["b.png"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_batch_reports_what_was_done(tmp_path, tiny_model_path):
     src, dst = three_photos(tmp_path), tmp_path / "out"
     proc = run_until_writing(["batch", src, dst, "--model", tiny_model_path], tmp_path)

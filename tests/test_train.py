@@ -171,6 +171,7 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(pipeline, tmp_path):
     assert r.exit_code == 1 and "cannot change crop" in r.output
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_keeps_replicas_equal(pipeline, tmp_path):
     r = train(_cfg("tokenizer", pipeline["data"], tmp_path / "ddp", steps=4, nproc=2, threads=1, adv_start=1))
     assert r.step == 4 and r.replica_spread == 0.0
@@ -180,6 +181,7 @@ def test_two_process_gloo_run_keeps_replicas_equal(pipeline, tmp_path):
     assert model.metadata["batch_tokenizer"] == "4"  # 2 processes x batch 2
 
 
+@pytest.mark.slow
 def test_campaign_writes_small_parts_that_join(pipeline, tmp_path):
     s = run_campaign(str(pipeline["data"]), str(tmp_path / "out"), preset="tiny", budget_min=0.3,
                      work=str(tmp_path / "work"), device="cpu", workers=0, quiet=True)
@@ -195,6 +197,7 @@ def test_campaign_writes_small_parts_that_join(pipeline, tmp_path):
     assert model.upscale(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
 
 
+@pytest.mark.slow
 def test_campaign_runs_from_a_checkout_that_is_not_installed(tmp_path):
     """docs/TRAINING.md's symbolic-link layout: `python -m hitok.train.campaign` with no pip install of hitok
     (-S: without site's .pth files, so the editable install of this checkout cannot serve it)."""
