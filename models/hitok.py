@@ -29,7 +29,7 @@ def check_fidelity(value: float, guided: bool = True) -> float:
 
 def check_detail(value: int, groups: int) -> int:
     """The number of active token groups M (Eq. 4, the ``--detail`` control): 1..N."""
-    if not 1 <= value <= groups:
+    if int(value) != value or not 1 <= value <= groups:
         raise SettingError(f"detail {value}: this model has {groups} token groups; use 1..{groups}")
     return int(value)
 

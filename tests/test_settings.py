@@ -45,6 +45,8 @@ def test_a_bad_setting_is_refused_with_one_message_everywhere(tiny_model, tiny_m
 def test_good_settings_and_defaults(tiny_model):
     assert tiny_model.settings() == (2, 0.0)  # all groups, the config's fidelity
     assert tiny_model.settings(1, 0) == (1, 0.0)
+    with pytest.raises(SettingError, match=r"^detail 1.5: this model has 2 token groups; use 1..2$"):
+        tiny_model.settings(1.5)  # a number of groups is whole (the command line's --detail takes integers only)
     guided = dataclasses.replace(presets.tiny(), tokenizer=dataclasses.replace(presets.tiny().tokenizer,
                                                                                guide_width=8), fidelity=0.5)
     assert guided.fidelity == 0.5  # a faithful path: any fidelity in [0, 1]

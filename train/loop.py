@@ -4,7 +4,7 @@
   train/gan.py       the adversarial term and the discriminator's step
   train/schedule.py  warm-up, then constant or cosine learning rates
   train/codebook.py  k-means init / dead-code restart bookkeeping (replicas, EMA, AdamW moments)
-  train/ema.py       the EMA the exported model carries (torch's AveragedModel)
+  train/ema.py       the EMA of the trained parameters, what the exported model carries
   train/distributed.py  DistributedDataParallel and the process group
   train/budget.py    step planning of time-budget runs;  train/stop.py  Ctrl-C / SIGTERM
   train/monitor.py   progress bar, metrics.csv, samples;  train/checkpoint.py  atomic, resumable checkpoints
