@@ -52,3 +52,13 @@ def test_good_settings_and_defaults(tiny_model):
     assert guided.fidelity == 0.5  # a faithful path: any fidelity in [0, 1]
     with pytest.raises(SettingError, match="^fidelity 2: must be between 0 and 1$"):
         dataclasses.replace(guided, fidelity=2.0)
+
+
+def test_detokenize_takes_the_models_check_of_detail(tiny_model_path, tmp_path):
+    src = save_png(tmp_path / "p.png", smooth_rgb(8, 8))
+    codes = tmp_path / "codes.safetensors"
+    assert run_hitok("tokenize", src, "--out", codes, "--source", "lr", "--model", tiny_model_path).exit_code == 0
+    result = run_hitok("detokenize", codes, "-o", tmp_path / "back.png", "--model", tiny_model_path, "--detail", 3)
+    assert result.exit_code == 1
+    assert one_error_line(result) == "error: detail 3: this model has 2 token groups; use 1..2"
+    assert not (tmp_path / "back.png").exists()
