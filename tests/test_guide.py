@@ -2,7 +2,6 @@
 a trained one follows the input, tiles still agree with the whole image, and the decoder stage learns it."""
 import dataclasses
 
-import pytest
 import torch
 
 from hitok.models import HiTok, presets
