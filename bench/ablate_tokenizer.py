@@ -1,4 +1,4 @@
-"""Small-scale reproduction of HiTokSR's tokenizer claims (issue 7): Table 7 (number of sub-codebooks at a fixed
+"""Small-scale reproduction of HiTokSR's tokenizer claims: Table 7 (number of sub-codebooks at a fixed
 capacity of 4096 codes and C=32), the tokenizer columns of Table 3 (vanilla VQ -> + multi-group -> + group masking
 -> + frequency-matched supervision) and Fig. 1a (decoding with M = 1..N groups is coarse-to-fine).
 
@@ -48,12 +48,12 @@ from hitok.errors import UserError
 from hitok.imageio import list_images, load_rgb8
 from hitok.psnr import psnr
 from hitok.models import HiTok, ModelFileError, load_model, presets
-from hitok.models.dwt import dwt_target, haar_analysis
 from hitok.train.assemble import resolve_device
 from hitok.train.checkpoint import atomic_write_text
 from hitok.train.config import TrainConfig, TrainError, check_crop, resolve
 from hitok.train.distributed import DistEnv
 from hitok.train.loop import train_stage
+from hitok.train.losses.dwt import dwt_target, haar_analysis
 from hitok.train.stages import LossWeights, TokenizerStage
 
 from .metrics import psnr_y, ssim_y

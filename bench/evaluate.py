@@ -1,7 +1,7 @@
 """x4 evaluation on a folder of HR photos: hitok against bicubic, Real-ESRGAN and a CNN floor, two LR tracks.
 
-The "Evaluation" section of issue 5. Per image one deterministic centre crop (``crop`` px, or the
-largest multiple-of-16 crop of a smaller image) is the HR ground truth; its LR is made two ways:
+Per image one deterministic centre crop (``crop`` px, or the largest multiple-of-16 crop of a smaller image) is
+the HR ground truth; its LR is made two ways:
 
 * ``bicubic``: MATLAB ``imresize(hr, 1/4)`` (bicubic, antialiased; :func:`hitok.bench.niqe.imresize_matlab`,
   the downscaler SR benchmarks are built with) rounded to 8 bits;
@@ -12,7 +12,7 @@ Every method gets the same 8-bit LR and returns 8-bit RGB. Scores per method and
 SSIM-Y with 4 px shaved (:mod:`hitok.bench.metrics`), HaarPSI of the RGB output with the same 4 px shaved
 (:mod:`hitok.bench.haarpsi`), NIQE of the output with a 4 px border cropped
 (:mod:`hitok.bench.niqe`; n/a below two 96 px patches), LPIPS when its weights load
-(:func:`hitok.models.lpips.try_lpips`), DISTS never (no implementation or weights offline) -- a metric that
+(:func:`hitok.train.losses.lpips.try_lpips`), DISTS never (no implementation or weights offline) -- a metric that
 cannot be computed is reported n/a with its reason, never estimated -- and wall seconds per image, timed in
 this process after one untimed warm-up call per method (model load, ncnn init, tile sizing excluded).
 hitok runs through :class:`hitok.Upscaler`, the tiled path ``hitok upscale`` uses, one row per
@@ -36,6 +36,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from hitok.errors import UserError, one_line
@@ -113,6 +114,33 @@ class HitokMethod:
         return out.pixels
 
 
+class NoTokensMethod:
+    """The token ablation of an LR-guided model (models/guide.py) at fidelity 1: the guide gets bicubic(LR) in
+    place of the token image and zeros in place of the token features, nothing retrained. Its distance to the
+    model's default row is what the token path (most of the model's operations) adds to the faithful image."""
+
+    def __init__(self, model: torch.nn.Module, name: str, fix_colors: bool = True):
+        from hitok.models.colorfix import color_fix
+
+        self.model, self.name, self.fix_colors, self._color_fix = model, name, fix_colors, color_fix
+        self.info = (f"{name}: the LR guide fed bicubic(LR) and zero token features (token path skipped), "
+                     f"fidelity 1, colour fix {'on' if fix_colors else 'off'}, one tile, fp32")
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        guide = self.model.tokenizer.decoder.guide
+        cfg = self.model.config.tokenizer
+        x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, h, w)
+        device = next(self.model.parameters()).device
+        x = x.to(device)
+        per_token = cfg.patch // SCALE  # LR pixels per token side
+        feats = x.new_zeros(1, cfg.dec_dim, x.shape[-2] // per_token, x.shape[-1] // per_token)
+        with torch.inference_mode():
+            sr = F.interpolate(x, scale_factor=SCALE, mode="bicubic", align_corners=False)
+            y = guide(sr, feats, x, 1.0)
+            y = self._color_fix(y, x) if self.fix_colors else y
+        return (y[0].clamp(0, 1).permute(1, 2, 0) * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
 class RealESRGANMethod:
     """Real-ESRGAN x4plus through ncnn on the CPU (:mod:`hitok.bench.realesrgan`)."""
 
@@ -186,6 +214,11 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
             methods.append(row(f"{name} raw", fix_colors=False))
             if guided:
                 methods.append(row(f"{name} w=0 raw", fix_colors=False, fidelity=0.0))
+            if m.model.tokenizer.decoder.guide is not None:
+                methods.append(NoTokensMethod(m.model, f"{name} no tokens"))
+            elif m.model.restorer is not None:
+                notes.append(f"{name}: at fidelity 1 the model runs its restorer alone (no token path); "
+                             f"'{name} w=0 raw' is the tokens alone")
     return methods, notes
 
 
@@ -397,13 +430,36 @@ def side_by_side(panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int]
     return _stack([grid(top), grid(bottom)], gap=6)
 
 
+def figure_methods(names: Sequence[str]) -> list[str]:
+    """The README figure's columns: bicubic, Real-ESRGAN (if run), the first hitok model's default row and its
+    '... w=0' fidelity row if there is one (the detail end of the dial)."""
+    keep = [n for n in names if n in ("bicubic", "Real-ESRGAN")]
+    first = next((n for n in names if n.startswith("hitok") and " " not in n), None)
+    if first is not None:
+        keep += [n for n in names if n in (first, f"{first} w=0")]
+    return keep
+
+
+def comparison_figure(crops: dict[str, list[tuple[str, np.ndarray]]], zoom: int = 2) -> Image.Image:
+    """track -> [(label, detail crop)] -> one labelled row per track, crops at ``zoom`` x (nearest)."""
+    rows = []
+    for track, items in crops.items():
+        tiles = [_labelled(Image.fromarray(img).resize((img.shape[1] * zoom, img.shape[0] * zoom), Image.NEAREST),
+                           f"{label}  ({'clean' if track == 'bicubic' else 'compressed'} LR)") for label, img in items]
+        rows.append(_row(tiles))
+    return _stack(rows, gap=6)
+
+
 # -- the run ----------------------------------------------------------------------------------------
 def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out_dir: str | Path | None = None,
              max_images: int | None = None, seed: int = 0, lpips: bool = True, notes: Sequence[str] = (),
-             log: Callable[[str], None] | None = None) -> EvalResults:
+             log: Callable[[str], None] | None = None, figure: str | Path | None = None,
+             figure_image: str | None = None) -> EvalResults:
     """Score every method on both tracks of every image in ``hr_dir``; write reports to ``out_dir`` if given.
 
     notes: lines for the report's notes (e.g. why Real-ESRGAN was skipped); log: per-score progress lines.
+    figure: also write the README's comparison figure there (:func:`comparison_figure`): the detail region of
+    ``figure_image`` (a file name; default the first image) on both tracks, columns :func:`figure_methods` + GT.
     """
     if crop < 16 or crop % 16:
         raise UserError(f"--crop {crop}: must be a positive multiple of 16 (LR side a multiple of 4)")
@@ -418,7 +474,7 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
 
     lpips_net, why = None, "not requested"
     if lpips:
-        from hitok.models.lpips import try_lpips
+        from hitok.train.losses.lpips import try_lpips
 
         lpips_net, why = try_lpips()
     res = EvalResults(settings={"hr_dir": str(hr_dir), "crop": crop, "seed": seed, "shave": SHAVE,
@@ -428,6 +484,11 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
     if lpips_net is None:
         res.unavailable["lpips"] = why
     res.unavailable["dists"] = DISTS_NA
+
+    fig_cols = figure_methods([m.name for m in methods])
+    fig_crops: dict[str, list[tuple[str, np.ndarray]]] = {}
+    if figure is not None and figure_image is not None and figure_image not in {p.name for p in files}:
+        raise UserError(f"--figure-image {figure_image}: not among the images of {hr_dir}")
 
     warm = np.full((16, 16, 3), 128, np.uint8)
     for m in methods:  # one-time costs (weights, ncnn init, tile sizing) stay out of the timings
@@ -463,12 +524,21 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
                     f"{seconds:7.2f} s")
                 niqe_txt = f"  NIQE {score.niqe:.2f}" if score.niqe is not None else ""
                 panels.append((f"{m.name}  {score.psnr_y:.2f} dB{niqe_txt}", sr))
+                if figure is not None and name == (figure_image or files[0].name) and m.name in fig_cols:
+                    t, l, side = box
+                    fig_crops.setdefault(track, []).append((m.name, sr[t:t + side, l:l + side]))
             panels.append(("GT", hr))
+            if track in fig_crops:
+                t, l, side = box
+                fig_crops[track].append(("ground truth", hr[t:t + side, l:l + side]))
             if out is not None:
                 side_by_side(panels, box).save(out / "panels" / f"{path.stem}_{track}.png")
     if not res.images:
         raise UserError(f"no usable images in {hr_dir}")
     res.method_info = [m.info for m in methods]  # now with the tile plans actually used
+    if fig_crops:
+        Path(figure).parent.mkdir(parents=True, exist_ok=True)
+        comparison_figure(fig_crops).save(figure)
     if out is not None:
         (out / "results.md").write_text(res.to_markdown(), encoding="utf-8")
         (out / "results.json").write_text(json.dumps(res.to_json(), indent=1), encoding="utf-8")

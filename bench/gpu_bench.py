@@ -1,4 +1,4 @@
-"""GPU benchmark of the paper preset against HiTokSR's Table 2, plus one training step of each stage (issue 6).
+"""GPU benchmark of the paper preset against HiTokSR's Table 2, plus one training step of each stage.
 
 Table 2 of the paper (128x128 LR input, RTX 4090): HiTokSR 0.047 s, 1.88 GiB, 572 GMAC, 339M parameters.
 Here, in one process (one device call):

@@ -1,4 +1,4 @@
-"""CPU speed and memory benchmark (issue 6), in one run so its ratios hold on a noisy machine.
+"""CPU speed and memory benchmark, in one run so its ratios hold on a noisy machine.
 
     python -m hitok.bench.speed [--presets tiny,small,paper] [--model PATH] [--realesrgan-dir DIR]
         [--sizes 0.25,1,4,16] [--repeat N] [--threads T] --out docs/benchmarks.md
@@ -38,7 +38,7 @@ import numpy as np
 PRESET_NAMES = ("tiny", "small", "paper")
 SECTIONS = ("presets", "compare", "realesrgan", "scaling", "sweep")
 TABLE2 = "paper Table 2 (RTX 4090 GPU): 339M parameters, 572 GMAC, 0.047 s, 1.88 GiB per 128x128 input"
-TARGET_VS_REALESRGAN = 5.0  # issue 6: the default model >= 5x faster than Real-ESRGAN x4plus per 128x128 input
+TARGET_VS_REALESRGAN = 5.0  # the project's goal: the default model >= 5x faster than Real-ESRGAN x4plus per 128x128 input
 
 
 def _default_row() -> str:
@@ -252,7 +252,6 @@ def model_config(source: str):
     """The HiTokConfig of a preset name or a model file (its metadata only), for counting on the meta device."""
     from hitok.models import presets
     from hitok.models.io import config_from_dict, read_metadata
-    from hitok.models.summary import summarize
 
     if source in PRESET_NAMES:
         cfg = presets.paper(vfm_weights="none") if source == "paper" else getattr(presets, source)()
@@ -306,7 +305,7 @@ def render(report: dict) -> str:
         if resr and hit:
             ratio = resr / hit
             verdict = "met" if ratio >= TARGET_VS_REALESRGAN else "not met"
-            lines += ["", f"Target (issue 6): the default model >= {TARGET_VS_REALESRGAN:.0f}x faster than Real-ESRGAN "
+            lines += ["", f"Target: the default model >= {TARGET_VS_REALESRGAN:.0f}x faster than Real-ESRGAN "
                       f"x4plus per {lr}x{lr} input, as `hitok upscale` runs it here (`--precision auto` = the row "
                       f"\"{default_row}\"): **{ratio:.2f}x, {verdict}**."]
         for note in c.get("notes", []):

@@ -1,12 +1,10 @@
-"""Optional tile engines for fp32 CPU inference (issue 13): ONNX Runtime, or int8 dynamic Linear layers; eager
-torch stays the default and the fallback.
+"""Optional tile engines for fp32 CPU inference: ONNX Runtime, or int8 dynamic Linear layers; eager torch stays
+the default and the fallback.
 
-Measured side by side on a 2-core AMD EPYC (AVX2, no AVX-512/AMX), 1 thread, the shipped model, 128x128 LR
-(docs/benchmarks.md, "CPU fp32 engines"): ONNX Runtime ~1.0x eager in CPU time (1.2-1.3x in wall time on a loaded
-machine), output within 83 dB of eager; int8 dynamic Linear 1.16x over the kept eager path, PSNR-Y -0.004 dB and
-NIQE -0.01 on val, but not the pinned fp32 output (tests/test_output_unchanged.py). Two thirds of the time is
-oneDNN convolutions and MKL GEMMs, which neither engine makes faster on AVX2; so both are opt-in
-(``HITOK_ENGINE=onnx`` / ``HITOK_ENGINE=int8``) until a quiet machine or another CPU shows a win.
+Both are opt-in (``HITOK_ENGINE=onnx`` / ``HITOK_ENGINE=int8``): on an AVX2 CPU two thirds of the time is oneDNN
+convolutions and MKL GEMMs, which neither engine makes faster, and int8 does not keep the pinned fp32 output
+(tests/test_output_unchanged.py). The measurements are in docs/benchmarks.md ("CPU fp32 engines";
+``python -m hitok.bench.engines`` repeats them).
 
 How the Upscaler uses one (:func:`make_engine`): it asks the engine for each tile; the engine answers with the
 output, or ``None`` (then the Upscaler runs eager torch). ONNX export costs 20-30 s, so it must not hit a
@@ -17,13 +15,16 @@ one-photo upscale:
   settings (detail, fidelity, colour fix); a later process loads it in under a second;
 * a graph not in the cache is exported only once a shape has been asked for ``export_after`` times in this
   process (a photo with many tiles, or a batch; tiles of one photo all share a shape), the tiles before it
-  run eager.
+  run eager;
+* the cache holds at most ``HITOK_ENGINE_CACHE_MB`` (default 1024) MiB: after an export the least recently used
+  graphs (a load touches its file) are deleted until it fits (:func:`prune_cache`).
 
 tests/test_accel.py checks both engines against eager torch (skipped without onnxruntime/onnxscript).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -38,6 +39,7 @@ from .errors import one_line
 # torch.onnx.export and warnings.catch_warnings are not thread-safe; each batch worker has its own engine
 _EXPORT_LOCK = threading.Lock()
 DEFAULT_EXPORT_AFTER = 3  # tiles of one shape seen in a process before a missing graph is exported
+DEFAULT_CACHE_MB = 1024  # one graph of the shipped model is ~35 MiB (fp32 weights inside)
 
 
 def available() -> bool:
@@ -51,6 +53,42 @@ def cache_root() -> Path:
         return Path(override).expanduser()
     import platformdirs
     return Path(platformdirs.user_cache_dir("hitok")) / "engines"
+
+
+def cache_limit_bytes() -> int:
+    """``HITOK_ENGINE_CACHE_MB`` (MiB; unset or unreadable: :data:`DEFAULT_CACHE_MB`) in bytes."""
+    try:
+        mib = float(os.environ.get("HITOK_ENGINE_CACHE_MB", DEFAULT_CACHE_MB))
+    except ValueError:
+        mib = DEFAULT_CACHE_MB
+    return int(max(mib, 0) * 2**20)
+
+
+def prune_cache(root: Path, limit: int, keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used graphs under ``root`` (oldest modification time first) until they hold at
+    most ``limit`` bytes; ``keep`` (the graph just exported) stays. Returns the deleted files. Other processes may
+    prune or write at the same time: a file that is gone or busy is skipped."""
+    found = []
+    for path in root.glob("*/*.onnx"):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        found.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in found)
+    deleted = []
+    for _, size, path in sorted(found, key=lambda f: f[0]):
+        if total <= limit:
+            break
+        if path == keep:
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        deleted.append(path)
+    return deleted
 
 
 ENGINES = ("torch", "onnx", "int8")
@@ -84,7 +122,8 @@ class OrtEngine:
         self.threads = threads or torch.get_num_threads()
         self.export_after = export_after if export_after is not None else DEFAULT_EXPORT_AFTER
         versions = f"torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}"
-        self.folder = (root or cache_root()) / f"{self.model_id}-{versions}"
+        self.root = root or cache_root()
+        self.folder = self.root / f"{self.model_id}-{versions}"
         self._sessions: dict[tuple, object] = {}
         self._seen: dict[tuple, int] = {}
         self._failed: set[tuple] = set()
@@ -129,6 +168,9 @@ class OrtEngine:
                 except Exception:  # noqa: BLE001 - an exporter gap must never cost the user the photo
                     self._failed.add(key)
                     return None
+                prune_cache(self.root, cache_limit_bytes(), keep=path)
+            with contextlib.suppress(OSError):  # recently used: the last to be pruned (a read-only cache is fine)
+                os.utime(path)
             try:
                 self._sessions[key] = self._load(path)
             except Exception:  # noqa: BLE001 - a damaged cache file: drop it, run eager

@@ -2,20 +2,13 @@
 
 Anything a user can get wrong (a bad path, an unreadable image, a missing model, an output that already
 exists, an option out of range) is a :class:`UserError`; a Python caller catches it, the ``hitok`` command
-prints ``error: <message>`` and exits 1 (hitok_cli/errors.py). ``one_line`` (models/errors.py, the lowest
-package, so that models/ can use it too) turns any other exception into one line of text, and
-``ModelFileError`` is what hitok.models raises for a model file it refuses.
+prints ``error: <message>`` and exits 1 (hitok_cli/errors.py). The classes and ``one_line`` live in
+models/errors.py, the lowest package, so that models/ raises the same ones (a detail or fidelity out of the
+model's range is a ``SettingError``, a UserError); importing them pulls no torch.
 """
 
 from __future__ import annotations
 
-from hitok.models.errors import one_line
-from hitok.models.io import ModelFileError
+from hitok.models.errors import ModelFileError, SettingError, UserError, one_line
 
-__all__ = ["UserError", "ModelFileError", "one_line"]
-
-
-class UserError(Exception):
-    """An error the user can fix; its message is the single line we print."""
-
-    exit_code = 1
+__all__ = ["UserError", "SettingError", "ModelFileError", "one_line"]

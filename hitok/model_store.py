@@ -225,5 +225,16 @@ def preset_summaries(lr_size: int = 128) -> dict[str, dict]:
     from hitok.models.summary import summarize
 
     # counting needs no pretrained weights, so the paper preset's VFM is built without them
-    return {name: summarize(make(vfm_weights="none") if name == "paper" else make(), lr_size)
+    rows = {name: summarize(make(vfm_weights="none") if name == "paper" else make(), lr_size)
             for name, make in presets.PRESETS.items()}
+    rows["shipped default"] = summarize(model_config(default_model_path()), lr_size)
+    return rows
+
+
+def model_config(path: Path):
+    """The HiTokConfig a model file describes, read from its metadata (no weights loaded)."""
+    import json
+
+    from hitok.models.io import check_config, read_metadata
+
+    return check_config(json.loads(read_metadata(path)["config"]), path.parent)

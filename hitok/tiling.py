@@ -1,13 +1,14 @@
 """Seamless tiled inference with memory bounded by the tile, not the photo.
 
-The LR image is cut into tiles whose sides are multiples of the model's token grid
-(``model.lr_align`` LR pixels per token), overlapping by ``overlap`` LR pixels. Each tile goes
-through any callable ``fn(lr_tile (1,C,h,w)) -> hr_tile (1,C,sh,sw)``. Instead of pasting the
-centres of padded tiles with a hard cut (Real-ESRGAN's tile mode), HR tiles are blended with a
-separable raised-cosine (Hann) ramp over the overlap and normalised by the accumulated weight
-(weighted overlap-add), so two tiles that disagree fade into each other over the whole overlap
-and neither a step nor a kink shows at a tile border. Tile edges on the image border keep full
-weight.
+The LR image is cut into tiles whose sides are multiples of the model's tile grid (``grid``:
+``model.tile_align`` LR pixels, a token or a whole attention window), overlapping by ``overlap``
+LR pixels; ``align`` (``model.lr_align``, one token) is what the model needs every side to be a
+multiple of. Each tile goes through any callable ``fn(lr_tile (1,C,h,w)) -> hr_tile (1,C,sh,sw)``,
+and the plan that was used comes back with the output. Instead of pasting the centres of padded
+tiles with a hard cut (Real-ESRGAN's tile mode), HR tiles are blended with a separable
+raised-cosine (Hann) ramp over the overlap and normalised by the accumulated weight (weighted
+overlap-add), so two tiles that disagree fade into each other over the whole overlap and neither
+a step nor a kink shows at a tile border. Tile edges on the image border keep full weight.
 
 Memory: the model only ever sees one tile. The float accumulator is one band of tile rows
 (tile height x image width); rows above the current band are final and are written straight
@@ -39,14 +40,9 @@ Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 AUTO_MAX_TOKENS = {"cuda": 128, "mps": 96, "cpu": 64}
 # Windowed attention (models/window.py) costs the same per token whatever the tile, so for such
 # models memory picks the tile and the cap only bounds one tile's latency. On a CPU the time per
-# pixel still grows with the tile once its activations leave the caches (the `small` preset at
-# 1 thread, measured under load: 64 -> 128 -> 192 -> 256 px tiles ~ 1 : 1.2 : 1.3 : 1.4), while
-# a 16 px overlap adds 31% of the work at 128 px, 19% at 192 and 14% at 256: from 128 to 256 the
-# two cancel, and 192 keeps one tile's memory moderate. `python -m hitok.bench.speed` re-measures
-# the first ratio (its tile sweep) on a quiet machine. Re-measured on a quiet machine at 2 threads
-# (docs/benchmarks.md, 2026-11-28 22:36): 64 : 128 : 192 : 256 px = 1 : 1.24 : 1.22 : 1.63 per LR pixel, so with
-# the overlap 192 px tiles cost ~22% less per output pixel than the 272 px that memory allowed: the CPU cap
-# is 96 tokens (192 LR px for the small preset's 2 px tokens).
+# pixel still grows with the tile once its activations leave the caches, while the overlap's share
+# of the work shrinks with it; 96 tokens (192 LR px for the small preset's 2 px tokens) is where the
+# two meet (docs/benchmarks.md, "The CPU tile cap for windowed models"; `python -m hitok.bench.speed`).
 AUTO_MAX_TOKENS_WINDOWED = {"cuda": 1024, "mps": 512, "cpu": 96}
 MEMORY_FRACTION = {"cuda": 0.8, "mps": 0.5, "cpu": 0.5}
 
@@ -63,7 +59,7 @@ def round_down(x: int, m: int) -> int:
 class TilePlan:
     """Tile positions (top-left corners, LR pixels) over a padded LR image."""
 
-    height: int  # padded LR height (multiple of align)
+    height: int  # padded LR height (a multiple of grid, or of align where one tile covers it)
     width: int
     tile_h: int
     tile_w: int
@@ -83,64 +79,64 @@ def _positions(n: int, t: int, o: int) -> tuple[int, ...]:
     return tuple(pos + [n - t])  # the last tile ends exactly at the border
 
 
-def _balanced(n: int, t: int, o: int, align: int) -> int:
-    """The smallest aligned tile side that covers n in as few tiles as side t does.
+def _balanced(n: int, t: int, o: int, grid: int) -> int:
+    """The smallest tile side on the grid that covers n in as few tiles as side t does.
 
     Full-size tiles with the last one flush to the border waste work when n is just over a tile
     (n=256, t=192, o=16: two 192 px tiles, 2.25x the pixels); evening them out costs ~o per cut."""
     if t >= n:
         return n
     k = -(-(n - o) // (t - o))  # tiles of side t needed
-    even = min(t, round_up(-(-(n - o) // k) + o, align))
-    return even if round_down(even // 2, align) >= o else t  # keep the overlap within half a tile
+    even = min(t, round_up(-(-(n - o) // k) + o, grid))
+    return even if round_down(even // 2, grid) >= o else t  # keep the overlap within half a tile
 
 
-def plan_tiles(height: int, width: int, tile: int | tuple[int, int], overlap: int, align: int,
-               balance: bool = False, token: int | None = None) -> TilePlan:
-    """Plan aligned tiles over a padded (height, width) LR image.
+def plan_tiles(height: int, width: int, tile: int | tuple[int, int], overlap: int, grid: int,
+               balance: bool = False, align: int | None = None) -> TilePlan:
+    """Plan tiles on the ``grid`` over a padded (height, width) LR image.
 
-    ``tile``: a side, or (height, width). Each side of the image is a multiple of ``align``, or, when one
-    tile covers it, of ``token`` (default ``align``). ``balance``: shrink each axis's tiles as far as the
+    ``tile``: a side, or (height, width). Each side of the image is a multiple of ``grid``, or, when one
+    tile covers it, of ``align`` (default ``grid``). ``balance``: shrink each axis's tiles as far as the
     same number of tiles still covers it (--tile auto: ``tile`` is then a ceiling, not a request)."""
-    token = token or align
+    align = align or grid
     th, tw = (tile, tile) if isinstance(tile, int) else tile
-    th, tw = max(align, round_up(th, align)), max(align, round_up(tw, align))
+    th, tw = max(grid, round_up(th, grid)), max(grid, round_up(tw, grid))
     for n, t in ((height, th), (width, tw)):
-        if n % align and (n > t or n % token):
-            raise ValueError(f"image {height}x{width} is not padded to a multiple of {align}")
-    # Overlap must leave a positive aligned step, and anything beyond half a tile buys nothing.
-    overlap = min(round_up(max(overlap, 0), align), round_down(min(th, tw) // 2, align))
+        if n % grid and (n > t or n % align):
+            raise ValueError(f"image {height}x{width} is not padded to a multiple of {grid}")
+    # Overlap must leave a positive step on the grid, and anything beyond half a tile buys nothing.
+    overlap = min(round_up(max(overlap, 0), grid), round_down(min(th, tw) // 2, grid))
     th, tw = min(th, height), min(tw, width)
     if balance:
-        th, tw = _balanced(height, th, overlap, align), _balanced(width, tw, overlap, align)
+        th, tw = _balanced(height, th, overlap, grid), _balanced(width, tw, overlap, grid)
     return TilePlan(height, width, th, tw, overlap, _positions(height, th, overlap), _positions(width, tw, overlap))
 
 
-def _padded_side(n: int, tile: int, align: int, token: int) -> int:
-    one_tile = round_up(n, token)
-    return one_tile if one_tile <= tile else round_up(n, align)
+def _padded_side(n: int, tile: int, grid: int, align: int) -> int:
+    one_tile = round_up(n, align)
+    return one_tile if one_tile <= tile else round_up(n, grid)
 
 
-def plan_image(height: int, width: int, tile: int, overlap: int, align: int, balance: bool = False,
-               token: int | None = None) -> TilePlan:
+def plan_image(height: int, width: int, tile: int, overlap: int, grid: int, balance: bool = False,
+               align: int | None = None) -> TilePlan:
     """The tile plan for an unpadded (height, width) LR image: pads it, then :func:`plan_tiles`.
 
-    A side that one tile covers is padded only to a whole ``token``, not to the tile grid ``align`` (for a
+    A side that one tile covers is padded only to a whole token (``align``), not to the tile ``grid`` (for a
     windowed model a whole attention window): the model pads windows itself, with masked tokens, so a
     3 px high strip is not made 16 px high of replicated pixels. With ``balance`` (--tile auto, where
     ``tile`` is a memory ceiling) a thin image's tiles stretch along its long side to the square tile's
     area: the same memory, and a 3 x 2000 px strip in one tile instead of twelve."""
-    token = token or align
-    tile = max(align, round_up(tile, align))
-    hp, wp = _padded_side(height, tile, align, token), _padded_side(width, tile, align, token)
+    align = align or grid
+    tile = max(grid, round_up(tile, grid))
+    hp, wp = _padded_side(height, tile, grid, align), _padded_side(width, tile, grid, align)
     th = tw = tile
     if balance and hp <= tile < wp:
-        tw = max(tile, round_down(tile * tile // hp, align))
-        wp = _padded_side(width, tw, align, token)
+        tw = max(tile, round_down(tile * tile // hp, grid))
+        wp = _padded_side(width, tw, grid, align)
     elif balance and wp <= tile < hp:
-        th = max(tile, round_down(tile * tile // wp, align))
-        hp = _padded_side(height, th, align, token)
-    return plan_tiles(hp, wp, (th, tw), overlap, align, balance, token)
+        th = max(tile, round_down(tile * tile // wp, grid))
+        hp = _padded_side(height, th, grid, align)
+    return plan_tiles(hp, wp, (th, tw), overlap, grid, balance, align)
 
 
 def ramp(n: int, length: int, rise: bool, fall: bool) -> torch.Tensor:
@@ -164,14 +160,15 @@ def _to_output(rows: torch.Tensor, dtype: np.dtype) -> np.ndarray:
     return rows.numpy().astype(dtype)
 
 
-def tiled_apply(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: int, align: int,
+def tiled_apply(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: int, grid: int,
                 out_dtype: np.dtype = np.float32, progress: Progress | None = None,
-                balance: bool = False, token: int | None = None) -> np.ndarray:
-    """Run ``fn`` tile by tile over ``lr`` (1, C, h, w) in [0, 1]; return (h*scale, w*scale, C) of out_dtype.
+                balance: bool = False, align: int | None = None) -> tuple[np.ndarray, TilePlan]:
+    """Run ``fn`` tile by tile over ``lr`` (1, C, h, w) in [0, 1]; return ((h*scale, w*scale, C) of out_dtype,
+    the plan it used).
 
-    ``align``: the tile grid; ``token``: what ``fn`` needs the sides to be multiples of (:func:`plan_image`)."""
+    ``grid``: the tile grid; ``align``: what ``fn`` needs the sides to be multiples of (:func:`plan_image`)."""
     _, c, h, w = lr.shape
-    plan = plan_image(h, w, tile, overlap, align, balance, token)
+    plan = plan_image(h, w, tile, overlap, grid, balance, align)
     hp, wp = plan.height, plan.width
     if (hp, wp) != (h, w):
         # Replicate padding up to the token grid; the padded border is cropped off the output.
@@ -219,7 +216,7 @@ def tiled_apply(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: in
             if progress:
                 progress(done, total)
     flush(band_top + band_h)
-    return out
+    return out, plan
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -236,21 +233,21 @@ def release_memory(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
-def tiled_apply_with_retry(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: int, align: int,
+def tiled_apply_with_retry(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: int, grid: int,
                            device: torch.device, out_dtype: np.dtype = np.float32,
                            progress: Progress | None = None,
                            on_retry: Callable[[int, int], None] | None = None,
-                           balance: bool = False, token: int | None = None) -> tuple[np.ndarray, int]:
-    """:func:`tiled_apply`, halving the tile on out-of-memory. Returns (output, tile actually used)."""
-    min_tile = 4 * align
+                           balance: bool = False, align: int | None = None) -> tuple[np.ndarray, TilePlan]:
+    """:func:`tiled_apply`, halving the tile on out-of-memory. Returns (output, the plan it used in the end)."""
+    min_tile = 4 * grid
     while True:
         try:
-            return tiled_apply(fn, lr, scale, tile, overlap, align, out_dtype, progress, balance, token), tile
+            return tiled_apply(fn, lr, scale, tile, overlap, grid, out_dtype, progress, balance, align)
         except Exception as exc:  # noqa: BLE001 - only OOM is handled; everything else re-raises
             if not is_out_of_memory(exc) or tile <= min_tile:
                 raise
         release_memory(device)
-        smaller = max(min_tile, round_down(tile // 2, align))
+        smaller = max(min_tile, round_down(tile // 2, grid))
         if on_retry:
             on_retry(tile, smaller)
         tile = smaller
@@ -276,10 +273,10 @@ def free_memory_bytes(device: torch.device) -> int:
         return 2 << 30  # an unknown platform: assume a modest 2 GiB
 
 
-def measure_bytes_per_pixel(fn: TileFn, device: torch.device, align: int,
+def measure_bytes_per_pixel(fn: TileFn, device: torch.device, grid: int,
                             module: torch.nn.Module | None = None, channels: int = 3) -> float:
     """Peak working memory of ``fn`` per LR pixel, measured on a small probe tile."""
-    side = round_up(32, align)
+    side = round_up(32, grid)
     probe = torch.rand(1, channels, side, side, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -308,15 +305,15 @@ def measure_bytes_per_pixel(fn: TileFn, device: torch.device, align: int,
     return 6.0 * biggest[0] / side**2
 
 
-def auto_tile(bytes_per_pixel: float, free_bytes: int, device: torch.device, align: int,
-              image_side: int, windowed: bool = False, token: int | None = None) -> int:
-    """Largest aligned square tile whose estimated peak fits the device's memory budget.
+def auto_tile(bytes_per_pixel: float, free_bytes: int, device: torch.device, grid: int,
+              image_side: int, windowed: bool = False, align: int | None = None) -> int:
+    """Largest square tile on the grid whose estimated peak fits the device's memory budget.
 
-    ``align``: the tile's granularity in LR pixels (a token, or a whole attention window for a
-    windowed model); ``token``: LR pixels per token (default ``align``), the unit of the caps;
+    ``grid``: the tile's granularity in LR pixels (a token, or a whole attention window for a
+    windowed model); ``align``: LR pixels per token (default ``grid``), the unit of the caps;
     ``windowed``: the model's attention is windowed, so the larger per-device cap applies."""
     budget = free_bytes * MEMORY_FRACTION.get(device.type, 0.5)
     side = int(math.sqrt(max(budget, 0) / max(bytes_per_pixel, 1e-9)))
     caps = AUTO_MAX_TOKENS_WINDOWED if windowed else AUTO_MAX_TOKENS
-    cap = min(caps.get(device.type, 64) * (token or align), round_up(image_side, align))
-    return max(4 * align, min(round_down(side, align), round_down(cap, align) or align))
+    cap = min(caps.get(device.type, 64) * (align or grid), round_up(image_side, grid))
+    return max(4 * grid, min(round_down(side, grid), round_down(cap, grid) or grid))

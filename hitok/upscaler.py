@@ -1,7 +1,7 @@
 """Photo -> x4 photo: :class:`Upscaler` (a Pillow image or an image file), the engine of ``hitok upscale``,
 ``hitok batch`` and the benchmarks, and :func:`upscale`, the one-call form for a Python user.
 
-The photo's way (see DESIGN.md in the team brief): read (imageio) -> RGB float tensor -> tiled
+The photo's way: read (imageio) -> RGB float tensor -> tiled
 model inference (tiling; each tile is ``model.upscale(lr, active_groups=M, fix_colors=..., fidelity=w)``, i.e.
 generator -> top-1 tokens -> decoder with the first M groups, the paper's Eq. 4 used as a "detail"
 control, and the LR guide at weight w (models/guide.py) -> the LR colour fix of models/colorfix.py if on)
@@ -16,11 +16,11 @@ header, the output's name and format, that it is not the input, does not exist, 
 Reduced precision (fp16/bf16) runs under autocast; a tile whose output holds NaN/inf is re-run
 in fp32 and the rest of the image stays in fp32 (the user gets one warning, not a black image).
 
-Windowed models (``model.attention_window`` > 0, the ``small`` preset) are tiled on the window
-grid: tiles start on multiples of a window, so every tile puts its windows where a whole-image
-pass puts them and tiled output equals the whole-image output beyond the model's reach
-(:func:`receptive_field`) from a tile edge; their cost is linear in a tile's pixels, so --tile
-auto sizes their tiles by memory (tiling.AUTO_MAX_TOKENS_WINDOWED).
+The model says how it must be tiled: ``model.tile_align`` (a token, or for windowed models, the
+``small`` preset, a whole attention window, so tiled output equals the whole-image output beyond
+``model.receptive_field()`` from a tile edge) and which detail / fidelity values it takes
+(``model.settings``). A windowed model's cost is linear in a tile's pixels, so --tile auto sizes
+its tiles by memory (tiling.AUTO_MAX_TOKENS_WINDOWED).
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hitok.models import colorfix
-
 from . import accel, tiling
 from .device import precision_name, resolve_device, resolve_precision
 from .errors import UserError, one_line
@@ -48,44 +46,6 @@ FORMAT_CHOICES = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 DEFAULT_OVERLAP = 16  # LR pixels; 64 HR pixels of raised-cosine blend between neighbouring tiles
 # Luma weights (ITU-R BT.601, as Pillow's "L" conversion) to bring a grey photo back to grey.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def _conv_reach(widths: tuple[int, ...], blocks: tuple[int, ...], up: bool) -> float:
-    """Reach (one side, pixels of the full-resolution level) of models/convblocks.py's ConvDown (up=False)
-    or ConvUp (up=True): a 3x3 conv at level i reaches one element (2**i px), a ResBlock holds two, and
-    each level change one resampling conv (at the finer level going down, the coarser going up)."""
-    reach = 1.0  # the 3x3 conv at full resolution (ConvDown's first, ConvUp's last)
-    last = len(widths) - 1
-    for i, b in enumerate(blocks):
-        resample = (i > 0) if up else (i < last)
-        reach += (2 * b + resample) * 2**i
-    return reach
-
-
-def receptive_field(model: torch.nn.Module, fix_colors: bool = False) -> int | None:
-    """How far (LR pixels, one side) an input pixel can change the output of a windowed model, or None
-    when some attention is global (then every pixel of a tile can, and only the blend hides seams).
-
-    Shifted windows carry information at most half a window further per block (depth x window/2
-    tokens per trunk, across a window-aligned tile edge); conv stems/heads add their kernels' reach, and
-    fix_colors the colour fix's (models/colorfix.py)."""
-    window = getattr(model, "attention_window", 0)
-    if not window:
-        return None
-    g, t = model.config.generator, model.config.tokenizer
-    lr_per_token = g.lr_patch
-    lr_per_gen_token = g.lr_patch * g.token_stride  # a strided generator's tokens cover s x s grid cells
-    gen = (_conv_reach(g.conv_widths, g.conv_blocks, up=False) if g.conv_widths else 0) \
-        + g.depth * g.window / 2 * lr_per_gen_token \
-        + (_conv_reach(g.up_widths, g.up_blocks, up=True) * lr_per_token if g.up_widths else 0)
-    dec_hr = _conv_reach(t.conv_widths, t.dec_conv_blocks, up=True) if t.conv_widths else 0  # HR pixels
-    trunk = t.dec_depth * t.window / 2 * lr_per_token
-    dec = trunk + dec_hr / model.scale
-    guide = model.tokenizer.decoder.guide
-    if guide is not None:  # the head's two 3x3 convs over the trunk's output, or the LR guide's whole CNN
-        dec = max(dec, trunk + 2 * lr_per_token, guide.reach * lr_per_token) \
-            + colorfix.reach(0) + 1  # then its back-projection: the bicubic taps down and up
-    return int(-(-(gen + dec) // 1)) + (colorfix.reach() if fix_colors else 0)
 
 
 def output_format(path: Path) -> str | None:
@@ -161,8 +121,7 @@ def check_output_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> N
 def tile_grid(model: torch.nn.Module) -> tuple[int, bool]:
     """(the LR pixels a tile must be a multiple of, whether that is an attention window) as the Upscaler tiles
     ``model``; works on a model built on the meta device (model_store.peek), so --tile is checked before a load."""
-    window = getattr(model, "attention_window", 0)
-    return model.lr_align * (window or 1), bool(window)
+    return model.tile_align, bool(model.attention_window)
 
 
 def check_tiling(tile: int | None, overlap: int | None, grid: int, windowed: bool) -> None:
@@ -252,30 +211,21 @@ class Upscaler:
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "auto",
                  dtype: torch.dtype | str = "auto", detail: int | None = None, model_id: str = "",
                  fix_colors: bool = True, fidelity: float | None = None):
+        if not isinstance(model, torch.nn.Module):
+            raise UserError(f"Upscaler takes a loaded model (hitok.load_model(...)), not {type(model).__name__}")
+        self.detail, self.fidelity = model.settings(detail, fidelity)  # a SettingError (UserError) if out of range
         device = device if isinstance(device, torch.device) else resolve_device(device)
         dtype = dtype if isinstance(dtype, torch.dtype) else resolve_precision(dtype, device)
-        groups = model.config.tokenizer.groups
-        if detail is not None and not 1 <= detail <= groups:
-            raise UserError(f"--detail {detail}: this model has {groups} token groups; use 1..{groups}")
-        if fidelity is not None and not 0 <= fidelity <= 1:
-            raise UserError(f"--fidelity {fidelity}: must be between 0 and 1")
-        if fidelity and not model.guided:
-            raise UserError(f"--fidelity {fidelity}: this model's decoder does not see the input (no LR guide); "
-                            "only 0 is possible")
         # channels-last on the CPU: oneDNN's convolutions run without layout reorders, measured 1.3x (fp32) and
         # 1.44x (bf16) faster for the default model per 128x128 input (docs/benchmarks.md); outputs unchanged.
         # Module.to converts the caller's model in place (eval's rows share one model; harmless, same numbers).
         self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format).eval()
         self.device, self.dtype, self.model_id = device, dtype, model_id
-        self.detail = detail or groups
         self.fix_colors = fix_colors
-        self.fidelity = model.config.fidelity if fidelity is None else float(fidelity)
         self.warnings: list[str] = []
         self._bytes_per_pixel: float | None = None
-        # Tile granularity: a token, or a whole attention window so that windows line up across tiles.
-        self.window = getattr(model, "attention_window", 0)
-        self.grid = model.lr_align * (self.window or 1)
+        self.window, self.grid = model.attention_window, model.tile_align
         # fp32 on the CPU: an opt-in tile engine (HITOK_ENGINE=int8 or onnx, hitok/accel.py); None = eager torch
         self.engine, note = accel.choose_engine(self.model, device, dtype, model_id)
         self.warnings = [note] if note else []  # a HITOK_ENGINE that does not run here; each photo then starts anew
@@ -284,7 +234,7 @@ class Upscaler:
     def default_overlap(self) -> int:
         """DEFAULT_OVERLAP, or less when a windowed model's receptive field is shorter (then the overlap,
         on the window grid, covers it and tiles agree exactly where they are blended)."""
-        reach = receptive_field(self.model, self.fix_colors)
+        reach = self.model.receptive_field(self.fix_colors)
         if reach is None:
             return DEFAULT_OVERLAP
         return min(DEFAULT_OVERLAP, tiling.round_up(reach, self.grid))
@@ -318,7 +268,7 @@ class Upscaler:
             self._bytes_per_pixel = tiling.measure_bytes_per_pixel(self.tile_fn, self.device, self.grid, self.model)
         free = tiling.free_memory_bytes(self.device)
         return tiling.auto_tile(self._bytes_per_pixel, free, self.device, self.grid, max(lr_shape),
-                                windowed=bool(self.window), token=self.model.lr_align)
+                                windowed=bool(self.window), align=self.model.lr_align)
 
     # -- per picture ------------------------------------------------------------------------------
     def upscale_picture(self, pic: Picture, tile: int | None = None, overlap: int | None = None,
@@ -345,7 +295,7 @@ class Upscaler:
             self.warnings.append(f"out of memory with tile {old}; retried with tile {new}")
 
         try:
-            hr, used = tiling.tiled_apply_with_retry(self.tile_fn, lr, scale, tile, overlap, grid, self.device,
+            hr, plan = tiling.tiled_apply_with_retry(self.tile_fn, lr, scale, tile, overlap, grid, self.device,
                                                      out_dtype if not pic.grey else np.float32, progress, on_retry,
                                                      balance, align)
         except Exception as exc:  # noqa: BLE001
@@ -356,7 +306,6 @@ class Upscaler:
             grey = (hr @ _LUMA)[..., None]  # (H, W, 1)
             hr = (grey * pic.max_value + 0.5).astype(out_dtype)
         alpha = upscale_alpha(pic.alpha, scale) if pic.alpha is not None else None
-        plan = tiling.plan_image(h, w, used, overlap, grid, balance, align)
         if asked_overlap is not None and len(plan) > 1 and plan.overlap < tiling.round_up(asked_overlap, grid):
             self.warnings.append(f"--overlap {asked_overlap}: at most half a tile is used; overlapped "
                                  f"{plan.overlap} LR pixels with {plan.tile_h}x{plan.tile_w} tiles")
@@ -391,9 +340,9 @@ class Upscaler:
                      max_pixels: int = DEFAULT_MAX_PIXELS,
                      progress: tiling.Progress | None = None, size: OutputSize | None = None,
                      picture: Picture | None = None, overwrite: bool = False) -> UpscaleResult:
-        """Read ``inp`` (or take ``picture``, already read from it), upscale, resize to ``size`` if it asks for
-        another size than x4, write ``out`` atomically as ``fmt`` (a Pillow name or "jpg"/"png"/...; None: from
-        ``out``'s suffix).
+        """Read ``inp`` (or take ``picture``, already read and planned from it: :func:`plan_file` checked its output
+        size), upscale, resize to ``size`` if it asks for another size than x4, write ``out`` atomically as ``fmt``
+        (a Pillow name or "jpg"/"png"/...; None: from ``out``'s suffix).
 
         ``out`` is never the input, and an existing ``out`` is replaced only with ``overwrite=True`` (the checks
         of ``hitok upscale``, before any work). Warnings are returned in the result and left in :attr:`warnings`."""
@@ -404,7 +353,8 @@ class Upscaler:
         self.warnings = []
         pic = picture if picture is not None else read_image(inp, max_pixels=max_pixels)
         target = size.target(*pic.size)
-        check_output_pixels(inp, target, max_pixels)
+        if picture is None:
+            check_output_pixels(inp, target, max_pixels)
         result, plan = self.upscale_picture(pic, tile, overlap, progress)
         result = resize_picture(result, target)
         warnings = pic.warnings + self.warnings + [w for w in (quality_warning([fmt], quality),) if w]

@@ -79,11 +79,11 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="Number format: auto = bf16/fp16 on a GPU, "
                                                  "bf16 on CPUs with AMX, else fp32; a piece that comes out "
                                                  "broken (NaN/inf) is redone in fp32.")]
-DetailOpt = Annotated[Optional[int], typer.Option("--detail", min=1, help="How much fine texture the model adds, "
+DetailOpt = Annotated[Optional[int], typer.Option("--detail", help="How much fine texture the model adds, "
                                                   "from 1 (only the coarsest structure, smoothest) to the model's N "
                                                   "(all of it, the default). In the model's terms: decode with the "
                                                   "first M of its N token groups, coarse to fine.")]
-FidelityOpt = Annotated[Optional[float], typer.Option("--fidelity", min=0.0, max=1.0, help="How closely the "
+FidelityOpt = Annotated[Optional[float], typer.Option("--fidelity", help="How closely the "
                                                      "result follows your photo: 1 = most faithful, 0 = the model's "
                                                      "own rendering (its tokens only, as in the paper). Default: "
                                                      "the model's.")]
@@ -159,13 +159,16 @@ def _make_upscaler(model: Optional[str], device, precision: Precision, detail: O
     return Upscaler(loaded.model, device, dtype, detail, loaded.id, color_fix, fidelity)
 
 
-def _check_tiling_early(model: Optional[str], tile: Optional[int], overlap: Optional[int]) -> None:
-    """--tile / --overlap against the model's tile grid before the model loads (a second, not a load)."""
-    if tile is None and overlap is None:
+def _check_early(model: Optional[str], tile: Optional[int], overlap: Optional[int], detail: Optional[int],
+                 fidelity: Optional[float]) -> None:
+    """--tile / --overlap against the model's tile grid, --detail / --fidelity against its range, before the model
+    loads (a model built on the meta device: a fraction of a second, not a load)."""
+    if tile is None and overlap is None and detail is None and fidelity is None:
         return
     peeked = model_store.peek(model)
     if peeked is not None:
         check_tiling(tile, overlap, *tile_grid(peeked[1]))
+        peeked[1].settings(detail, fidelity)
 
 
 def _batch_settings(model: Optional[str], detail: Optional[int], fidelity: Optional[float], color_fix: bool,
@@ -175,9 +178,8 @@ def _batch_settings(model: Optional[str], detail: Optional[int], fidelity: Optio
     peeked = model_store.peek(model)
     if peeked is None:  # the model load refuses this file, with its reason
         return {}
-    mid, config = peeked[0], peeked[1].config
-    return {"model": mid, "detail": detail or config.tokenizer.groups,
-            "fidelity": float(config.fidelity if fidelity is None else fidelity), "color_fix": color_fix,
+    detail, fidelity = peeked[1].settings(detail, fidelity)
+    return {"model": peeked[0], "detail": detail, "fidelity": float(fidelity), "color_fix": color_fix,
             **size.to_dict(), "quality": quality}
 
 
@@ -212,7 +214,7 @@ def upscale(
     size = OutputSize(outscale, width, height)
     tile_px = _tile_value(tile)
     plan = plan_file(input, output, format.value, size, overwrite, max_pixels, quality)  # no model needed yet
-    _check_tiling_early(model, tile_px, overlap)
+    _check_early(model, tile_px, overlap, detail, fidelity)
     dev = resolve_device(device)
     picture = read_image(input, max_pixels)  # a truncated file fails here, before the model loads
     for w in plan.warnings:
@@ -274,7 +276,7 @@ def batch(
     """Upscale every photo in a folder; keeps going past bad files; exit 1 if any failed."""
     size = OutputSize(outscale, width, height)
     tile_px = _tile_value(tile)
-    _check_tiling_early(model, tile_px, overlap)
+    _check_early(model, tile_px, overlap, detail, fidelity)
     settings = _batch_settings(model, detail, fidelity, color_fix, size, quality)
     plan = batch_lib.plan_jobs(in_dir, out_dir, recursive, glob, format.value, skip_existing, overwrite, size,
                                max_pixels, settings)
@@ -425,13 +427,12 @@ def detokenize(
         raise UserError(f"-o {dest}: detokenize writes PNG")
     check_output(codes_file, dest, overwrite)
     loaded = model_store.load(model, resolve_device(device))
-    tokens_lib.check_model_matches(codes, loaded.model, loaded.id)
+    tokens_lib.check_model_matches(codes, loaded.model, loaded.id)  # so the dump's groups are the model's
     n = int(codes.meta["groups"])
-    if detail is not None and detail > n:
-        raise UserError(f"--detail {detail}: the dump has {n} token groups; use 1..{n}")
-    pixels = tokens_lib.decode_panel(loaded.model, codes, detail or n)
+    detail, _ = loaded.model.settings(detail)
+    pixels = tokens_lib.decode_panel(loaded.model, codes, detail)
     write_image(dest, Picture(pixels=pixels), "PNG")
-    out.print(f"wrote {escape(str(dest))}  {pixels.shape[1]}x{pixels.shape[0]}  (M={detail or n} of {n})",
+    out.print(f"wrote {escape(str(dest))}  {pixels.shape[1]}x{pixels.shape[0]}  (M={detail} of {n})",
               soft_wrap=True)
 
 
@@ -446,19 +447,20 @@ def presets(
     if json_out:
         print(json.dumps(rows))
         return
-    comps = ("encoder", "codebooks", "decoder", "generator", "vfm")
+    comps = ("encoder", "codebooks", "decoder", "generator", "vfm", "restorer")
     params = Table(title="parameters (millions)", title_justify="left")
     params.add_column("preset")
     for c in comps:
         params.add_column(c, justify="right")
     params.add_column("inference", justify="right")
-    macs = Table(title=f"inference GMAC per {lr_size}x{lr_size} LR input (x4 output)", title_justify="left")
-    for c in ("preset", "generator", "vfm", "decoder", "total"):
+    macs = Table(title=f"inference GMAC per {lr_size}x{lr_size} LR input (x4 output); total: at the model's "
+                 "default fidelity (a restorer at fidelity 1 skips the token path)", title_justify="left")
+    for c in ("preset", "generator", "vfm", "decoder", "restorer", "total"):
         macs.add_column(c, justify="right" if c != "preset" else "left")
     for name, r in rows.items():
         params.add_row(name, *(f"{r['params'][c] / 1e6:.3f}" for c in comps), f"{r['inference_params'] / 1e6:.2f}")
         m = r["macs"]
-        macs.add_row(name, *(f"{m[c] / 1e9:.1f}" for c in ("generator", "vfm", "decoder")),
+        macs.add_row(name, *(f"{m[c] / 1e9:.1f}" for c in ("generator", "vfm", "decoder", "restorer")),
                      f"{r['total_macs'] / 1e9:.1f}")
     out.print(params)
     out.print(macs)

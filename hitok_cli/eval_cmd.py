@@ -1,4 +1,4 @@
-"""``hitok eval``: the x4 evaluation of issue 5 (bicubic and realistic LR tracks) from the command line.
+"""``hitok eval``: the x4 evaluation of bench/evaluate.py (bicubic and realistic LR tracks) from the command line.
 
 A thin command over :func:`hitok.bench.evaluate.evaluate`: build the methods (bicubic, Real-ESRGAN when its
 ncnn files are found, the CNN floor trained on ``--floor-data``, one hitok per ``--model`` and per
@@ -60,6 +60,11 @@ def eval_command(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch and ncnn "
                                                    "(the same for both so timings compare). Default: torch's.")]
     = None,
+    figure: Annotated[Optional[Path], typer.Option("--figure", help="Also write a comparison figure (PNG): "
+                                                   "the most detailed region of one photo, clean and compressed "
+                                                   "LR, bicubic | Real-ESRGAN | hitok | ground truth.")] = None,
+    figure_image: Annotated[Optional[str], typer.Option("--figure-image", help="File name of the photo for "
+                                                        "--figure. Default: the first.")] = None,
 ) -> None:
     """Evaluate x4 upscaling on a folder of photos (PSNR-Y, SSIM-Y, HaarPSI, NIQE, time) against baselines."""
     from hitok.bench.evaluate import METRICS, TRACKS, build_methods, evaluate, fmt_metric
@@ -83,7 +88,7 @@ def eval_command(
     for note in notes:
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     res = evaluate(hr_dir, methods, crop=crop, out_dir=out_dir, max_images=max_images, seed=seed,
-                   notes=notes, log=log)
+                   notes=notes, log=log, figure=figure, figure_image=figure_image)
 
     for track in TRACKS:
         table = Table(title=f"track {track}: mean over {len(res.images)} image(s), crop {crop}", title_justify="left")
@@ -96,7 +101,8 @@ def eval_command(
     for metric, why in res.unavailable.items():
         out.print(f"{metric} n/a: {escape(why)}", soft_wrap=True)
     out.print(f"wrote {escape(str(out_dir / 'results.md'))}, results.json and {len(res.images) * len(TRACKS)} "
-              f"panel(s) in {escape(str(out_dir / 'panels'))}", soft_wrap=True)
+              f"panel(s) in {escape(str(out_dir / 'panels'))}" + (f"; figure {escape(str(figure))}" if figure else ""),
+              soft_wrap=True)
 
 
 def parse_fidelities(text: str) -> list[float]:

@@ -4,6 +4,8 @@
     hitok train generator --data PHOTOS --out runs/gen --init runs/tok
     hitok train decoder   --data PHOTOS --out runs/dec --init runs/gen [--topk 5]
     hitok train export runs/dec -o my-model.safetensors [--half] [--no-encoder]
+    hitok train restorer --data PHOTOS --out runs/rest --minutes 120     (the faithful end of --fidelity)
+    hitok train attach runs/rest -o my-model.safetensors [--base MODEL]
     hitok train campaign --data PHOTOS --out parts/ --preset small --budget-min 9
     hitok train join parts/ -o my-model.safetensors
 
@@ -180,7 +182,7 @@ def export(
     no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Leave out the tokenizer encoder (upscaling "
                                              "does not need it; `tokenize --source hr` does).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
-    fidelity: Annotated[Optional[float], typer.Option("--fidelity", min=0.0, max=1.0, help="The bundle's default "
+    fidelity: Annotated[Optional[float], typer.Option("--fidelity", help="The bundle's default "
                                                       "--fidelity (needs an LR-guided decoder). Default: kept.")]
     = None,
 ) -> None:
@@ -237,4 +239,62 @@ def join(
 
     _check_output(output, overwrite)
     join_parts(parts_dir, output)
+    out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 2**20:.1f} MiB)")
+
+
+@train_app.command()
+@user_errors
+@_library_errors
+def restorer(
+    data: Annotated[Path, typer.Option("--data", help="Folder of training photos (searched recursively).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder; an existing one is resumed.")],
+    minutes: Annotated[float, typer.Option(min=0.1, help="Wall-clock minutes for this invocation.")] = 60.0,
+    width: Annotated[int, typer.Option(min=8, help="Channels at LR resolution.")] = 64,
+    blocks: Annotated[int, typer.Option(min=0, help="Residual blocks.")] = 16,
+    up_width: Annotated[int, typer.Option(min=4, help="Channels of the 2x pixel-shuffle stage.")] = 32,
+    clean_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of clean (bicubic) LR inputs; "
+                                               "the rest are blurred, noisy, JPEG-compressed.")] = 0.5,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    lr_crop: Annotated[int, typer.Option(min=8, help="LR crop side in pixels (HR: 4x).")] = 48,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = 4e-4,
+    init: Annotated[Optional[Path], typer.Option(help="Start from a continuation file (trained weights).")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
+    bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (faster on CPUs with bf16 "
+                                       "instructions; fp32 master weights either way).")] = True,
+    save_every: Annotated[float, typer.Option(min=0.1, help="Minutes between checkpoints and snapshots.")] = 10.0,
+    seed: int = 0,
+) -> None:
+    """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos."""
+    from hitok.train.degrade import PhotoDegradation
+    from hitok.train.restorer import RestorerConfig, RestorerTraining, train_restorer
+
+    cfg = RestorerTraining(data=str(data), out=str(out_dir), model=RestorerConfig(width, blocks, up_width=up_width),
+                           degradation=PhotoDegradation(clean_prob=clean_share), batch_size=batch_size,
+                           lr_crop=lr_crop, learning_rate=learning_rate, minutes=minutes, save_every=save_every,
+                           threads=threads, bf16=bf16, init=None if init is None else str(init), seed=seed)
+    snap = train_restorer(cfg, log=lambda m: out.print(escape(m), soft_wrap=True))
+    out.print(f"done: {escape(str(snap))}", soft_wrap=True)
+
+
+@train_app.command()
+@user_errors
+@_library_errors
+def attach(
+    weights: Annotated[Path, typer.Argument(help="A restorer run folder (its continuation file), a snapshot or "
+                                            "a continuation file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (.safetensors).")],
+    base: Annotated[Optional[Path], typer.Option(help="Model whose tokens and generator to keep (default: the "
+                                                 "shipped model).")] = None,
+    fidelity: Annotated[float, typer.Option(help="The file's default --fidelity.")] = 1.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+) -> None:
+    """Write a model file whose faithful end is a trained restorer (fp16)."""
+    from hitok.model_store import default_model_path
+    from hitok.train.restorer import attach_restorer
+
+    _check_output(output, overwrite)
+    source = weights / "continuation.safetensors" if weights.is_dir() else weights
+    if not source.exists():
+        raise UserError(f"{source}: no such restorer weights file")
+    attach_restorer(base or default_model_path(), source, output, fidelity=fidelity)
     out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 2**20:.1f} MiB)")

@@ -1,4 +1,4 @@
-"""LR guidance for the tokenizer's decoder, with a fidelity knob (not in the paper; issue 11).
+"""LR guidance for the tokenizer's decoder, with a fidelity knob (not in the paper).
 
 The paper's decoder sees only tokens, so everything the generator gets wrong shows, and a briefly trained
 tokenizer caps the result below bicubic. Here the decoder also sees the LR input:
@@ -66,9 +66,3 @@ class LRGuide(nn.Module):
             return guided.to(sr.dtype)
         w = fidelity.view(-1, 1, 1, 1).float() if torch.is_tensor(fidelity) else fidelity
         return (sr.float() + w * (guided - sr.float())).to(sr.dtype)
-
-
-def check_fidelity(w: float) -> float:
-    if not 0.0 <= w <= 1.0:
-        raise ValueError(f"fidelity must be in [0, 1], got {w}")
-    return float(w)

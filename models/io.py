@@ -24,9 +24,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .errors import one_line
+from .errors import ModelFileError, one_line
 from .generator import GeneratorConfig
 from .hitok import HiTok, HiTokConfig
+from .restorer import RestorerConfig
 from .tokenizer import TokenizerConfig
 
 FORMAT = "hitok-1"
@@ -45,10 +46,6 @@ _TIMM_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?$")
 REMOVED_FIELDS = {
     ("generator", "head_rank"): (0, "low-rank generator heads (head_rank > 0) were removed"),
 }
-
-
-class ModelFileError(Exception):
-    """A model file that cannot be used; str() is one line meant for the user."""
 
 
 def _state_for_saving(model: HiTok) -> dict[str, torch.Tensor]:
@@ -97,9 +94,11 @@ def config_from_dict(d: dict) -> HiTokConfig:
 
     d = dict(d)
     vfm = d.pop("vfm", None)
+    restorer = d.pop("restorer", None)
     return HiTokConfig(tokenizer=build(TokenizerConfig, "tokenizer", d.pop("tokenizer")),
                        generator=build(GeneratorConfig, "generator", d.pop("generator")),
-                       vfm=None if vfm is None else build(VFMConfig, "vfm", vfm), **d)
+                       vfm=None if vfm is None else build(VFMConfig, "vfm", vfm),
+                       restorer=None if restorer is None else build(RestorerConfig, "restorer", restorer), **d)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -159,7 +158,7 @@ def _check_fields(where: str, values, cls) -> None:
     if not isinstance(values, dict):
         raise ValueError(f"{where} must be a mapping")
     for f in fields(cls):
-        if f.name in values and f.name not in ("tokenizer", "generator", "vfm"):
+        if f.name in values and f.name not in ("tokenizer", "generator", "vfm", "restorer"):
             default = f.default if f.default is not MISSING else f.default_factory()
             _check_value(f"{where}.{f.name}", values[f.name], default, f.name)
 
@@ -191,6 +190,8 @@ def check_config(d: dict, folder: Path, untrusted: bool = False) -> HiTokConfig:
     _check_fields("config", d, HiTokConfig)
     _check_fields("tokenizer", d.get("tokenizer"), TokenizerConfig)
     _check_fields("generator", d.get("generator"), GeneratorConfig)
+    if d.get("restorer") is not None:
+        _check_fields("restorer", d["restorer"], RestorerConfig)
     if d.get("vfm") is not None:
         d = {**d, "vfm": _check_vfm(d["vfm"], folder, untrusted)}
     return config_from_dict(d)

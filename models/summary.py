@@ -1,7 +1,8 @@
 """Parameter and MAC counts per component (`hitok presets`, the README's comparison with the paper's Table 2).
 
 MACs are counted by torch.utils.flop_counter on the meta device (no memory, no compute), for the inference path
-LR -> generator (+ VFM) -> top-1 -> decoder; FLOPs / 2 = MACs."""
+LR -> generator (+ VFM) -> top-1 -> decoder, and the restorer where there is one; FLOPs / 2 = MACs. `total_macs`
+is the cost at the model's default fidelity: a restorer at fidelity 1 skips the token path (models/hitok.py)."""
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -21,6 +22,7 @@ def component_params(model: HiTok) -> dict[str, int]:
         "decoder": _params(model.tokenizer.decoder),
         "generator": _params(gen) - vfm,
         "vfm": vfm,
+        "restorer": _params(model.restorer),
     }
 
 
@@ -43,6 +45,11 @@ def inference_macs(model: HiTok, lr_size: int = 128) -> dict[str, int]:
     with FlopCounterMode(display=False) as fc:
         model.tokenizer.decode_latent(model.tokenizer.quantizer.embed(idx))
     out["decoder"] = fc.get_total_flops() // 2
+    out["restorer"] = 0
+    if model.restorer is not None:
+        with FlopCounterMode(display=False) as fc:
+            model.restorer(lr)
+        out["restorer"] = fc.get_total_flops() // 2
     return out
 
 
@@ -54,5 +61,7 @@ def summarize(cfg: HiTokConfig, lr_size: int = 128) -> dict:
         macs = inference_macs(model, lr_size)
     params = component_params(model)
     inference_params = sum(v for k, v in params.items() if k != "encoder")
+    default = {k: v for k, v in macs.items() if k == "restorer"} \
+        if model.restorer is not None and cfg.fidelity == 1 else macs
     return {"params": params, "inference_params": inference_params, "macs": macs,
-            "total_macs": sum(macs.values())}
+            "total_macs": sum(default.values())}

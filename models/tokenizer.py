@@ -32,7 +32,7 @@ class TokenizerConfig:
     beta: float = 0.25         # commitment weight of Eq. 7
     rope_base: float = 100.0
     window: int = 0            # 0: global attention (paper); >0: shifted ws x ws token windows (models/window.py)
-    wavelet: str = "haar"      # DWT of the frequency-matched targets (Eq. 5): "haar" or "cdf53" (models/dwt.py)
+    wavelet: str = "haar"      # DWT of the frequency-matched targets (Eq. 5): "haar" or "cdf53" (train/losses/dwt.py)
     guide_width: int = 0       # 0: the paper's token-only decoder; >0: LR-guided decoder (models/guide.py)
     guide_blocks: int = 4      # residual blocks of the LR guide's encoder
 

@@ -6,7 +6,7 @@ picks DINOv3-B as the default):
   * "multi-scale CLS tokens extracted from different layers", appended to the generator sequence.
 The backbone is frozen and adapted with LoRA on the attention projections (``lora.py``); with the
 LoRA switched off (``forward_frozen``) the same module gives the frozen features that the REPA loss
-aligns to (``repa.py``).
+aligns to (train/losses/repa.py).
 
 timm's ``vit_base_patch16_dinov3`` is an Eva ViT with 2-D RoPE (no absolute position embedding)
 and ``dynamic_img_size=True``. Its token sequence is laid out as

@@ -2,8 +2,9 @@
 
 The paper's p=16 model attends globally over a 32x32 token grid per 128x128 LR input. The CPU `small` preset uses
 p=4, i.e. 16x more tokens, where global attention is quadratic (~0.8 TMAC per 128x128 input). Windows of w x w
-tokens make the cost linear in the image and the output independent of how the CLI tiles a photo; alternate
-blocks shift the windows by w/2 so information crosses window borders. `window=0` keeps global attention."""
+tokens make the cost linear in the image and the output independent of how a photo is cut into window-aligned
+tiles; alternate blocks shift the windows by w/2 so information crosses window borders. `window=0` keeps global
+attention."""
 import math
 
 import torch

@@ -91,7 +91,7 @@ def animated_gif(path: Path) -> Path:
 
 
 def bad_corpus(folder: Path) -> dict[str, Path]:
-    """The issue's bad-input corpus (plus a few extras), written into ``folder``."""
+    """A corpus of bad and awkward inputs, written into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     files["empty"] = folder / "empty.jpg"
@@ -112,26 +112,3 @@ def bad_corpus(folder: Path) -> dict[str, Path]:
     files["animated_gif"] = animated_gif(folder / "anim.gif")
     files["grey"] = save_png(folder / "grey.png", smooth_rgb(16, 20)[..., 0])
     return files
-
-
-# -- fixtures (imported by the test modules that use them) -------------------------------------------
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory) -> Path:
-    """A randomly initialised tiny HiTok saved once per session (no trained weights needed)."""
-    from hitok.models import HiTok, presets, save_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    save_model(HiTok(presets.tiny()), path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tiny_model_path):
-    from hitok.models import load_model
-
-    return load_model(tiny_model_path)

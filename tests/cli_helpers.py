@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from hitok.cli.app import app
 from hitok.cli.batch import OUTPUT_MARKER
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def user_models(tmp_path, monkeypatch) -> Path:
-    """Never touch the real user data folder (autouse where imported)."""
-    folder = tmp_path / "user-models"
-    monkeypatch.setenv("HITOK_MODELS_DIR", str(folder))
-    monkeypatch.delenv("HITOK_MODEL", raising=False)
-    return folder
 
 
 def hitok(*args):

@@ -1,4 +1,4 @@
-"""Tests of the tokenizer ablation (bench/ablate_tokenizer.py, issue 7): the whole script on 3 generated images with
+"""Tests of the tokenizer ablation (bench/ablate_tokenizer.py): the whole script on 3 generated images with
 the tiny preset's sizes and 2 steps per run, its outputs, re-use of finished runs, and the HF-share measure."""
 import json
 import math
@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from hitok.bench.ablate_tokenizer import hf_share, main
-from hitok.models.dwt import dwt_target
+from hitok.train.losses.dwt import dwt_target
 
 torch.set_num_threads(1)
 

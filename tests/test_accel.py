@@ -1,5 +1,5 @@
 """hitok.accel: the ONNX Runtime engine gives eager torch's output (within kernel rounding), caches its
-graph across processes, and steps aside when it cannot help (issue 13)."""
+graph across processes within a size limit, and steps aside when it cannot help."""
 
 from __future__ import annotations
 
@@ -109,3 +109,24 @@ def test_int8_engine_close_to_eager(shipped):
         ref = model.upscale(lr, active_groups=g, fix_colors=True, fidelity=w)
     assert _psnr(out, ref) >= 45, f"{_psnr(out, ref):.1f} dB between int8 Linear and fp32 eager"
     assert any(type(m).__name__ == "Linear" for m in model.modules())  # the caller's model stays fp32
+
+
+def test_the_graph_cache_keeps_the_most_recent_within_its_limit(tmp_path, monkeypatch):
+    """Runs without onnxruntime: pruning is plain file handling."""
+    import os
+
+    graphs = []
+    for i, model in enumerate("AABB"):  # two models' folders, two graphs each
+        path = tmp_path / f"model{model}-torch2-ort1" / f"upscale_{i}.onnx"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (1000 + i, 1000 + i))  # upscale_0 is the least recently used
+        graphs.append(path)
+    os.utime(graphs[0], (2000, 2000))  # ... until it is used again
+    deleted = accel.prune_cache(tmp_path, limit=2500, keep=graphs[1])
+    assert deleted == [graphs[2], graphs[3]] and all(p.exists() for p in graphs[:2])  # the just-exported stays
+    assert accel.prune_cache(tmp_path, limit=2500) == []
+    monkeypatch.setenv("HITOK_ENGINE_CACHE_MB", "0.5")
+    assert accel.cache_limit_bytes() == 2**19
+    monkeypatch.setenv("HITOK_ENGINE_CACHE_MB", "lots")
+    assert accel.cache_limit_bytes() == accel.DEFAULT_CACHE_MB * 2**20

@@ -1,5 +1,6 @@
 """The public library ``hitok``: the README's Python example runs, Pillow images in and out, the shared helpers
-(one lister/loader, one PSNR, one error line), and imports that point inward (no package imports hitok.cli)."""
+(one lister/loader, one PSNR, one error line), and imports that point inward (no package imports hitok.cli, the
+model core imports no training code)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ import torch
 from PIL import Image
 
 import hitok
-from cli_corpus import smooth_rgb, tiny_model, tiny_model_path  # noqa: F401 (fixtures)
-from cli_helpers import user_models  # noqa: F401 (user_models: autouse fixture)
+from cli_corpus import smooth_rgb
 from hitok.errors import UserError, one_line
 from hitok.imageio import list_images, load_rgb8, picture_from_pil, picture_to_pil
 from hitok.psnr import psnr
@@ -116,7 +116,7 @@ ALLOWED = {"models": {"models"}, "hitok": {"models", "library"}, "train": {"mode
 def hitok_imports(folder: str) -> set[str]:
     """The packages (models, train, bench, cli, or "library" for hitok's own modules) a folder's code imports."""
     found = set()
-    for path in (ROOT / folder).glob("*.py"):
+    for path in (ROOT / folder).rglob("*.py"):
         for name in re.findall(r"^\s*(?:from|import) hitok(?:\.(\w+))?", path.read_text(), re.M):
             found.add("library" if not name or name in LIBRARY else name)
     return found
@@ -127,8 +127,34 @@ def test_imports_point_inward(folder):
     assert hitok_imports(folder) <= ALLOWED[folder], folder
 
 
+# training-only parts (targets, discriminator, losses): hitok.train.losses, never the model core
+TRAINING_ONLY = ("dwt", "discriminator", "gan_loss", "repa", "lpips")
+
+
+@pytest.mark.slow
+def test_the_model_core_holds_and_imports_no_training_code():
+    """models/ is what inference and model files need: its training-only parts live in train/losses/, and importing
+    every module of hitok.models (relative imports included, which the text scan above cannot see) loads no
+    hitok.train module."""
+    assert [n for n in TRAINING_ONLY if (ROOT / "models" / f"{n}.py").exists()] == []
+    assert all((ROOT / "train" / "losses" / f"{n}.py").is_file() for n in TRAINING_ONLY)
+    code = ("import importlib, pkgutil, sys, hitok.models as m\n"
+            "for info in pkgutil.iter_modules(m.__path__): importlib.import_module('hitok.models.' + info.name)\n"
+            "print(' '.join(sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "hitok.models.io" in loaded and [m for m in loaded if m.startswith("hitok.train")] == []
+
+
 def test_importing_the_model_core_loads_no_engine():
     """`hitok/__init__.py` runs before any hitok.x import; it must not pull the inference engine in with it."""
     code = "import sys, hitok.models; print(' '.join(sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert [m for m in loaded if m.startswith("hitok") and not m.startswith("hitok.models")] == ["hitok"]
+
+
+def test_image_io_loads_no_torch():
+    """Reading and writing photos (and the error classes) must not pay torch's import (seconds): hitok.errors takes
+    its classes from models/errors.py, which imports nothing, through the lazy hitok.models package."""
+    code = "import sys, hitok.imageio, hitok.errors; print(' '.join(m for m in sys.modules if m.startswith('torch')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []

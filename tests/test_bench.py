@@ -1,11 +1,10 @@
-"""hitok.bench.speed / gpu_bench smoke runs, and the windowed-model tiling they measure (issue 6).
+"""hitok.bench.speed / gpu_bench smoke runs, and the windowed-model tiling they measure.
 
 The benchmarks run as subprocesses, as a user runs them; speed.py forks its measurement children from a
 process that has run no kernel yet, which a pytest process cannot promise."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import torch
 
 from hitok import tiling
 from hitok.imageio import Picture
-from hitok.upscaler import Upscaler, receptive_field
+from hitok.upscaler import Upscaler
 from hitok.models import HiTok, presets, save_model
 
 torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared 2-core machine
@@ -24,15 +23,6 @@ torch.set_num_threads(1)  # tiny tensors: threads only add contention on a share
 
 def run_module(*args: str, timeout: int = 90) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def windowed_tiny() -> HiTok:
-    """The tiny preset with 2x2-token windows in the generator (2 blocks, one shifted) and the decoder."""
-    cfg = presets.tiny()
-    cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, window=2),
-                              generator=dataclasses.replace(cfg.generator, window=2, depth=2))
-    torch.manual_seed(0)
-    return HiTok(cfg, with_encoder=False).eval()
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +39,7 @@ def speed_report(tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 def test_speed_smoke_writes_markdown_and_json(speed_report):
     out, res = speed_report
     assert res.returncode == 0, res.stderr[-2000:]
@@ -70,6 +61,7 @@ def test_speed_smoke_writes_markdown_and_json(speed_report):
     assert [r["side"] for r in report["sweep"]["rows"]] == [16, 32]
 
 
+@pytest.mark.slow
 def test_gpu_bench_smoke_on_cpu(tmp_path, speed_report):
     res = run_module("hitok.bench.gpu_bench", "--device", "cpu", "--smoke", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr[-2000:]
@@ -108,17 +100,17 @@ def test_windowed_small_preset_takes_128px_in_one_tile():
     up = Upscaler(HiTok(presets.small(), with_encoder=False), torch.device("cpu"), torch.float32)
     assert up.window == 8 and up.grid == 16  # 8 generator tokens of 2x2 LR pixels
     assert up.pick_tile((128, 128)) == 128  # was 64 (9 tiles of 64 with overlap 16)
-    assert receptive_field(up.model) == 75 and up.default_overlap == 16  # the reach exceeds 16: no reduction
+    assert up.model.receptive_field() == 75 and up.default_overlap == 16  # the reach exceeds 16: no reduction
     glob = Upscaler(HiTok(presets.tiny(), with_encoder=False), torch.device("cpu"), torch.float32)
-    assert glob.grid == glob.model.lr_align == 2 and receptive_field(glob.model) is None
+    assert glob.grid == glob.model.lr_align == 2 and glob.model.receptive_field() is None
     assert glob.pick_tile((4000, 4000)) <= tiling.AUTO_MAX_TOKENS["cpu"] * 2  # global attention keeps its cap
 
 
-def test_window_aligned_tiles_agree_with_the_whole_image():
+def test_window_aligned_tiles_agree_with_the_whole_image(windowed_tiny):
     """Beyond the receptive field from its edges, a tile on the window grid computes exactly what one
     whole-image pass does; one token off the grid, the windows differ and so does the output."""
-    model = windowed_tiny()
-    rf, grid = receptive_field(model), model.lr_align * model.attention_window
+    model = windowed_tiny
+    rf, grid = model.receptive_field(), model.tile_align
     assert (rf, grid) == (24, 4)
     lr = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     inner = slice(4 * rf, 4 * (80 - rf))
@@ -130,8 +122,8 @@ def test_window_aligned_tiles_agree_with_the_whole_image():
             assert torch.allclose(tile, ref, atol=1e-5) == same
 
 
-def test_auto_tiles_sit_on_the_window_grid_and_are_balanced():
-    up = Upscaler(windowed_tiny(), torch.device("cpu"), torch.float32)
+def test_auto_tiles_sit_on_the_window_grid_and_are_balanced(windowed_tiny):
+    up = Upscaler(windowed_tiny, torch.device("cpu"), torch.float32)
     pic = Picture(pixels=(np.random.default_rng(0).random((90, 70, 3)) * 255).astype(np.uint8))
     tiling.AUTO_MAX_TOKENS_WINDOWED["cpu"], old = 20, tiling.AUTO_MAX_TOKENS_WINDOWED["cpu"]  # 40 px tiles
     try:
@@ -144,3 +136,18 @@ def test_auto_tiles_sit_on_the_window_grid_and_are_balanced():
     # n=256 under a 192 px ceiling: two 136 px tiles (1.13x the pixels) instead of two 192s (2.25x)
     even, full = tiling.plan_tiles(256, 256, 192, 16, 8, balance=True), tiling.plan_tiles(256, 256, 192, 16, 8)
     assert (even.tile_h, even.ys, full.tile_h, full.ys) == (136, (0, 120), 192, (0, 64))
+
+
+def test_engines_benchmark_rows_and_report(tiny_model_path, tmp_path, capsys):
+    from hitok.bench import engines
+
+    out = tmp_path / "engines.json"
+    assert engines.main(["--model", str(tiny_model_path), "--lr-size", "16", "--rounds", "1", "--engines",
+                         "eager,int8", "--json", str(out), "--profile"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["hitok fp32, eager torch", "hitok, int8 dynamic Linear"]
+    assert rows["hitok fp32, eager torch"]["psnr_vs_eager_db"] == 200.0  # itself
+    assert 20 < rows["hitok, int8 dynamic Linear"]["psnr_vs_eager_db"] <= 200.0
+    assert all(r["best_cpu_s"] > 0 and len(r["wall_s"]) == 1 for r in rows.values())
+    printed = capsys.readouterr().out
+    assert "| hitok, int8 dynamic Linear |" in printed and "Self CPU" in printed  # the table, the profile

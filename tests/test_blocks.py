@@ -11,14 +11,14 @@ from safetensors.torch import save_file
 import torch.nn.functional as F
 from torch import nn
 
-from hitok.models.discriminator import Discriminator, DiscriminatorConfig
-from hitok.models.gan_loss import discriminator_loss, generator_adv_loss
 from hitok.models.lora import (
     LoRAParametrization, inject_lora, lora_disabled, lora_modules, lora_parameters, merge_lora,
 )
-from hitok.models.lpips import LPIPS, LPIPSUnavailable, _vgg16_features, try_lpips
-from hitok.models.repa import REPALoss
 from hitok.models.vfm import VFM, VFMConfig, VFMWeightsError
+from hitok.train.losses.discriminator import Discriminator, DiscriminatorConfig
+from hitok.train.losses.gan_loss import discriminator_loss, generator_adv_loss
+from hitok.train.losses.lpips import LPIPS, LPIPSUnavailable, _vgg16_features, try_lpips
+from hitok.train.losses.repa import REPALoss
 
 # init_values=1: with DINOv3's untrained layer-scale (1e-5) the blocks would barely change the tokens,
 # and tests could not tell one layer (or a LoRA update) from another.

@@ -16,9 +16,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from cli_corpus import (bad_corpus, exif_rotated_jpeg, save_png, smooth_rgb, srgb_icc, tiny_model,  # noqa: F401
-                        tiny_model_path)
-from cli_helpers import files_in, hitok, interrupt_on_tile, one_error_line, user_models  # noqa: F401 (user_models: autouse fixture)
+from cli_corpus import bad_corpus, exif_rotated_jpeg, save_png, smooth_rgb, srgb_icc
+from cli_helpers import files_in, hitok, interrupt_on_tile, one_error_line
 from hitok import model_store
 from hitok.highbit import read_png16
 from hitok.imageio import Picture
@@ -158,7 +157,13 @@ def test_reduced_precision_nan_retries_in_fp32(tiny_model):
 
         def __init__(self, inner):
             super().__init__()
-            self.inner, self.config, self.scale, self.lr_align = inner, inner.config, inner.scale, inner.lr_align
+            self.inner = inner
+
+        def __getattr__(self, name):  # the geometry and settings are the inner model's
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.inner, name)
 
         def upscale(self, lr, active_groups=None, fix_colors=False, fidelity=None):
             out = self.inner.upscale(lr, active_groups, fix_colors, fidelity)
@@ -268,7 +273,7 @@ def test_corpus_unwritable_output(tmp_path, tiny_model_path):
 
 @pytest.mark.parametrize("bits", [8, 16])
 def test_tagged_tiff_round_trips_through_upscale_and_batch(tmp_path, tiny_model_path, bits):
-    """Issue 12 item 1: a Software tag made every TIFF write fail after the whole upscale."""
+    """A Software tag once made every TIFF write fail after the whole upscale."""
     from test_imageio import TAGS, tagged_tiff
 
     src = tmp_path / "in"

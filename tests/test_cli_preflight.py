@@ -1,4 +1,4 @@
-"""Issue 12, items 2 and 7: mistakes found before the work, options that say what they do.
+"""Mistakes found before the work, options that say what they do.
 
 The model is never loaded where a test replaces ``model_store.load`` with :func:`no_model`: the
 command must end with its one-line error before it would be needed.
@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
-from cli_helpers import OUTPUT_MARKER, files_in, hitok, one_error_line, user_models, warnings_of  # noqa: F401
+from cli_corpus import save_png, smooth_rgb
+from cli_helpers import OUTPUT_MARKER, files_in, hitok, one_error_line, warnings_of
 from hitok import fsutil, model_store
 from hitok.upscaler import Upscaler
 
@@ -46,7 +46,7 @@ def read_only(monkeypatch, folder: Path) -> None:
     monkeypatch.setattr(fsutil.os, "open", guarded)
 
 
-# -- item 2: output and input problems before the model is loaded ------------------------------------
+# -- output and input problems before the model is loaded -------------------------------------------
 def test_parent_that_is_a_file_fails_before_the_model(tmp_path, no_model):
     src = save_png(tmp_path / "p.png", smooth_rgb(8, 8))
     (tmp_path / "blocker").write_text("a file")
@@ -147,7 +147,7 @@ def test_batch_non_images_fail_before_the_model(tmp_path, no_model):
     assert not (tmp_path / "out").exists()
 
 
-# -- item 7: options and outputs that say what they do ------------------------------------------------
+# -- options and outputs that say what they do -------------------------------------------------------
 def windowed_tiny_path(folder: Path) -> Path:
     """The tiny preset with 2-token attention windows: tiles go on a 4 LR pixel grid."""
     from hitok.models import HiTok, presets, save_model
@@ -156,7 +156,7 @@ def windowed_tiny_path(folder: Path) -> Path:
     cfg = replace(cfg, tokenizer=replace(cfg.tokenizer, window=2), generator=replace(cfg.generator, window=2))
     torch.manual_seed(0)
     model = HiTok(cfg)
-    assert model.lr_align * model.attention_window == 4
+    assert model.tile_align == 4
     save_model(model, folder / "windowed.safetensors")
     return folder / "windowed.safetensors"
 

@@ -1,4 +1,4 @@
-"""Issue 12, items 2-4: runs that stop early say what they did and leave no hidden temp file.
+"""Runs that stop early say what they did and leave no hidden temp file.
 
 Ctrl-C (KeyboardInterrupt) and a full disk go through CliRunner; SIGTERM needs a real process, so
 those tests run ``hitok`` in a subprocess whose image encoder stalls mid-write, then kill it.
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
-from cli_helpers import files_in, hitok, interrupt_on_tile, one_error_line, user_models  # noqa: F401 (autouse fixture)
+from cli_corpus import save_png, smooth_rgb
+from cli_helpers import files_in, hitok, interrupt_on_tile, one_error_line
 from hitok import fsutil
 from hitok.upscaler import Upscaler
 
@@ -35,7 +35,7 @@ def three_photos(root: Path) -> Path:
     return src
 
 
-# -- item 3: the summary after Ctrl-C --------------------------------------------------------------
+# -- the summary after Ctrl-C ---------------------------------------------------------------------
 def test_ctrl_c_summary_lists_the_files_already_written(tmp_path, tiny_model_path, monkeypatch):
     src, dst = three_photos(tmp_path), tmp_path / "out"
     interrupt_on_tile(monkeypatch, call=2)
@@ -49,7 +49,7 @@ def test_ctrl_c_summary_lists_the_files_already_written(tmp_path, tiny_model_pat
     assert "skipped 1" in plain.stdout and "done 2" in plain.stdout
 
 
-# -- item 2: a write error every later file would hit stops the batch --------------------------------
+# -- a write error every later file would hit stops the batch ---------------------------------------
 def test_full_disk_stops_the_batch_after_the_first_failure(tmp_path, tiny_model_path, monkeypatch):
     src, dst = three_photos(tmp_path), tmp_path / "out"
     computed = []
@@ -72,7 +72,7 @@ def test_full_disk_stops_the_batch_after_the_first_failure(tmp_path, tiny_model_
     assert len(computed) == 1 and files_in(dst) == []  # not three hours of work for three failures
 
 
-# -- item 4: SIGTERM and killed runs leave no temp file --------------------------------------------
+# -- SIGTERM and killed runs leave no temp file ---------------------------------------------------
 STALLING_HITOK = textwrap.dedent("""
     import sys, time
     from pathlib import Path
@@ -108,6 +108,7 @@ def run_until_writing(args: list, cwd: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_sigterm_during_upscale_removes_the_temp_file(tmp_path, tiny_model_path):
     src = save_png(tmp_path / "b.png", smooth_rgb(8, 8))
     proc = run_until_writing(["upscale", src, "--model", tiny_model_path], tmp_path)
@@ -118,6 +119,7 @@ def test_sigterm_during_upscale_removes_the_temp_file(tmp_path, tiny_model_path)
     assert files_in(tmp_path) == ["b.png"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_batch_reports_what_was_done(tmp_path, tiny_model_path):
     src, dst = three_photos(tmp_path), tmp_path / "out"
     proc = run_until_writing(["batch", src, dst, "--model", tiny_model_path], tmp_path)

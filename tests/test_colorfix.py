@@ -5,9 +5,6 @@ import torch
 import torch.nn.functional as F
 
 from hitok.models import colorfix
-from hitok.upscaler import receptive_field
-
-from test_bench import windowed_tiny
 
 
 def _smooth_image(seed: int = 0, size: int = 128) -> torch.Tensor:
@@ -45,10 +42,10 @@ def test_half_precision_input_comes_back_in_its_dtype():
     assert colorfix.color_fix(sr, lr).dtype == torch.float16
 
 
-def test_tiles_with_the_fix_agree_with_the_whole_image_beyond_its_reach():
-    model = windowed_tiny()
-    rf = receptive_field(model, fix_colors=True)
-    assert rf == receptive_field(model) + colorfix.reach()
+def test_tiles_with_the_fix_agree_with_the_whole_image_beyond_its_reach(windowed_tiny):
+    model = windowed_tiny
+    rf = model.receptive_field(fix_colors=True)
+    assert rf == model.receptive_field() + colorfix.reach()
     lr = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     off, side = 16, 96
     inner = slice(4 * rf, 4 * (side - rf))

@@ -39,16 +39,6 @@ def _photo(h: int, w: int, seed: int) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    from hitok.models import HiTok, presets, save_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    save_model(HiTok(presets.tiny()), path)
-    return path
-
-
 @pytest.fixture()
 def hr_dir(tmp_path) -> Path:
     folder = tmp_path / "hr"
@@ -69,8 +59,8 @@ def no_real_esrgan(monkeypatch):
     monkeypatch.delenv("HITOK_MODEL", raising=False)
 
 
-def test_evaluate_table_values_and_panels(hr_dir, model_path, tmp_path):
-    methods, notes = ev.build_methods([str(model_path)], realesrgan=False)
+def test_evaluate_table_values_and_panels(hr_dir, tiny_model_path, tmp_path):
+    methods, notes = ev.build_methods([str(tiny_model_path)], realesrgan=False)
     assert [m.name for m in methods] == ["bicubic", "hitok"] and notes == []
     out = tmp_path / "out"
     res = ev.evaluate(hr_dir, methods, crop=64, out_dir=out)
@@ -155,8 +145,8 @@ def test_crops_and_tracks_are_deterministic():
     assert not np.array_equal(a, ev.make_lr(hr, "bicubic", 0))
 
 
-def test_missing_real_esrgan_is_a_note(model_path, tmp_path):
-    methods, notes = ev.build_methods([str(model_path)], realesrgan=True, realesrgan_dir=str(tmp_path))
+def test_missing_real_esrgan_is_a_note(tiny_model_path, tmp_path):
+    methods, notes = ev.build_methods([str(tiny_model_path)], realesrgan=True, realesrgan_dir=str(tmp_path))
     assert [m.name for m in methods] == ["bicubic", "hitok"]
     assert len(notes) == 1 and notes[0].startswith("Real-ESRGAN skipped:") and "not found" in notes[0]
 
@@ -172,10 +162,10 @@ def _app() -> typer.Typer:
     return app
 
 
-def test_cli_eval(hr_dir, model_path, tmp_path):
+def test_cli_eval(hr_dir, tiny_model_path, tmp_path):
     out = tmp_path / "cli-out"
-    result = CliRunner().invoke(_app(), ["eval", str(hr_dir), "--model", str(model_path), "--model",
-                                         str(model_path), "--crop", "64", "--out", str(out), "--max-images", "1",
+    result = CliRunner().invoke(_app(), ["eval", str(hr_dir), "--model", str(tiny_model_path), "--model",
+                                         str(tiny_model_path), "--crop", "64", "--out", str(out), "--max-images", "1",
                                          "--threads", "1", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert "track bicubic" in result.stdout and "track realistic" in result.stdout
@@ -192,6 +182,9 @@ def test_cli_eval(hr_dir, model_path, tmp_path):
     (["eval", "/nonexistent/photos", "--no-realesrgan"], "no such folder"),
     (["eval", "{hr}", "--crop", "100", "--no-realesrgan"], "multiple of 16"),
     (["eval", "{hr}", "--model", "/nonexistent/m.safetensors", "--no-realesrgan"], "no such model file"),
+    (["eval", "{hr}", "--fidelity-sweep", "0,x", "--no-realesrgan"], "'x' is not a number"),
+    (["eval", "{hr}", "--fidelity-sweep", "0.5,1.5", "--no-realesrgan"], "1.5 is outside 0..1"),
+    (["eval", "{hr}", "--floor-data", "/nonexistent/train", "--no-realesrgan"], "no such folder"),
 ])
 def test_cli_eval_errors_are_one_line(hr_dir, args, message):
     result = CliRunner().invoke(_app(), [a.replace("{hr}", str(hr_dir)) for a in args])
@@ -200,8 +193,8 @@ def test_cli_eval_errors_are_one_line(hr_dir, args, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
-def test_raw_rows_evaluate_the_model_without_the_colour_fix(model_path):
-    methods, _ = ev.build_methods([str(model_path)], realesrgan=False, raw_rows=True)
+def test_raw_rows_evaluate_the_model_without_the_colour_fix(tiny_model_path):
+    methods, _ = ev.build_methods([str(tiny_model_path)], realesrgan=False, raw_rows=True)
     assert [m.name for m in methods] == ["bicubic", "hitok", "hitok raw"]
     assert methods[1].upscaler.fix_colors and not methods[2].upscaler.fix_colors
 
@@ -226,9 +219,10 @@ def guided_path(tmp_path_factory) -> Path:
 def test_fidelity_rows_for_a_guided_model(guided_path):
     methods, notes = ev.build_methods([str(guided_path)], realesrgan=False, raw_rows=True, fidelities=(0, 0.5, 1))
     names = [m.name for m in methods]
-    assert names == ["bicubic", "hitok", "hitok w=0", "hitok w=0.5", "hitok w=1", "hitok raw", "hitok w=0 raw"]
+    assert names == ["bicubic", "hitok", "hitok w=0", "hitok w=0.5", "hitok w=1", "hitok raw", "hitok w=0 raw",
+                     "hitok no tokens"]
     assert notes == []
-    ups = {m.name: m.upscaler for m in methods[1:]}
+    ups = {m.name: m.upscaler for m in methods[1:] if hasattr(m, "upscaler")}
     assert [ups[n].fidelity for n in names[2:5]] == [0.0, 0.5, 1.0]
     assert all(ups[n].fix_colors for n in names[1:5]) and not ups["hitok raw"].fix_colors
     assert ups["hitok raw"].fidelity == ups["hitok"].fidelity  # the model's default
@@ -237,10 +231,14 @@ def test_fidelity_rows_for_a_guided_model(guided_path):
     lr = _photo(16, 16, 5)
     by = {m.name: m for m in methods}
     assert not np.array_equal(by["hitok w=0"](lr), by["hitok w=1"](lr))
+    # the token ablation: same shape, but without the tokens the guided image changes
+    no_tokens, with_tokens = by["hitok no tokens"](lr), by["hitok w=1"](lr)
+    assert no_tokens.shape == with_tokens.shape == (64, 64, 3) and no_tokens.dtype == np.uint8
+    assert np.abs(no_tokens.astype(int) - with_tokens.astype(int)).max() > 2
 
 
-def test_fidelity_sweep_skips_a_model_without_a_guide(model_path):
-    methods, notes = ev.build_methods([str(model_path)], realesrgan=False, raw_rows=True, fidelities=(0.5,))
+def test_fidelity_sweep_skips_a_model_without_a_guide(tiny_model_path):
+    methods, notes = ev.build_methods([str(tiny_model_path)], realesrgan=False, raw_rows=True, fidelities=(0.5,))
     assert [m.name for m in methods] == ["bicubic", "hitok", "hitok raw"]
     assert len(notes) == 1 and "no LR guide" in notes[0]
 
@@ -260,7 +258,7 @@ def test_floor_net_size_and_bicubic_start():
     from hitok.bench.floor import FloorNet
 
     net = FloorNet()
-    assert sum(p.numel() for p in net.parameters()) == 168_000  # the "0.17 M"
+    assert sum(p.numel() for p in net.parameters()) == 168_000  # bench/floor.py's "0.17 M"
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 9 and all(c.out_channels == 48 for c in convs[:-1]) and convs[-1].out_channels == 48
     x = torch.rand(1, 3, 8, 8)
@@ -297,13 +295,13 @@ def test_floor_crop_pool_and_its_errors(train_dir, tmp_path):
         crop_pool(tmp_path / "nowhere", 4, 32, seed=0)
 
 
-def test_floor_row_sits_after_real_esrgan(monkeypatch, model_path, train_dir, hr_dir):
+def test_floor_row_sits_after_real_esrgan(monkeypatch, tiny_model_path, train_dir, hr_dir):
     from functools import partial
 
     from hitok.bench import floor
 
     monkeypatch.setattr(floor, "train_floor", partial(floor.train_floor, batch=2, lr_crop=8, pool=4))
-    methods, _ = ev.build_methods([str(model_path)], realesrgan=False, floor_data=train_dir, floor_steps=2)
+    methods, _ = ev.build_methods([str(tiny_model_path)], realesrgan=False, floor_data=train_dir, floor_steps=2)
     assert [m.name for m in methods] == ["bicubic", "CNN floor", "hitok"]
     res = ev.evaluate(hr_dir, methods, crop=32, max_images=1, lpips=False)
     assert res.methods == ["bicubic", "CNN floor", "hitok"] and "2 steps" in res.method_info[1]
@@ -339,26 +337,18 @@ def test_cli_eval_floor_and_fidelity_sweep(hr_dir, guided_path, tmp_path):
     result = CliRunner().invoke(_app(), ["eval", str(hr_dir), "--model", str(guided_path), "--crop", "32",
                                          "--out", str(out), "--max-images", "1", "--threads", "1",
                                          "--no-realesrgan", "--floor-data", str(train), "--floor-steps", "1",
-                                         "--fidelity-sweep", "0, 1,1", "--raw"])
+                                         "--fidelity-sweep", "0, 1,1", "--raw", "--figure",
+                                         str(tmp_path / "fig.png")])
     assert result.exit_code == 0, result.output
     assert "CNN floor: step 1/1" in result.stderr
     data = json.loads((out / "results.json").read_text())
     assert data["methods"] == ["bicubic", "CNN floor", "hitok", "hitok w=0", "hitok w=1", "hitok raw",
-                               "hitok w=0 raw"]
+                               "hitok w=0 raw", "hitok no tokens"]
     assert "1 steps" in data["method_info"][1] and "0.168 M params" in data["method_info"][1]
     md = (out / "results.md").read_text()
     assert "| CNN floor | " in md and "| hitok w=0 raw | " in md
-    panel = Image.open(out / "panels" / "a_bicubic.png")  # 9 panels: LR, 7 methods, GT -> two rows of 7 + 2
+    panel = Image.open(out / "panels" / "a_bicubic.png")  # 10 panels: LR, 8 methods, GT -> two rows of 7 + 3
     assert panel.width == 7 * 64 + 6 * 4 and panel.height == 2 * (32 + 18) + 4 + 6 + 2 * (64 + 18) + 4
-
-
-@pytest.mark.parametrize("args, message", [
-    (["eval", "{hr}", "--fidelity-sweep", "0,x", "--no-realesrgan"], "'x' is not a number"),
-    (["eval", "{hr}", "--fidelity-sweep", "0.5,1.5", "--no-realesrgan"], "1.5 is outside 0..1"),
-    (["eval", "{hr}", "--floor-data", "/nonexistent/train", "--no-realesrgan"], "no such folder"),
-])
-def test_cli_eval_new_option_errors_are_one_line(hr_dir, args, message):
-    result = CliRunner().invoke(_app(), [a.replace("{hr}", str(hr_dir)) for a in args])
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert result.exit_code == 1
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    # the README figure: bicubic | hitok | hitok w=0 | ground truth, clean and compressed rows, detail at 2x
+    fig = Image.open(tmp_path / "fig.png")
+    assert fig.size == (4 * 64 + 3 * 4, 2 * (64 + 18) + 6)

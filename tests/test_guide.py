@@ -2,10 +2,8 @@
 a trained one follows the input, tiles still agree with the whole image, and the decoder stage learns it."""
 import dataclasses
 
-import pytest
 import torch
 
-from hitok.upscaler import receptive_field
 from hitok.models import HiTok, presets
 from hitok.models.hitok import add_guide
 from hitok.train.stages import DecoderStage, LossWeights, sample_fidelity
@@ -56,23 +54,11 @@ def test_fidelity_zero_is_the_paper_decoder_and_a_fresh_guide_back_projects():
     assert (half - ref).abs().mean() > 1e-3 and (full - half).abs().mean() > 1e-3
 
 
-def test_fidelity_is_checked():
-    plain, guided = _guided()
-    lr = torch.rand(1, 3, 8, 8)
-    with pytest.raises(ValueError, match="no LR-guided decoder"):
-        plain.upscale(lr, fidelity=0.5)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        guided.upscale(lr, fidelity=1.5)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        dataclasses.replace(guided.config, fidelity=-0.1)
-    assert guided.guided and not plain.guided and guided.config.tokenizer.guide_width == 8
-
-
 def test_guided_tiles_agree_with_the_whole_image_beyond_the_receptive_field():
     _, model = _guided(window=2)
     _wake(model)
-    rf = receptive_field(model)
-    plain_rf = receptive_field(_guided(window=2)[0])
+    rf = model.receptive_field()
+    plain_rf = _guided(window=2)[0].receptive_field()
     assert rf >= plain_rf
     lr = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     off, side = 16, 96

@@ -175,7 +175,7 @@ def test_every_layout_writes_to_every_format(tmp_path, fmt, suffix, channels, al
     assert [p.name for p in tmp_path.iterdir()] == [f"o.{suffix}"]
 
 
-# -- issue 12: TIFF tags, float samples ------------------------------------------------------------
+# -- TIFF tags, float samples ----------------------------------------------------------------------
 TAGS = {305: "GIMP 2.10", 271: "HitokCam", 33432: "(c) someone"}
 
 

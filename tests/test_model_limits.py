@@ -1,4 +1,4 @@
-"""Issue 12, item 5: a model file's metadata is held to limits before anything is built.
+"""A model file's metadata is held to limits before anything is built.
 
 Each hostile file is the tiny model with its config edited: what it asks for (the network, a file
 elsewhere on disk, 137 GB, NaN weights) must be refused with one line, by ``upscale`` as by
@@ -18,8 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
-from cli_helpers import files_in, hitok, one_error_line, user_models  # noqa: F401 (autouse fixture)
+from cli_corpus import save_png, smooth_rgb
+from cli_helpers import files_in, hitok, one_error_line
 from hitok.models import HiTok, ModelFileError, load_model, presets, read_metadata, save_model
 from hitok.models.io import MAX_PARAMS, check_config, parameter_count
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from hitok.models import HiTok, ModelFileError, load_model, presets, save_model
-from hitok.models.dwt import (cdf53_analysis, cdf53_synthesis, dwt_target, haar_analysis, haar_synthesis,
-                              target_for_active_groups)
 from hitok.models.masking import mask_groups, sample_active_groups
 from hitok.models.quantizer import GroupedQuantizer
+from hitok.train.losses.dwt import (cdf53_analysis, cdf53_synthesis, dwt_target, haar_analysis, haar_synthesis,
+                                    target_for_active_groups)
 from hitok.train.stages import sample_topk
 
 

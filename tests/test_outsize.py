@@ -1,4 +1,4 @@
-"""Issue 12, item 8: --outscale and --width / --height on upscale and batch."""
+"""--outscale and --width / --height on upscale and batch."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
-from cli_helpers import files_in, hitok, one_error_line, user_models  # noqa: F401 (autouse fixture)
+from cli_corpus import save_png, smooth_rgb
+from cli_helpers import files_in, hitok, one_error_line
 from hitok.errors import UserError
 from hitok.imageio import Picture
 from hitok.outsize import OutputSize, resize_picture

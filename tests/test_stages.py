@@ -1,19 +1,23 @@
 """Stage-level tests of train/stages.py and its helpers: each stage learns (overfits one batch), the generator's
-straight-through gradient, the M <-> T(N-M) pairing of group masking, and the training-bug fixes of issue 14
-(AdamW moments of restarted codes, LPIPS on the unclamped output)."""
+straight-through gradient, the M <-> T(N-M) pairing of group masking, fixed training bugs (AdamW moments of restarted codes, LPIPS on the
+unclamped output), the EMA, and where DDP must look for unused parameters."""
 from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
 from hitok.models import HiTok, presets
-from hitok.models.dwt import dwt_target
+from hitok.models.hitok import add_guide
 from hitok.models.masking import sample_active_groups
 from hitok.train import distributed as ddp
 from hitok.train.codebook import CODEBOOK, CodebookKeeper
-from hitok.train.ema import EMA
-from hitok.train.stages import DecoderStage, GeneratorStage, LossWeights, TokenizerStage
+from hitok.train.ema import EMA, warmup_ema_fn
+from hitok.train.losses.dwt import dwt_target
+from hitok.train.stages import DecoderStage, GeneratorStage, LossWeights, TokenizerStage, default_weights
 
 torch.set_num_threads(1)
 PLAIN = dict(lpips=0.0, adv=0.0)  # the pixel, VQ and CE terms; LPIPS weights and the GAN are not under test here
@@ -142,7 +146,7 @@ def test_masked_steps_pair_M_groups_with_the_dwt_target_of_level_N_minus_M(which
             assert not torch.allclose(out.target, dwt_target(hr, M))
 
 
-# ---- codebook restarts start from fresh AdamW moments (issue 14) -------------------------------------------------
+# ---- codebook restarts start from fresh AdamW moments ----------------------------------------------------------------
 def test_restarted_codes_lose_their_adam_moments_and_enter_the_ema_as_they_are():
     batch = _batch(n=2)
     model = _model()
@@ -173,9 +177,54 @@ def test_restarted_codes_lose_their_adam_moments_and_enter_the_ema_as_they_are()
     assert int(rows.sum()) == 3
     assert float(state["exp_avg"][rows].abs().max()) == 0 and float(state["exp_avg_sq"][rows].abs().max()) == 0
     assert bool((state["exp_avg_sq"][~rows] == 0.25).all())  # the live codes keep theirs
-    avg = dict(ema.avg.module.named_parameters())["tokenizer.quantizer.codebook"]
+    _, avg = ema.pairs[CODEBOOK]
     assert torch.equal(avg[rows], q.codebook.detach()[rows])  # copied, not averaged with the dead code
-    assert CODEBOOK in ema.pairs
+
+
+def test_the_ema_shadows_only_trained_parameters_and_averages_as_averaged_model_did():
+    model = _model()
+    model.tokenizer.encoder.requires_grad_(False)  # a frozen part inside a trained module
+    trained = {"tokenizer": model.tokenizer}
+    ema = EMA(trained, {"tokenizer": "tokenizer."}, decay=0.9)
+    reference = AveragedModel(nn.ModuleDict(trained), multi_avg_fn=warmup_ema_fn(0.9), use_buffers=False)
+    expected = {"tokenizer." + n for n, p in model.tokenizer.named_parameters() if p.requires_grad}
+    assert set(ema.pairs) == expected and not any(n.startswith("tokenizer.encoder.") for n in ema.pairs)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        with torch.no_grad():
+            for p in model.tokenizer.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn(p.shape, generator=gen))
+        ema.update()
+        reference.update_parameters(nn.ModuleDict(trained))
+    averaged = dict(reference.module.named_parameters())
+    assert ema.updates == 4 and all(torch.equal(avg, averaged[n]) for n, (_, avg) in ema.pairs.items())
+
+
+# ---- DDP looks for unused parameters only where a step can leave some out -----------------------------------------
+STAGES_WITHOUT_UNUSED = {
+    "tokenizer": lambda m: TokenizerStage(m, default_weights("tokenizer")),
+    "generator": lambda m: GeneratorStage(m, default_weights("generator")),
+    "decoder": lambda m: DecoderStage(m, default_weights("decoder")),
+    "decoder+guide": lambda m: DecoderStage(add_guide(m, 8, 1), default_weights("decoder")),
+    "guide only": lambda m: DecoderStage(add_guide(m, 8, 1), default_weights("decoder"), guide_only=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES_WITHOUT_UNUSED))
+def test_every_trained_parameter_gets_a_gradient_where_ddp_does_not_look_for_unused(name):
+    stage = STAGES_WITHOUT_UNUSED[name](_model())
+    assert not stage.find_unused_parameters
+    for step in range(3):  # different masks (M) per step
+        stage.zero_grad(set_to_none=True)
+        stage(_batch(n=2), torch.Generator().manual_seed(step), step).total.backward()
+        assert [n for n, p in stage.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_the_autoencoder_warm_up_leaves_the_codebook_out_so_ddp_looks_for_it():
+    stage = TokenizerStage(_model(), default_weights("tokenizer"), ae_warmup=2)
+    stage(_batch(n=2), torch.Generator().manual_seed(0), 0).total.backward()
+    assert stage.find_unused_parameters and stage.tok.quantizer.codebook.grad is None
 
 
 # ---- LPIPS sees what L1 and the discriminator see ------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cli_corpus import smooth_rgb, tiny_model, tiny_model_path  # noqa: F401 (fixtures)
+from cli_corpus import smooth_rgb
 from hitok import tiling
 from hitok.imageio import Picture
 from hitok.upscaler import Upscaler
@@ -48,13 +48,13 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
 
 
 def test_plan_is_aligned_and_covers_the_image():
-    plan = tiling.plan_tiles(40, 56, tile=16, overlap=4, align=4)
+    plan = tiling.plan_tiles(40, 56, tile=16, overlap=4, grid=4)
     assert plan.ys == (0, 12, 24) and plan.xs == (0, 12, 24, 36, 40)
     for ys, t, n in ((plan.ys, plan.tile_h, 40), (plan.xs, plan.tile_w, 56)):
         assert all(p % 4 == 0 for p in ys) and ys[-1] + t == n
         assert all(b - a <= t - plan.overlap for a, b in zip(ys, ys[1:]))  # neighbours overlap
-    assert tiling.plan_tiles(40, 56, tile=17, overlap=50, align=4).overlap == 8  # rounded, capped at tile/2
-    assert len(tiling.plan_tiles(8, 8, tile=64, overlap=16, align=2)) == 1
+    assert tiling.plan_tiles(40, 56, tile=17, overlap=50, grid=4).overlap == 8  # rounded, capped at tile/2
+    assert len(tiling.plan_tiles(8, 8, tile=64, overlap=16, grid=2)) == 1
     with pytest.raises(ValueError):
         tiling.plan_tiles(41, 56, 16, 4, 4)
 
@@ -68,24 +68,25 @@ def test_window_never_zero_and_flat_in_the_middle():
 @pytest.mark.parametrize("tile,overlap", [(16, 4), (12, 4), (20, 8)])
 def test_tiled_bicubic_matches_whole_image(tile, overlap):
     lr = smooth_lr(37, 53)  # not a multiple of the alignment: padded, then cropped
-    whole = tiling.tiled_apply(bicubic4, lr, 4, 1000, 0, 4)
-    tiled = tiling.tiled_apply(bicubic4, lr, 4, tile, overlap, 4)
+    whole, whole_plan = tiling.tiled_apply(bicubic4, lr, 4, 1000, 0, 4)
+    tiled, plan = tiling.tiled_apply(bicubic4, lr, 4, tile, overlap, 4)
     assert tiled.shape == whole.shape == (148, 212, 3)
+    assert len(whole_plan) == 1 and plan == tiling.plan_image(37, 53, tile, overlap, 4)  # the plan it used
     assert np.abs(tiled - whole).max() < 2e-3
 
 
 def test_integer_output_and_progress():
     calls = []
-    out = tiling.tiled_apply(bicubic4, smooth_lr(), 4, 16, 4, 4, np.uint16, progress=lambda d, t: calls.append((d, t)))
+    out, _ = tiling.tiled_apply(bicubic4, smooth_lr(), 4, 16, 4, 4, np.uint16,
+                                progress=lambda d, t: calls.append((d, t)))
     assert out.dtype == np.uint16 and out.max() > 255
     assert calls == [(i, 15) for i in range(1, 16)]
 
 
 def test_blending_hides_seams_a_hard_cut_shows():
     lr = smooth_lr()
-    hard = tiling.tiled_apply(context_sensitive, lr, 4, 16, 0, 4)
-    soft = tiling.tiled_apply(context_sensitive, lr, 4, 16, 8, 4)
-    hard_plan, soft_plan = tiling.plan_tiles(40, 56, 16, 0, 4), tiling.plan_tiles(40, 56, 16, 8, 4)
+    hard, hard_plan = tiling.tiled_apply(context_sensitive, lr, 4, 16, 0, 4)
+    soft, soft_plan = tiling.tiled_apply(context_sensitive, lr, 4, 16, 8, 4)
     hard_ratio = seam_ratio(hard, tile_edges(hard_plan.xs, 16, 56, 4), axis=1)
     soft_x = seam_ratio(soft, tile_edges(soft_plan.xs, 16, 56, 4), axis=1)
     soft_y = seam_ratio(soft, tile_edges(soft_plan.ys, 16, 40, 4), axis=0)
@@ -103,9 +104,9 @@ def test_oom_halves_the_tile():
         return bicubic4(t)
 
     retries = []
-    out, used = tiling.tiled_apply_with_retry(hungry, smooth_lr(), 4, 64, 4, 4, torch.device("cpu"),
+    out, plan = tiling.tiled_apply_with_retry(hungry, smooth_lr(), 4, 64, 4, 4, torch.device("cpu"),
                                               on_retry=lambda a, b: retries.append((a, b)))
-    assert used == 16 and retries == [(64, 32), (32, 16)] and out.shape == (160, 224, 3)
+    assert (plan.tile_h, plan.tile_w) == (16, 16) and retries == [(64, 32), (32, 16)] and out.shape == (160, 224, 3)
     assert np.isfinite(out).all()
 
     def always_oom(t):
@@ -152,16 +153,16 @@ def test_model_tiled_vs_whole(tiny_model, record_property):
 
 def test_thin_image_is_one_tile_padded_to_a_token_not_a_window():
     """A 3 x 2000 strip under a 192 px auto tile on a 16 px window grid: one 4 x 2000 tile, not twelve 16 x 192."""
-    plan = tiling.plan_image(3, 2000, tile=192, overlap=16, align=16, balance=True, token=2)
+    plan = tiling.plan_image(3, 2000, tile=192, overlap=16, grid=16, balance=True, align=2)
     assert len(plan) == 1 and (plan.height, plan.width) == (4, 2000)
-    wide = tiling.plan_image(3, 20000, tile=192, overlap=16, align=16, balance=True, token=2)
+    wide = tiling.plan_image(3, 20000, tile=192, overlap=16, grid=16, balance=True, align=2)
     assert wide.tile_h * wide.tile_w <= 192 * 192 and len(wide) == 3  # memory still bounded by the tile's area
-    given = tiling.plan_image(3, 2000, tile=192, overlap=16, align=16, token=2)  # a --tile the user chose is kept
+    given = tiling.plan_image(3, 2000, tile=192, overlap=16, grid=16, align=2)  # a --tile the user chose is kept
     assert given.tile_w == 192
 
 
 def test_thin_strip_through_tiles_matches_whole():
     lr = smooth_lr(3, 200)
-    out = tiling.tiled_apply(bicubic4, lr, 4, 64, 8, 16, balance=True, token=1)
+    out, _ = tiling.tiled_apply(bicubic4, lr, 4, 64, 8, 16, balance=True, align=1)
     whole = bicubic4(lr)[0].permute(1, 2, 0).clamp(0, 1).numpy()
     assert out.shape == (12, 800, 3) and np.abs(out - whole).max() < 1e-5

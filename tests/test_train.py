@@ -2,8 +2,13 @@
 photos, exact resumption, Ctrl-C, 2-process gloo data parallelism, the time-budget campaign and its parts."""
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
+import sysconfig
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,6 +171,7 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(pipeline, tmp_path):
     assert r.exit_code == 1 and "cannot change crop" in r.output
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_keeps_replicas_equal(pipeline, tmp_path):
     r = train(_cfg("tokenizer", pipeline["data"], tmp_path / "ddp", steps=4, nproc=2, threads=1, adv_start=1))
     assert r.step == 4 and r.replica_spread == 0.0
@@ -175,6 +181,7 @@ def test_two_process_gloo_run_keeps_replicas_equal(pipeline, tmp_path):
     assert model.metadata["batch_tokenizer"] == "4"  # 2 processes x batch 2
 
 
+@pytest.mark.slow
 def test_campaign_writes_small_parts_that_join(pipeline, tmp_path):
     s = run_campaign(str(pipeline["data"]), str(tmp_path / "out"), preset="tiny", budget_min=0.3,
                      work=str(tmp_path / "work"), device="cpu", workers=0, quiet=True)
@@ -188,6 +195,23 @@ def test_campaign_writes_small_parts_that_join(pipeline, tmp_path):
     assert r.exit_code == 0, r.output
     model = load_model(tmp_path / "joined.safetensors")
     assert model.upscale(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.slow
+def test_campaign_runs_from_a_checkout_that_is_not_installed(tmp_path):
+    """docs/TRAINING.md's symbolic-link layout: `python -m hitok.train.campaign` with no pip install of hitok
+    (-S: without site's .pth files, so the editable install of this checkout cannot serve it)."""
+    root = Path(__file__).resolve().parents[1]
+    links = re.search(r"^P=/tmp/hitok-pkg; (.+)$", (root / "docs" / "TRAINING.md").read_text(), re.M).group(1)
+    subprocess.run(["bash", "-c", f"P={tmp_path}; {links}"], cwd=root, check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), sysconfig.get_paths()["purelib"]])}
+    code = "import hitok.train.campaign as c; print(c.__file__)"
+    where = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert where == str(tmp_path / "hitok" / "train" / "campaign.py")
+    usage = subprocess.run([sys.executable, "-S", "-m", "hitok.train.campaign", "--help"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    assert usage.returncode == 0 and "{campaign,join}" in usage.stdout
 
 
 def test_parts_split_big_tensors_and_join_back_exactly(pipeline, tmp_path):

@@ -16,8 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import hitok
-from cli_corpus import save_png, smooth_rgb, tiny_model, tiny_model_path  # noqa: F401 (fixtures)
-from cli_helpers import user_models  # noqa: F401 (autouse fixture)
+from cli_corpus import save_png, smooth_rgb
 from hitok import accel, device as device_lib, model_store
 from hitok.errors import UserError
 from hitok.imageio import Picture, read_image, write_image

@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_corpus import save_png, smooth_rgb, tiny_model_path  # noqa: F401 (fixture)
-from cli_helpers import OUTPUT_MARKER, files_in, hitok, one_error_line, user_models, warnings_of  # noqa: F401
+from cli_corpus import save_png, smooth_rgb
+from cli_helpers import OUTPUT_MARKER, files_in, hitok, one_error_line, warnings_of
 from hitok import model_store
 
 torch.set_num_threads(1)

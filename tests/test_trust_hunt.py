@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 import hitok
-from cli_corpus import save_png, smooth_rgb, tiny_model, tiny_model_path  # noqa: F401 (fixtures)
-from cli_helpers import OUTPUT_MARKER, files_in, hitok as run, one_error_line, user_models  # noqa: F401
+from cli_corpus import save_png, smooth_rgb
+from cli_helpers import OUTPUT_MARKER, files_in, hitok as run, one_error_line
 from hitok.errors import UserError
 from hitok.imageio import Picture, write_image
 

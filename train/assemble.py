@@ -15,15 +15,15 @@ from torch import nn
 from hitok.errors import UserError, one_line
 from hitok.imageio import list_images
 from hitok.models import HiTok, HiTokConfig, ModelFileError, load_model, presets, read_metadata
-from hitok.models.discriminator import Discriminator, DiscriminatorConfig
 from hitok.models.hitok import add_guide
 from hitok.models.io import config_from_dict
-from hitok.models.lpips import try_lpips
 
 from . import distributed as ddp
 from . import schedule
 from .checkpoint import atomic_write_text, find_checkpoint
 from .config import TrainConfig, TrainError, check_crop, init_model_path, merge_for_resume, resolve
+from .losses.discriminator import Discriminator, DiscriminatorConfig
+from .losses.lpips import try_lpips
 from .stages import DecoderStage, GeneratorStage, LossWeights, TokenizerStage, Stage, default_weights
 
 log = logging.getLogger("hitok.train")

@@ -8,13 +8,14 @@ time it gets; whatever a stage over- or under-spends is redistributed over the s
 the final export come out of a reserve. Besides the parts, the output folder gets campaign.json (steps, speed,
 final losses per stage) and sample.png (the decoder stage's last LR | output | GT strip): 8 files at most.
 
-Runs under an uninstalled checkout too (torch, timm, numpy, pillow, safetensors): see train/standalone.py."""
+Runs from a checkout that is not installed too (torch, timm, numpy, pillow, safetensors): docs/TRAINING.md."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -104,7 +105,7 @@ def run_campaign(data: str, out: str, preset: str = "small", budget_min: float =
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`campaign` and `join` without Typer (for train/standalone.py on a machine with only torch)."""
+    """`campaign` and `join` without Typer: `python -m hitok.train.campaign` on a machine with only torch."""
     ap = argparse.ArgumentParser(prog="hitok-train")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("campaign", help="all three stages within a time budget, then bf16 parts")
@@ -140,3 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}")
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

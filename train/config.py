@@ -25,15 +25,14 @@ PRESET_DEFAULTS: dict[str, dict] = {
                   steps={"tokenizer": 600_000, "generator": 600_000, "decoder": 50_000},
                   batch={"tokenizer": 32, "generator": 64, "decoder": 64}, crop=512, warmup=2000,
                   ema_decay=0.9999, d_channels=64, ae_warmup=0, ckpt_every=5000, sample_every=2000),
-    # ~1 hour per stage on 2 shared CPU cores: measured 0.8 / 0.36 / 0.7 it/s (tokenizer / generator / decoder,
-    # 1 thread, batch 4, crop 96, no DataLoader worker); learning rates are first guesses, to be tuned
+    # ~1 hour per stage on 2 shared CPU cores (the speeds: MODEL_CARD.md, "Training defaults"); learning rates
+    # are first guesses, to be tuned
     "small": dict(learning_rate={"tokenizer": (4e-4, 2e-4), "generator": (4e-4, 8e-5), "decoder": (2e-4, 4e-5)},
                   steps={"tokenizer": 3000, "generator": 1300, "decoder": 1000},
                   batch={"tokenizer": 4, "generator": 4, "decoder": 4}, crop=96, warmup=100,
                   ema_decay=0.999, d_channels=32, ae_warmup=200, ckpt_every=250, sample_every=250,
-                  # measured on val after 10 CPU minutes of the generator stage: the codebook head's latent MSE
-                  # keeps PSNR (24.2 dB) and lowers NIQE 8.5 -> 8.1; clean LR inputs are a quarter of what a
-                  # real user feeds in and a short run sees too few of them in the Real-ESRGAN mix
+                  # the codebook head's latent MSE lowers NIQE at the same PSNR; a short run needs more clean LR
+                  # inputs than the Real-ESRGAN mix gives it (MODEL_CARD.md, "Training defaults")
                   latent_weight=1.0, clean_lr=0.3),
     "tiny": dict(learning_rate={"tokenizer": (1e-3, 5e-4), "generator": (1e-3, 2e-4), "decoder": (1e-3, 2e-4)},
                  steps={"tokenizer": 20, "generator": 20, "decoder": 20},

@@ -8,11 +8,11 @@ or let hitok spawn the workers itself: `hitok train tokenizer ... --nproc 8`.
 
 Every process holds a full replica and draws its own batches (CropStream's `rank`). Gradients are averaged by
 torch's DistributedDataParallel, one wrapper around the stage module (train/stages.py: its forward is the whole
-training pass) and one around the discriminator, each with find_unused_parameters (the tokenizer's codebook sits
-out its autoencoder warm-up; frozen parts have no gradient to sync). What DDP does not cover is done here: the
-quantizer's usage statistics are averaged every step (DDP's buffer broadcast would keep rank 0's instead), and
-after k-means init or dead-code restarts (which draw random encoder outputs of the local batch, outside the
-optimizer) rank 0's tensors are broadcast (train/codebook.py)."""
+training pass) and one around the discriminator; only a stage whose trained parameters can sit out a step (the
+tokenizer's codebook during its autoencoder warm-up) has DDP look for unused ones. What DDP does not cover is
+done here: the quantizer's usage statistics are averaged every step (DDP's buffer broadcast would keep rank 0's
+instead), and after k-means init or dead-code restarts (which draw random encoder outputs of the local batch,
+outside the optimizer) rank 0's tensors are broadcast (train/codebook.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -61,15 +61,16 @@ def shutdown(env: DistEnv) -> None:
         dist.destroy_process_group()
 
 
-def wrap(module: nn.Module, env: DistEnv) -> nn.Module:
+def wrap(module: nn.Module, env: DistEnv, find_unused: bool = False) -> nn.Module:
     """`module` inside DistributedDataParallel when there are several processes (itself otherwise). DDP broadcasts
-    rank 0's parameters and buffers once here, so the replicas start equal."""
+    rank 0's parameters and buffers once here, so the replicas start equal. `find_unused`: some trained parameter
+    may get no gradient in a step (DDP then walks the graph after every backward to find it)."""
     if not env.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel
     dev = next(module.parameters()).device
     return DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                   broadcast_buffers=False, find_unused_parameters=True)
+                                   broadcast_buffers=False, find_unused_parameters=find_unused)
 
 
 def no_sync(wrapped: nn.Module, sync: bool):

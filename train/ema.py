@@ -1,17 +1,16 @@
 """Exponential moving average of the trained weights; the exported model carries the EMA, not the last step.
 
-The average itself is torch's `AveragedModel` over the modules a stage trains, with an EMA `multi_avg_fn` whose
-decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates (the warm-up of TensorFlow's
-ExponentialMovingAverage with num_updates), so a short run's EMA is not dominated by its random init.
+Only the parameters a stage trains (``requires_grad``) get a shadow copy: frozen parts inside a trained module
+(a LoRA'd VFM backbone, the frozen codebooks of the decoder stage) equal their live values, so averaging them
+would cost their memory and an update per step for nothing. The decay ramps up as min(decay, (1 + n) / (10 + n))
+after n updates (the warm-up of TensorFlow's ExponentialMovingAverage with num_updates), so a short run's EMA is
+not dominated by its random init; the first update copies the weights (as torch's AveragedModel does).
 
-This file stays as a thin wrapper for what AveragedModel does not do:
 - VQ codebooks change discontinuously (k-means init, dead-code restarts: train/codebook.py); averaging a
   restarted code with its dead predecessor would give a code no encoder output is near, so such rows are copied
   instead (`copy_rows`, `reset`).
-- The checkpoint keeps its layout: checkpoint/ema.safetensors holds the averaged *trained* parameters under their
-  model.state_dict() names, with the update count in its metadata, so run folders written before this wrapper
-  resume unchanged (frozen parameters inside a trained module, e.g. a LoRA'd VFM backbone, are equal to the
-  live ones and not stored).
+- checkpoint/ema.safetensors holds the averages under their model.state_dict() names, with the update count in
+  its metadata.
 - Export swaps the averages into the live model (`swapped_in`), so the exported file is written by the same
   save_model from the same model object."""
 from __future__ import annotations
@@ -20,11 +19,10 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 
 def warmup_ema_fn(decay: float):
-    """AveragedModel multi_avg_fn: in-place EMA of the averaged parameters with the warm-up decay."""
+    """An in-place EMA of lists of tensors with the warm-up decay, in AveragedModel's `multi_avg_fn` form."""
 
     @torch.no_grad()
     def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
@@ -36,26 +34,37 @@ def warmup_ema_fn(decay: float):
 
 
 class EMA:
-    """AveragedModel of `trained` (name -> module); `prefixes` gives each name's model.state_dict() prefix."""
+    """Shadow copies of the trained parameters of `trained` (name -> module); `prefixes` gives each name's
+    model.state_dict() prefix, which with the parameter's own name is its checkpoint name."""
 
     def __init__(self, trained: dict[str, nn.Module], prefixes: dict[str, str], decay: float):
         self.decay = decay
-        self.live = nn.ModuleDict(trained)
-        self.avg = AveragedModel(self.live, multi_avg_fn=warmup_ema_fn(decay), use_buffers=False)
-        # live parameter -> (averaged parameter, checkpoint name); only those that train
-        self.pairs: dict[str, tuple[nn.Parameter, nn.Parameter]] = {}
-        averaged = dict(self.avg.module.named_parameters())
-        for name, p in self.live.named_parameters():
-            if p.requires_grad:
-                mod, rest = name.split(".", 1)
-                self.pairs[prefixes[mod] + rest] = (p, averaged[name])
+        self.updates = 0
+        self._lerp = warmup_ema_fn(decay)
+        # checkpoint name -> (live parameter, its average)
+        self.pairs: dict[str, tuple[nn.Parameter, torch.Tensor]] = {}
+        seen: set[int] = set()
+        for mod, module in trained.items():
+            for name, p in module.named_parameters():
+                if p.requires_grad and id(p) not in seen:  # a module shared by two entries is averaged once
+                    seen.add(id(p))
+                    self.pairs[prefixes[mod] + name] = (p, p.detach().clone())
+        # foreach kernels want one device and dtype per list
+        self._groups: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for live, avg in self.pairs.values():
+            lives, avgs = self._groups.setdefault((live.device, live.dtype), ([], []))
+            lives.append(live)
+            avgs.append(avg)
 
-    @property
-    def updates(self) -> int:
-        return int(self.avg.n_averaged)
-
+    @torch.no_grad()
     def update(self) -> None:
-        self.avg.update_parameters(self.live)
+        for lives, avgs in self._groups.values():
+            current = [p.detach() for p in lives]
+            if self.updates == 0:
+                torch._foreach_copy_(avgs, current)
+            else:
+                self._lerp(avgs, current, self.updates)
+        self.updates += 1
 
     @torch.no_grad()
     def copy_rows(self, name: str, rows: torch.Tensor) -> None:
@@ -95,4 +104,4 @@ class EMA:
             raise ValueError(f"EMA checkpoint lacks {missing[:3]}")
         for n, (_, avg) in self.pairs.items():
             avg.copy_(tensors[n])
-        self.avg.n_averaged.fill_(updates)
+        self.updates = int(updates)

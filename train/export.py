@@ -30,8 +30,7 @@ def export_bundle(src: str | os.PathLike, out: str | os.PathLike, half: bool = F
     model = load_model(init_model_path(src))
     merge_vfm_lora(model)
     if fidelity is not None:
-        if fidelity > 0 and not model.guided:
-            raise TrainError(f"--fidelity {fidelity}: the model has no LR-guided decoder")
+        _, fidelity = model.settings(fidelity=fidelity)  # a SettingError (one line) if this model cannot take it
         model.config = replace(model.config, fidelity=fidelity)
     if no_encoder and model.has_encoder:
         lean = HiTok(model.config, with_encoder=False)

@@ -1,6 +1,6 @@
 """The adversarial part of a training step (Eq. 6, Eq. 10, Sec. 3.3; Table 6: hinge for the tokenizer, vanilla
 after): the generator-side term on the stage's output, then the discriminator's own AdamW step on the same
-(detached) fakes against the photos. Real-ESRGAN's U-Net discriminator (models/discriminator.py).
+(detached) fakes against the photos. Real-ESRGAN's U-Net discriminator (train/losses/discriminator.py).
 
 The discriminator is frozen while the generator-side term is back-propagated (its gradient there is not its
 own loss's), and is called outside its DDP wrapper for it, so DDP only ever sees the D step: one forward on
@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hitok.models.gan_loss import discriminator_loss, generator_adv_loss
-
 from . import distributed as ddp
+from .losses.gan_loss import discriminator_loss, generator_adv_loss
 
 
 class Adversarial:

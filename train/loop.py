@@ -4,7 +4,7 @@
   train/gan.py       the adversarial term and the discriminator's step
   train/schedule.py  warm-up, then constant or cosine learning rates
   train/codebook.py  k-means init / dead-code restart bookkeeping (replicas, EMA, AdamW moments)
-  train/ema.py       the EMA the exported model carries (torch's AveragedModel)
+  train/ema.py       the EMA of the trained parameters, what the exported model carries
   train/distributed.py  DistributedDataParallel and the process group
   train/budget.py    step planning of time-budget runs;  train/stop.py  Ctrl-C / SIGTERM
   train/monitor.py   progress bar, metrics.csv, samples;  train/checkpoint.py  atomic, resumable checkpoints
@@ -199,7 +199,7 @@ class Trainer:
             self.resume_from(ckpt)
             if env.is_main:
                 log.info(f"resumed {c.stage} run at step {self.step} from {ckpt}")
-        self.wrapped = ddp.wrap(s.stage, env)  # DDP makes the replicas equal (rank 0's) here
+        self.wrapped = ddp.wrap(s.stage, env, s.stage.find_unused_parameters)  # replicas made equal (rank 0's) here
         self.gan.wrap()
         stream = CropStream(c.data, c.crop, c.batch_size, seed=c.seed + 1000 * STAGES.index(c.stage),
                             start_step=self.step * c.accum, with_low_res=c.stage != "tokenizer", rank=env.rank,

@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel
 
+from hitok.models.errors import one_line
+from hitok.models.io import ModelFileError, read_metadata
 from hitok.models.restorer import Restorer, RestorerConfig
 
 from .data import CropStream
@@ -57,13 +59,14 @@ def save_weights(path: Path, model: Restorer, ema: AveragedModel | None, meta: d
 
 def load_weights(path: str | Path) -> tuple[RestorerConfig, dict, dict, dict[str, str]]:
     """A continuation file -> (config, model state, EMA state (may be empty), metadata)."""
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    if "restorer" not in meta:
-        raise ValueError(f"{path}: not a restorer weights file (no 'restorer' config in its metadata)")
-    cfg = RestorerConfig(**json.loads(meta["restorer"]))
-    state = load_file(str(path))
+    try:
+        meta = read_metadata(path)
+        if "restorer" not in meta:
+            raise ModelFileError(f"{path}: not a restorer weights file (no 'restorer' config in its metadata)")
+        cfg = RestorerConfig(**json.loads(meta["restorer"]))
+        state = load_file(str(path))
+    except (ValueError, TypeError, OSError) as e:
+        raise ModelFileError(f"{path}: not a readable restorer weights file ({one_line(e)})") from None
     model = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
     ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
     return cfg, model, ema, meta
@@ -178,3 +181,19 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
         stop.restore()
         metrics.close()
     return snap
+
+
+def attach_restorer(base: str | Path, weights: str | Path, out: str | Path, fidelity: float = 1.0,
+                    half: bool = True, use_ema: bool = True) -> None:
+    """Write a model file: `base`'s tokens, generator and token-only decoder + the restorer in `weights` (an
+    EMA snapshot or a continuation file; its EMA when it has one and use_ema) as the faithful end."""
+    from hitok.models.hitok import with_restorer
+    from hitok.models.io import load_model, save_model
+
+    model = load_model(base)
+    rcfg, state, ema_state, meta = load_weights(weights)
+    restorer = Restorer(rcfg)
+    restorer.load_state_dict(ema_state if (use_ema and ema_state) else state)
+    combined = with_restorer(model, restorer, fidelity)
+    save_model(combined, out, metadata={"restorer_steps": meta.get("steps", "?"),
+                                        "restorer_minutes": meta.get("minutes", "?")}, half=half)

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hitok.models import HiTok
-from hitok.models.dwt import target_for_active_groups
 from hitok.models.masking import mask_groups, sample_active_groups
-from hitok.models.repa import REPALoss
+
+from .losses.dwt import target_for_active_groups
+from .losses.repa import REPALoss
 
 
 @dataclass
@@ -90,6 +91,12 @@ class Stage(nn.Module):
         checkpointed as `extra`)."""
         raise NotImplementedError
 
+    @property
+    def find_unused_parameters(self) -> bool:
+        """Some trained parameter can get no gradient in a step, so DistributedDataParallel must look for such
+        parameters after every backward (an extra graph walk); no by default (tests/test_stages.py checks it)."""
+        return False
+
     def param_groups(self, learning_rate: float) -> list[dict]:
         raise NotImplementedError
 
@@ -119,6 +126,11 @@ class TokenizerStage(Stage):
 
     def trained(self) -> dict[str, nn.Module]:
         return {"tokenizer": self.tok}
+
+    @property
+    def find_unused_parameters(self) -> bool:
+        # the codebook sits out the autoencoder warm-up; an LR guide is never fed here (no LR input)
+        return self.ae_warmup > 0 or self.tok.decoder.guide is not None
 
     def param_groups(self, learning_rate: float) -> list[dict]:
         # the codebook trails a fast-moving encoder unless it learns faster (measured: 10x lifts code usage
@@ -224,11 +236,10 @@ class DecoderStage(Stage):
 
     With an LR-guided decoder (models/guide.py) a quarter of the samples keep the paper's token-only task
     (w = 0, DWT target when masked) and the rest train the guided image (w = 1) on the photo itself; w between
-    is a blend of the two images at inference, so it needs no training of its own (measured: a head trained
-    over random w learned to fix at w < 1 what the back-projection fixes at w = 1). The guide, new to a
-    trained decoder, learns at `guide_lr_mult` times the rate of the pretrained decoder around it; with
-    `guide_only` it learns alone (measured: fine-tuning the whole decoder moved the token-only image away from
-    what back-projection needs, -0.7 dB on clean train crops after 100 steps, and costs the decoder's backward)."""
+    is a blend of the two images at inference, so it needs no training of its own (a head trained over random w
+    learned worse). The guide, new to a trained decoder, learns at `guide_lr_mult` times the rate of the
+    pretrained decoder around it; with `guide_only` it learns alone, which keeps the token-only image as it was
+    and spares the decoder's backward (the measurements: MODEL_CARD.md, "Training defaults")."""
 
     name = "decoder"
     guide_lr_mult = 8.0  # measured: at 2x (and 3e-4) the pretrained decoder drifted before the guide learned

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import one_line
+from hitok.models.errors import one_line
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"  # torchvision IMAGENET1K_V1
 VGG16_FILE = "vgg16-397923af.pth"

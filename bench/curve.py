@@ -1,0 +1,96 @@
+"""Learning curves of restorer runs (train/restorer.py): every EMA snapshot of a run folder scored on a folder of
+HR photos, both tracks of `hitok eval` (the same centre crops, LR and metrics), so runs of different sizes or
+recipes can be compared at equal training minutes.
+
+    python -m hitok.bench.curve runs/rA runs/rB --hr ../shared/data/val --out docs/curves.csv
+
+Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI) to the CSV and skips snapshots already in
+it, so it can be rerun while the runs go on."""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hitok.imageio import list_images, load_rgb8
+from hitok.models.restorer import Restorer
+from hitok.train.restorer import load_weights
+
+from .evaluate import SHAVE, TRACKS, centre_crop, image_seed, make_lr
+from .haarpsi import haarpsi
+from .metrics import psnr_y
+
+FIELDS = ["run", "snapshot", "steps", "minutes", "track", "psnr_y", "haarpsi"]
+
+
+def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """track -> [(LR, HR)] exactly as `hitok eval` makes them (centre crop, per-image seed)."""
+    pairs: dict[str, list] = {t: [] for t in TRACKS}
+    for path in list_images(hr_dir):
+        hr = centre_crop(load_rgb8(path), crop)
+        if hr is None:
+            continue
+        for track in TRACKS:
+            pairs[track].append((make_lr(hr, track, image_seed(seed, path.name)), hr))
+    return pairs
+
+
+def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """Mean PSNR-Y and HaarPSI of the restorer (fp32) over (LR, HR) pairs."""
+    psnrs, haars = [], []
+    for lr, hr in pairs:
+        x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, h, w)
+        with torch.inference_mode():
+            y = net(x)[0].clamp(0, 1)
+        sr = (y.permute(1, 2, 0) * 255.0).round().to(torch.uint8).numpy()
+        psnrs.append(psnr_y(sr, hr, SHAVE))
+        haars.append(haarpsi(hr, sr, SHAVE))
+    return float(np.mean(psnrs)), float(np.mean(haars))
+
+
+def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict]:
+    pairs = val_pairs(hr_dir)
+    done = set()
+    if out_csv.exists():
+        with open(out_csv, newline="") as f:
+            done = {(r["run"], r["snapshot"]) for r in csv.DictReader(f)}
+    new = []
+    with open(out_csv, "a", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        if f.tell() == 0:
+            writer.writeheader()
+        for run in runs:
+            for snap in sorted((run / "snapshots").glob("*.safetensors")):
+                if (run.name, snap.stem) in done:
+                    continue
+                cfg, state, _, meta = load_weights(snap)
+                net = Restorer(cfg).eval()
+                net.load_state_dict(state)
+                for track in TRACKS:
+                    p, h = score_restorer(net, pairs[track])
+                    row = {"run": run.name, "snapshot": snap.stem, "steps": meta.get("steps", ""),
+                           "minutes": meta.get("minutes", ""), "track": track, "psnr_y": f"{p:.3f}",
+                           "haarpsi": f"{h:.4f}"}
+                    writer.writerow(row)
+                    f.flush()
+                    new.append(row)
+                    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    return new
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--hr", required=True, help="folder of HR photos (never the training photos)")
+    ap.add_argument("--out", type=Path, default=Path("curves.csv"))
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    score_runs(args.runs, args.hr, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Fixtures every test module may use without importing them (pytest finds this file).
+
+Helpers that are plain functions (generated images in cli_corpus.py, CliRunner calls in cli_helpers.py) are
+imported by name as usual; only fixtures live here. The ``slow`` marker is registered in pyproject.toml."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def user_models(tmp_path, monkeypatch) -> Path:
+    """Never touch the real user data folder: every test gets an empty one of its own."""
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv("HITOK_MODELS_DIR", str(folder))
+    monkeypatch.delenv("HITOK_MODEL", raising=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A randomly initialised tiny HiTok saved once per session (no trained weights needed)."""
+    from hitok.models import HiTok, presets, save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_model(HiTok(presets.tiny()), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    from hitok.models import load_model
+
+    return load_model(tiny_model_path)
+
+
+@pytest.fixture
+def windowed_tiny():
+    """The tiny preset with 2x2-token windows in the generator (2 blocks, one shifted) and the decoder."""
+    from hitok.models import HiTok, presets
+
+    cfg = presets.tiny()
+    cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, window=2),
+                              generator=dataclasses.replace(cfg.generator, window=2, depth=2))
+    torch.manual_seed(0)
+    return HiTok(cfg, with_encoder=False).eval()

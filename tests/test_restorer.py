@@ -1,0 +1,148 @@
+"""The faithful restorer (models/restorer.py) inside HiTok, its trainer (train/restorer.py), the photo
+degradation it trains on (train/degrade.py PhotoDegradation) and `hitok train attach`."""
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from hitok.models import HiTok, Restorer, RestorerConfig, load_model, presets, save_model
+from hitok.models.hitok import with_restorer
+from hitok.models.summary import summarize
+from hitok.train.degrade import PhotoDegradation, degrade_photo
+
+TINY = RestorerConfig(width=8, blocks=2, up_width=4)
+
+
+def _model(fidelity: float = 1.0) -> HiTok:
+    torch.manual_seed(0)
+    restorer = Restorer(TINY)
+    with torch.no_grad():  # wake the small-started last layer so the restorer differs from bicubic
+        restorer.up2.weight.normal_(0, 0.3)
+    return with_restorer(HiTok(presets.tiny()), restorer, fidelity)
+
+
+def test_restorer_shape_and_untrained_start_near_bicubic():
+    net = Restorer(TINY)
+    lr = torch.rand(2, 3, 12, 10)
+    out = net(lr)
+    assert out.shape == (2, 3, 48, 40) and torch.isfinite(out).all()
+    bicubic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    assert (out - bicubic).abs().mean() < 0.05  # the last conv starts small
+    assert (out - bicubic).abs().mean() > 0  # but not zero: every layer gets a gradient from step 1
+
+
+def test_icnr_start_has_no_checkerboard():
+    """Each pixel-shuffle group of up1 starts with one kernel repeated, so the 2x stage is a nearest upsample."""
+    net = Restorer(TINY)
+    w = net.up1.weight.view(TINY.up_width, 4, TINY.width, 3, 3)  # (out, sub-pixel, in, k, k)
+    assert torch.equal(w, w[:, :1].expand_as(w))
+
+
+def test_fidelity_dial_with_a_restorer():
+    model = _model().eval()
+    lr = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        restored = model.restorer(lr)
+        tokens = model.decode_indices(model.predict_indices(lr))
+        w1 = model.upscale(lr, fidelity=1.0)
+        w0 = model.upscale(lr, fidelity=0.0)
+        half = model.upscale(lr, fidelity=0.5)
+        half_fixed = model.upscale(lr, fidelity=0.5, fix_colors=True)
+    assert torch.equal(w1, restored)  # the faithful end runs the restorer alone
+    assert torch.equal(w0, tokens)  # the other end is the paper's token-only decoder
+    assert torch.allclose(half, (tokens + restored) / 2, atol=1e-6)
+    assert not torch.allclose(half_fixed, half)  # the colour fix applies to the token image
+    assert model.guided and model.config.restorer == TINY
+
+
+def test_restorer_and_guide_are_exclusive():
+    cfg = dataclasses.replace(presets.tiny(), restorer=TINY)
+    with pytest.raises(ValueError, match="either a restorer or an LR-guided decoder"):
+        dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, guide_width=4))
+
+
+def test_model_file_round_trip_and_cost(tmp_path):
+    model = _model()
+    path = tmp_path / "m.safetensors"
+    save_model(model, path, half=True)
+    back = load_model(path)
+    assert back.config == model.config and back.restorer is not None
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.inference_mode():
+        assert torch.allclose(back.upscale(lr), model.upscale(lr), atol=5e-3)
+    s = summarize(model.config)
+    assert s["macs"]["restorer"] > 0 and s["total_macs"] == s["macs"]["restorer"]  # fidelity 1: no token path
+    s_half = summarize(dataclasses.replace(model.config, fidelity=0.5))
+    assert s_half["total_macs"] == sum(s_half["macs"].values())
+
+
+def test_photo_degradation_clean_share_and_determinism():
+    hr = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    clean = degrade_photo(hr, 0, PhotoDegradation(clean_prob=1.0))
+    ref = F.interpolate(hr, size=(16, 16), mode="bicubic", antialias=True, align_corners=False)
+    assert torch.allclose(clean, (ref.clamp(0, 1) * 255).round() / 255)
+    cfg = PhotoDegradation(clean_prob=0.0, jpeg_prob=1.0, noise_prob=1.0)
+    a, b = degrade_photo(hr, 7, cfg), degrade_photo(hr, 7, cfg)
+    assert torch.equal(a, b) and a.shape == (6, 3, 16, 16)
+    assert torch.equal((a * 255).round(), a * 255)  # 8-bit valued
+    assert (a - clean).abs().mean() > 0.01  # degraded, not the clean LR
+    assert not torch.equal(a, degrade_photo(hr, 8, cfg))
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        y, x = np.mgrid[0:96, 0:96]
+        img = 127 + 100 * np.sin(x * rng.uniform(0.05, 0.3) + y * rng.uniform(0.05, 0.3))[..., None] * np.ones(3)
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_train_resume_and_attach(photos, tmp_path):
+    from hitok.train.restorer import RestorerTraining, attach_restorer, load_weights, train_restorer
+
+    run = tmp_path / "run"
+    cfg = RestorerTraining(data=str(photos), out=str(run), model=TINY, batch_size=2, lr_crop=12, minutes=0.03,
+                           save_every=0.01, bf16=False, warmup_steps=1)
+    snap = train_restorer(cfg, log=lambda _m: None)
+    assert snap.exists() and (run / "checkpoint.pt").exists() and (run / "continuation.safetensors").exists()
+    steps = torch.load(run / "checkpoint.pt", weights_only=False)["step"]
+    assert steps > 0
+    train_restorer(cfg, log=lambda _m: None)  # resumes
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] > steps
+    rcfg, state, ema, meta = load_weights(run / "continuation.safetensors")
+    assert rcfg == TINY and ema and state.keys() == ema.keys() and int(meta["steps"]) > steps
+
+    base = tmp_path / "base.safetensors"
+    save_model(HiTok(presets.tiny()), base)
+    out = tmp_path / "with.safetensors"
+    attach_restorer(base, run / "continuation.safetensors", out, half=False)
+    model = load_model(out)
+    net = Restorer(TINY)
+    net.load_state_dict(ema)
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.inference_mode():
+        assert torch.allclose(model.upscale(lr), net(lr), atol=1e-6)  # the EMA weights, at fidelity 1
+
+
+def test_restorer_learns_on_one_batch():
+    """A few steps of the trainer's update lower L1 on a fixed batch (the trainer can fail to learn)."""
+    torch.manual_seed(0)
+    net = Restorer(TINY)
+    lr = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    hr = F.interpolate(lr, scale_factor=4, mode="nearest")  # sharp edges bicubic blurs: learnable from lr
+    opt = torch.optim.Adam(net.parameters(), 2e-3)
+    first = (net(lr) - hr).abs().mean().item()
+    for _ in range(60):
+        loss = (net(lr) - hr).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.8 * first
