@@ -167,3 +167,8 @@ def test_an_output_that_appears_meanwhile_is_kept(tmp_path, tiny_model, monkeypa
     assert files_in(tmp_path) == ["in.png", "out.png"]  # no temp file left
     up.upscale_file(src, out, "PNG", overwrite=True)
     assert Image.open(out).size == (32, 32)
+
+
+def test_upscaler_takes_a_model_not_a_name():
+    with pytest.raises(UserError, match="takes a loaded model"):
+        hitok.Upscaler("default")
