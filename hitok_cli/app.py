@@ -136,7 +136,7 @@ class _TileBar:
         self.label, self.progress, self.task = label, None, None
 
     def __call__(self, done: int, total: int) -> None:
-        if self.progress is None and total > 1:
+        if self.progress is None and total > 1 and err.is_terminal:  # elsewhere a transient bar leaves a blank line
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("tiles"), TimeRemainingColumn(), console=err, transient=True)
             self.progress.start()

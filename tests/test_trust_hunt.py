@@ -172,3 +172,10 @@ def test_an_output_that_appears_meanwhile_is_kept(tmp_path, tiny_model, monkeypa
 def test_upscaler_takes_a_model_not_a_name():
     with pytest.raises(UserError, match="takes a loaded model"):
         hitok.Upscaler("default")
+
+
+def test_many_tiles_leave_no_blank_line_on_a_pipe(tmp_path, tiny_model_path):
+    src = save_png(tmp_path / "p.png", smooth_rgb(24, 24))
+    result = run("upscale", src, "-m", tiny_model_path, "--tile", 8, "--overlap", 2, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["tiles"] > 1
+    assert result.stderr == ""
