@@ -69,7 +69,7 @@ def resolve_output(inp: Path, out: Path | str | None, fmt: str = "same",
         chosen = wanted or from_suffix
         if chosen is None:
             raise UserError(f"-o {out}: cannot tell the image format from {out.suffix or 'no suffix'}; "
-                            "use .png, .jpg, .webp or .tif, or pass --format")
+                            "use .png, .jpg, .webp or .tif, pass --format, or end a folder's name with /")
         return out, chosen
     source = output_format(inp)
     chosen = wanted or source or "PNG"  # "same" for GIF & co.: PNG keeps every pixel
