@@ -195,7 +195,8 @@ def add_model(file: Path, name: str | None = None, overwrite: bool = False) -> M
 
     file = Path(file)
     if not file.is_file():
-        raise UserError(f"{file}: is a folder; give a {MODEL_SUFFIX} file" if file.is_dir() else f"{file}: no such file")
+        raise UserError(f"{file}: is a folder; give a {MODEL_SUFFIX} file" if file.is_dir() else
+                        f"{file}: no such file")
     _check_suffix(file)
     name = name or file.stem
     if not _NAME_OK.match(name) or name == "default":
