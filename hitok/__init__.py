@@ -8,6 +8,9 @@ through it::
     big = hitok.Upscaler(model).upscale(small)       # Pillow image in, Pillow image (x4) out
 
 upscaler.py     Upscaler: a Pillow image or an image file, x4 (tiled, reduced precision with an fp32 fallback)
+batch.py        BatchRunner: a folder -> a mirrored folder of x4 photos, resumable, one worker per device, events
+batch_plan.py   what a batch decides before a model loads: inputs, output names, resume, probes
+results.py      OUT_DIR's .hitok-output: which files are results, and with which settings each was made
 tiling.py       aligned tiles, raised-cosine blending, tile size from free memory, OOM halving
 imageio.py      read/write photos keeping orientation, ICC, EXIF, alpha, 16-bit depth; list/load photo folders
 highbit.py      16-bit PNG/TIFF and float TIFF codecs Pillow lacks
@@ -31,7 +34,7 @@ import importlib
 _PUBLIC = {
     "Upscaler": "upscaler", "upscale": "upscaler", "load_model": "model_store",
     "default_model_path": "model_store", "Picture": "imageio", "read_image": "imageio", "write_image": "imageio",
-    "UserError": "errors",
+    "UserError": "errors", "BatchRunner": "batch",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -9,6 +9,25 @@ model's range is a ``SettingError``, a UserError); importing them pulls no torch
 
 from __future__ import annotations
 
+import signal
+
 from hitok.models.errors import ModelFileError, SettingError, UserError, one_line
 
-__all__ = ["UserError", "SettingError", "ModelFileError", "one_line"]
+__all__ = ["UserError", "SettingError", "ModelFileError", "Interrupted", "Terminated", "one_line"]
+
+
+class Interrupted(UserError):
+    """Ctrl-C or SIGTERM: nothing partial was left behind; 130 / 143 are the shell's 128 + signal."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, terminated: bool = False):
+        super().__init__(message)
+        if terminated:
+            self.exit_code = Terminated.exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that every cleanup path for Ctrl-C runs for it too."""
+
+    exit_code = 128 + signal.SIGTERM

@@ -3,9 +3,7 @@
 It imports the inference library ``hitok`` (upscaling, image I/O, tiling, model lookup), and hitok.train /
 hitok.bench only inside ``hitok train`` / ``hitok eval``; nothing else imports it.
 
-app.py          Typer commands (thin: parse, call a library function, report with Rich)
-batch.py        folders: plan (mirror, skip, glob), run over one worker per device, outcomes
-results.py      OUT_DIR's .hitok-output: which files are results, and with which settings each was made
+app.py          Typer commands (thin: parse, call a library function, report with Rich; batch: hitok.batch)
 entry.py        the ``hitok`` executable: Ctrl-C during start-up is one line and exit 130
 train_cmd.py    ``hitok train``: stages, export, campaign (hitok.train)
 eval_cmd.py     ``hitok eval``: the benchmark table (hitok.bench.evaluate)

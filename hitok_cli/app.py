@@ -1,7 +1,7 @@
 """The ``hitok`` command line: thin Typer commands over the inference library ``hitok``.
 
 Each command parses its options, calls one library function (hitok.upscaler, hitok.tokens,
-hitok.model_store, or batch.py here) and reports with Rich: results on stdout (or one JSON object with ``--json``),
+hitok.model_store, hitok.batch) and reports with Rich: results on stdout (or one JSON object with ``--json``),
 progress bars and warnings on stderr. Errors a user can cause are one line on stderr with exit
 code 1 (:mod:`hitok.cli.errors`); ``hitok --debug ...`` shows the traceback instead.
 """
@@ -23,13 +23,13 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgress
 from rich.table import Table
 
 from hitok import model_store
+from hitok.batch import BatchRun, BatchRunner, Outcome, plan_jobs, record_settings
 from hitok import tokens as tokens_lib
 from hitok.device import precision_warning, resolve_device, resolve_devices, resolve_precision
 from hitok.imageio import DEFAULT_MAX_PIXELS, Picture, read_image, write_image
 from hitok.outsize import OutputSize
 from hitok.upscaler import Upscaler, check_output, check_tiling, plan_file, quality_warning, tile_grid
 
-from . import batch as batch_lib
 from .errors import OneLineErrors, UserError, printable, set_debug, sigterm_as_interrupt, user_errors
 
 # Plain click help (rich_markup_mode=None): on/off flags show no "<bool>" value placeholder that they would refuse.
@@ -173,14 +173,12 @@ def _check_early(model: Optional[str], tile: Optional[int], overlap: Optional[in
 
 def _batch_settings(model: Optional[str], detail: Optional[int], fidelity: Optional[float], color_fix: bool,
                     size: OutputSize, quality: Optional[int]) -> dict:
-    """What batch records with each output and compares on --skip-existing (hitok_cli/results.py), with the
-    model's defaults filled in as the Upscaler fills them."""
+    """What batch records with each output and compares on --skip-existing (hitok/results.py), with the
+    model's defaults filled in as the Upscaler fills them; known before the model loads."""
     peeked = model_store.peek(model)
     if peeked is None:  # the model load refuses this file, with its reason
         return {}
-    detail, fidelity = peeked[1].settings(detail, fidelity)
-    return {"model": peeked[0], "detail": detail, "fidelity": float(fidelity), "color_fix": color_fix,
-            **size.to_dict(), "quality": quality}
+    return record_settings(peeked[0], *peeked[1].settings(detail, fidelity), color_fix, size, quality)
 
 
 @app.command()
@@ -278,7 +276,7 @@ def batch(
     tile_px = _tile_value(tile)
     _check_early(model, tile_px, overlap, detail, fidelity)
     settings = _batch_settings(model, detail, fidelity, color_fix, size, quality)
-    plan = batch_lib.plan_jobs(in_dir, out_dir, recursive, glob, format.value, skip_existing, overwrite, size,
+    plan = plan_jobs(in_dir, out_dir, recursive, glob, format.value, skip_existing, overwrite, size,
                                max_pixels, settings)
     if not plan.jobs and not plan.decided:
         hint = "" if recursive else " (add --recursive for sub-folders)"
@@ -290,34 +288,31 @@ def batch(
     upscalers = [_make_upscaler(model, d, precision, detail, color_fix, fidelity) for d in devs] if plan.jobs else []
     for w in dict.fromkeys(w for u in upscalers for w in u.warnings):  # once, not once per device
         _warn(w)
-    if plan.jobs:
-        batch_lib.prepare_out_dir(out_dir)
-    kwargs = dict(quality=quality, tile=tile_px, overlap=overlap, max_pixels=max_pixels, size=size)
     progress = Progress(TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
                         TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                         console=err, transient=False)
     task = progress.add_task("batch", total=len(plan.jobs), visible=bool(plan.jobs))
 
-    def on_outcome(o: batch_lib.Outcome) -> None:
+    def on_outcome(o: Outcome) -> None:
         for w in o.warnings:
             progress.console.print(f"[yellow]warning:[/] {escape(printable(f'{o.rel.as_posix()}: {w}'))}",
                                    soft_wrap=True)
 
     start = time.perf_counter()
     with progress:
-        run = batch_lib.run_jobs(plan.jobs, upscalers, kwargs, lambda x: progress.update(task, completed=x),
-                                 on_outcome)
-    everything = plan.decided + run.outcomes
-    _batch_report(everything, json_out, in_dir, out_dir, len(devs), time.perf_counter() - start, size, run.stopped)
+        run = BatchRunner(upscalers, on_outcome, lambda x: progress.update(task, completed=x)).run(
+            plan, quality=quality, tile=tile_px, overlap=overlap, max_pixels=max_pixels, size=size) \
+            if plan.jobs else BatchRun(plan.decided)
+    _batch_report(run, json_out, in_dir, out_dir, len(devs), time.perf_counter() - start, size)
     if run.stopped:
         raise run.stopped
-    if any(o.status == "failed" for o in everything):
+    if run.counts["failed"]:
         raise typer.Exit(1)
 
 
-def _batch_report(outcomes: list[batch_lib.Outcome], json_out: bool, in_dir: Path, out_dir: Path,
-                  workers: int, wall: float, size: OutputSize, stopped: Optional[UserError]) -> None:
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+def _batch_report(run: BatchRun, json_out: bool, in_dir: Path, out_dir: Path, workers: int, wall: float,
+                  size: OutputSize) -> None:
+    outcomes, counts, stopped = run.outcomes, run.counts, run.stopped
     if json_out:
         files = [{"file": o.rel.as_posix(), "status": o.status, "reason": o.reason, "seconds": round(o.seconds, 3),
                   "warnings": o.warnings,
@@ -327,7 +322,7 @@ def _batch_report(outcomes: list[batch_lib.Outcome], json_out: bool, in_dir: Pat
                           **size.to_dict(), "stopped": str(stopped) if stopped else None, "files": files}))
         return
     failed = sorted((o for o in outcomes if o.status == "failed"), key=lambda o: o.rel.as_posix())
-    skipped: dict[str, list[batch_lib.Outcome]] = {}
+    skipped: dict[str, list[Outcome]] = {}
     for o in sorted((o for o in outcomes if o.status == "skipped"), key=lambda o: o.rel.as_posix()):
         skipped.setdefault(o.reason, []).append(o)
     if failed or skipped:

@@ -30,29 +30,12 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer 0.29 (pinned) vendors click
 from typer.core import TyperGroup
 
-from hitok.errors import UserError, one_line
+from hitok.errors import Interrupted, Terminated, UserError, one_line
 
 F = TypeVar("F", bound=Callable)
 
 # Set by the app callback (`hitok --debug`); the environment variable covers sub-apps and tests.
 _debug = False
-
-
-class Interrupted(UserError):
-    """Ctrl-C or SIGTERM: nothing partial was left behind; 130 / 143 are the shell's 128 + signal."""
-
-    exit_code = 130
-
-    def __init__(self, message: str, terminated: bool = False):
-        super().__init__(message)
-        if terminated:
-            self.exit_code = Terminated.exit_code
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would be so that every cleanup path for Ctrl-C runs for it too."""
-
-    exit_code = 128 + signal.SIGTERM
 
 
 def set_debug(flag: bool) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from hitok.cli.app import app
-from hitok.cli.batch import OUTPUT_MARKER
+from hitok.batch import OUTPUT_MARKER
 
 runner = CliRunner()
 

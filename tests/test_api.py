@@ -23,15 +23,15 @@ from hitok.psnr import psnr
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_python_block() -> str:
+def readme_python_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Python API", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
 @pytest.mark.skipif(not hitok.default_model_path().is_file(), reason="no shipped default in this checkout")
 def test_readme_python_example_runs(tmp_path, monkeypatch):
-    code = readme_python_block()
+    code = readme_python_blocks()[0]
     assert len(code.strip().splitlines()) == 5, code
     (tmp_path / "docs").mkdir()
     Image.fromarray(smooth_rgb(20, 24, seed=3)).save(tmp_path / "docs" / "sample.png")  # tiny: fast on the CPU
@@ -41,6 +41,26 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert got.size == (96, 80)
     bicubic = Image.open(tmp_path / "docs" / "sample.png").resize(got.size, Image.BICUBIC)
     assert psnr(np.asarray(got), np.asarray(bicubic), peak=255.0) > 25  # a photo, x4, not noise
+
+
+@pytest.mark.skipif(not hitok.default_model_path().is_file(), reason="no shipped default in this checkout")
+def test_readme_batch_example_runs(tmp_path, monkeypatch, capsys):
+    code = readme_python_blocks()[1]
+    assert len(code.strip().splitlines()) == 3, code
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    for i, rel in enumerate(["a.png", "b.jpg", "sub/c.png"]):
+        Image.fromarray(smooth_rgb(12, 16, seed=i)).save(tmp_path / "photos" / rel)
+    (tmp_path / "photos" / "broken.png").write_bytes(b"not a png")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "{'done': 3, 'skipped': 0, 'failed': 1}"
+    assert Image.open(tmp_path / "photos_x4" / "sub" / "c.png").size == (64, 48)
+    assert Image.open(tmp_path / "photos_x4" / "b.jpg").size == (64, 48)
+    assert (tmp_path / "photos_x4" / ".hitok-output").is_file()
+    # a resume keeps what it made with the same settings
+    run = hitok.BatchRunner(hitok.Upscaler(hitok.load_model())).process("photos", "photos_x4", recursive=True,
+                                                                        skip_existing=True)
+    assert run.counts == {"done": 0, "skipped": 3, "failed": 1}
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "I;16"])

@@ -1,54 +1,39 @@
-"""``hitok batch``: a folder of photos -> a mirrored folder of x4 photos, resumable.
+"""What ``hitok batch`` (and :class:`hitok.batch.BatchRunner`) decides before any model is loaded: a folder of
+photos -> the jobs of a mirrored folder of x4 photos, and the files left out, each with its reason.
 
-* Inputs: image files in IN_DIR (``--recursive`` for sub-folders), optionally filtered by a
-  case-insensitive ``--glob``. No photo is left out in silence: hidden photos, photo formats hitok
-  does not read (HEIC, camera raw), broken links, unreadable folders, files in OUT_DIR (when it lies
-  inside IN_DIR) and the results an earlier ``batch`` recorded in its OUT_DIR's ``.hitok-output``
-  (hitok_cli/results.py) each get a row with the reason, so results are never fed back in (x16) and
-  photos kept beside them still are. Only files that are no photos, hitok's own temp files and hidden
-  folders are passed over.
-* Outputs mirror the tree: IN_DIR/a/b.jpg -> OUT_DIR/a/b.jpg (suffix per ``--format``). Two inputs
-  that would share an output (a.gif and a.png -> a.png) both get one: the one whose format is kept
-  keeps the name, the other is named after its own suffix (a_gif.png, or a_gif_2.png when a_gif.png
-  is another input's output), with a warning. OUT_DIR may be a folder above IN_DIR; an output that
-  would then land inside IN_DIR fails instead.
-* Every output written is recorded with its input and settings in OUT_DIR's ``.hitok-output``.
-  ``--skip-existing`` keeps an existing output only when that record matches this run (same input,
-  model, size, detail, fidelity, colour fix, format, quality); any other existing output refuses the
-  run up front, or is redone with ``--overwrite`` too. ``--overwrite`` alone replaces them all;
-  without either flag existing outputs refuse the run.
-* Before any model is loaded, every output folder is probed (fsutil.check_writable): an OUT_DIR
-  that cannot be written is one line and nothing is computed; a sub-folder that cannot be is a
-  failed row for its files. A write error that every later file would hit too (a full disk, a
-  read-only file system) stops the run at once.
-* A bad file is recorded as failed with its one-line reason; the run goes on.
-* Several devices: one worker thread per device, each with its own model, pulling files from
-  one queue (torch releases the GIL inside kernels, so threads are enough).
-* Two runs over one folder share the work: each output is claimed with a lock file while it is
-  made (fsutil.claim); a file claimed or finished by the other run is skipped.
-* Ctrl-C or SIGTERM: workers stop between tiles, the file in flight is abandoned before it is
-  written, the temp-file scheme guarantees nothing partial remains, and the summary still lists
-  every file finished so far; rerun with ``--skip-existing``.
+* Inputs: image files in IN_DIR (``recursive`` for sub-folders), optionally filtered by a case-insensitive
+  ``glob``. No photo is left out in silence: hidden photos, photo formats hitok does not read (HEIC, camera
+  raw), broken links, unreadable folders, files in OUT_DIR (when it lies inside IN_DIR) and the results an
+  earlier batch recorded in its OUT_DIR's ``.hitok-output`` (hitok/results.py) each get an outcome with the
+  reason, so results are never fed back in (x16) and photos kept beside them still are. Only files that are
+  no photos, hitok's own temp files and hidden folders are passed over.
+* Outputs mirror the tree: IN_DIR/a/b.jpg -> OUT_DIR/a/b.jpg (suffix per ``fmt``). Two inputs that would
+  share an output (a.gif and a.png -> a.png) both get one: the one whose format is kept keeps the name, the
+  other is named after its own suffix (a_gif.png, or a_gif_2.png when a_gif.png is another input's output),
+  with a warning. OUT_DIR may be a folder above IN_DIR; an output that would then land inside IN_DIR fails.
+* ``skip_existing`` keeps an existing output only when OUT_DIR's record matches this run (same input, model,
+  size, detail, fidelity, colour fix, format, quality); any other existing output refuses the run up front,
+  or is redone with ``overwrite`` too. ``overwrite`` alone replaces them all; without either, existing
+  outputs refuse the run.
+* Every output folder is probed (fsutil.check_writable): an OUT_DIR that cannot be written is one line
+  (UserError); a sub-folder that cannot be is a failed outcome for its files. Every input's header is read:
+  files that are no image, or too large, fail here.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import queue
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from hitok.fsutil import WriteError, check_writable, claim, is_temp_name, low_space_warning, sweep_stale_temps
+from hitok.fsutil import WriteError, check_writable, is_temp_name, low_space_warning, sweep_stale_temps
 from hitok.imageio import DEFAULT_MAX_PIXELS, READ_SUFFIXES, probe_image
 from hitok.outsize import OutputSize, shrink_warning
-from hitok.upscaler import UpscaleResult, Upscaler, check_output_pixels, estimated_bytes, resolve_output, same_file
+from hitok.upscaler import UpscaleResult, check_output_pixels, estimated_bytes, resolve_output, same_file
 
 from . import results
-from .errors import Interrupted, Terminated, UserError, one_line
+from .errors import UserError, one_line
 
 OUTPUT_MARKER = results.MARKER  # in every OUT_DIR: which files there are results, and how each was made
 
@@ -61,7 +46,7 @@ class Job:
     fmt: str  # Pillow format name
     replace: bool = False  # dst existed when the run was planned (--overwrite)
     warnings: list[str] = field(default_factory=list)
-    settings: dict = field(default_factory=dict)  # recorded with the output (hitok_cli/results.py)
+    settings: dict = field(default_factory=dict)  # recorded with the output (hitok/results.py)
 
 
 @dataclass
@@ -93,7 +78,7 @@ def find_inputs(in_dir: Path, out_dir: Path, recursive: bool, glob: str | None
 
     Left out and reported: hidden photos, photos of formats hitok does not read, unreadable folders, broken links,
     and results: files in OUT_DIR when it lies inside IN_DIR, and the files an earlier batch recorded in a
-    ``.hitok-output`` below IN_DIR (hitok_cli/results.py). Passed over in silence: files that are no photos (by
+    ``.hitok-output`` below IN_DIR (hitok/results.py). Passed over in silence: files that are no photos (by
     suffix, or not matching ``--glob``), hitok's own temp and marker files, and hidden folders."""
     if not in_dir.is_dir():
         raise UserError(f"{in_dir}: no such folder" if not in_dir.exists() else f"{in_dir}: is not a folder")
@@ -241,7 +226,7 @@ def _probe_inputs(jobs: list[Job], size: OutputSize, max_pixels: int
             if note := shrink_warning(in_size, out_sizes[job.src]):
                 job.warnings.append(note)
         except UserError as exc:
-            failed.append(Outcome(job.rel, "failed", _short_reason(str(exc), job.src)))
+            failed.append(Outcome(job.rel, "failed", short_reason(str(exc), job.src)))
             continue
         kept.append(job)
     return kept, failed, out_sizes
@@ -249,17 +234,27 @@ def _probe_inputs(jobs: list[Job], size: OutputSize, max_pixels: int
 
 @dataclass
 class BatchPlan:
+    out_dir: Path
     jobs: list[Job]  # to run
     decided: list[Outcome]  # skipped or failed before any work
     warnings: list[str] = field(default_factory=list)
 
 
-def plan_jobs(in_dir: Path, out_dir: Path, recursive: bool = False, glob: str | None = None,
+def record_settings(model_id: str, detail: int, fidelity: float, color_fix: bool, size: OutputSize | None = None,
+                    quality: int | None = None) -> dict:
+    """What batch records with each output and compares on a resume (hitok/results.py): what a photographer asks
+    of the picture; device, precision, tile and engine change pixels by rounding only and are left out."""
+    return {"model": model_id, "detail": detail, "fidelity": float(fidelity), "color_fix": color_fix,
+            **(size or OutputSize()).to_dict(), "quality": quality}
+
+
+def plan_jobs(in_dir: Path | str, out_dir: Path | str, recursive: bool = False, glob: str | None = None,
               fmt: str = "same", skip_existing: bool = False, overwrite: bool = False,
               size: OutputSize | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
               settings: dict | None = None) -> BatchPlan:
     """Everything ``batch`` decides without a model: inputs (headers read), outputs (named, probed), and which
-    existing outputs a resume may keep: those recorded with the same ``settings`` (hitok_cli/results.py)."""
+    existing outputs a resume may keep: those recorded with the same ``settings`` (hitok/results.py)."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
     if same_file(in_dir, out_dir):
         raise UserError("OUT_DIR is IN_DIR: outputs would replace the photos; choose another folder")
     if out_dir.exists() and not out_dir.is_dir():
@@ -303,174 +298,25 @@ def plan_jobs(in_dir: Path, out_dir: Path, recursive: bool = False, glob: str | 
         raise UserError(f"{len(existing)} output(s) already exist (e.g. {existing[0]}); "
                         "pass --skip-existing to resume or --overwrite to replace them")
     if not todo:
-        return BatchPlan(todo, decided)
+        return BatchPlan(out_dir, todo, decided)
     todo, unwritable = _check_folders(todo, out_dir)
     todo, unreadable, out_sizes = _probe_inputs(todo, size or OutputSize(), max_pixels)
     needed = sum(estimated_bytes(out_sizes[j.src], j.fmt) for j in todo)
     warnings = [w for w in (low_space_warning(out_dir, needed),) if w]
-    return BatchPlan(todo, decided + unwritable + unreadable, warnings)
+    return BatchPlan(out_dir, todo, decided + unwritable + unreadable, warnings)
 
 
 def prepare_out_dir(out_dir: Path) -> None:
-    """Create OUT_DIR with its marker (the record of its results, hitok_cli/results.py) and sweep temp files of
+    """Create OUT_DIR with its marker (the record of its results, hitok/results.py) and sweep temp files of
     runs that were killed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results.start_log(out_dir)
     sweep_stale_temps(out_dir, recursive=True)
 
 
-@dataclass
-class BatchRun:
-    """What a run did: every outcome so far, and why it stopped early (None: it ran to the end)."""
-
-    outcomes: list[Outcome]
-    stopped: UserError | None = None
-
-
-class _Stop(Exception):
-    """Raised inside a worker's progress callback to abandon the file in flight."""
-
-
-def run_jobs(jobs: list[Job], upscalers: list[Upscaler], upscale_kwargs: dict,
-             on_progress: Callable[[float], None] | None = None,
-             on_outcome: Callable[[Outcome], None] | None = None) -> BatchRun:
-    """Run the jobs with one worker per upscaler (one per device).
-
-    ``on_progress(x)``: x = files finished plus the fractions of files in flight, for an ETA
-    that moves during long files too.
-    """
-    todo: queue.Queue[Job] = queue.Queue()
-    for job in jobs:
-        todo.put(job)
-    stop = threading.Event()
-    lock = threading.Lock()
-    outcomes: list[Outcome] = []
-    partial: dict[int, float] = {}  # worker -> fraction of its current file
-    finished = [0]
-    why: list[UserError] = []  # the first reason to stop early
-    started = time.time()
-
-    def report() -> None:
-        if on_progress:
-            on_progress(finished[0] + sum(partial.values()))
-
-    def halt(reason: UserError) -> None:
-        with lock:
-            if not why:
-                why.append(reason)
-        stop.set()
-
-    def run_one(index: int, upscaler: Upscaler, job: Job) -> Outcome:
-        start = time.perf_counter()
-
-        def progress(done: int, total: int) -> None:
-            if stop.is_set():
-                raise _Stop
-            with lock:
-                partial[index] = done / total * 0.95  # the write is the last 5 %
-            report()
-
-        try:
-            with claim(job.dst) as holder:
-                if holder is not None:
-                    return Outcome(job.rel, "skipped", f"being made by another hitok run ({holder})")
-                if job.dst.exists() and (not job.replace or job.dst.stat().st_mtime >= started):
-                    return Outcome(job.rel, "skipped", "written meanwhile by another hitok run")
-                # replaced only when the plan said so; a file another program makes meanwhile is kept
-                result = upscaler.upscale_file(job.src, job.dst, job.fmt, progress=progress, overwrite=job.replace,
-                                               **upscale_kwargs)
-                noted = _record(job)
-            return Outcome(job.rel, "done", seconds=time.perf_counter() - start,
-                           warnings=job.warnings + result.warnings + noted, result=result)
-        except WriteError as exc:
-            if exc.systemic:
-                halt(UserError(f"stopped: {exc}; every later file would fail the same way"))
-            return Outcome(job.rel, "failed", _short_reason(str(exc), job.dst))
-        except UserError as exc:
-            return Outcome(job.rel, "failed", _short_reason(str(exc), job.src))
-        except (_Stop, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - one broken file must not end the batch
-            return Outcome(job.rel, "failed", one_line(exc, with_type=True))
-
-    def worker(index: int, upscaler: Upscaler) -> None:
-        while not stop.is_set():
-            try:
-                job = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                outcome = run_one(index, upscaler, job)
-            except _Stop:
-                return
-            except KeyboardInterrupt as exc:
-                interrupted(exc)
-                return
-            with lock:
-                partial.pop(index, None)
-                finished[0] += 1
-                outcomes.append(outcome)
-            report()
-            if on_outcome:
-                on_outcome(outcome)
-
-    def interrupted(exc: KeyboardInterrupt) -> None:
-        halt(Interrupted("", terminated=isinstance(exc, Terminated)))
-
-    if len(upscalers) == 1:
-        # One worker runs in the main thread, so Ctrl-C lands in the middle of the work itself.
-        try:
-            worker(0, upscalers[0])
-        except KeyboardInterrupt as exc:
-            interrupted(exc)
-    else:
-        errors: list[BaseException] = []
-
-        def guarded(i: int, upscaler: Upscaler) -> None:
-            try:
-                worker(i, upscaler)
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=guarded, args=(i, u), daemon=True) for i, u in enumerate(upscalers)]
-        for t in threads:
-            t.start()
-        try:
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(timeout=0.2)
-        except KeyboardInterrupt as exc:
-            interrupted(exc)
-            for t in threads:
-                t.join()
-        if errors:
-            raise errors[0]
-    stopped = why[0] if why else None
-    if isinstance(stopped, Interrupted):
-        stopped = Interrupted(_interrupted_message(outcomes, len(jobs)),
-                              terminated=stopped.exit_code == Terminated.exit_code)
-    return BatchRun(outcomes, stopped)
-
-
-def _record(job: Job) -> list[str]:
-    """Note the finished output in OUT_DIR's marker; a warning if that fails (the file itself is fine)."""
-    out_dir = job.dst.parents[len(job.rel.parts) - 1]
-    try:
-        results.record(out_dir, job.dst, job.rel.as_posix(), job.settings)
-    except OSError as exc:
-        return [f"not recorded in {results.MARKER} ({exc.strerror or one_line(exc)}): a resume will not trust it"]
-    return []
-
-
-def _short_reason(message: str, src: Path) -> str:
+def short_reason(message: str, src: Path) -> str:
     # Reasons go into a table whose row already names the file.
     for prefix in (f"{src}: ", f"{src.name}: "):
         if message.startswith(prefix):
             return message[len(prefix):]
     return message
-
-
-def _interrupted_message(outcomes: list[Outcome], total: int) -> str:
-    done = sum(o.status == "done" for o in outcomes)
-    return (f"interrupted after {done} of {total} file(s) done; no partial file was left; "
-            "rerun with --skip-existing to resume")
