@@ -38,7 +38,7 @@ def _rows(upscaler, model_id: str, lr: torch.Tensor, image: np.ndarray, engines:
     """name -> a call that upscales the image once."""
     from hitok import accel
 
-    settings = (upscaler.detail, upscaler.fix_colors, upscaler.fidelity)
+    settings = (upscaler.detail, upscaler.color_fix, upscaler.fidelity)
     rows: dict[str, Callable[[], object]] = {}
     if "eager" in engines:
         rows["hitok fp32, eager torch"] = lambda: upscaler.tile_fn(lr)

@@ -89,12 +89,12 @@ class HitokMethod:
     """
 
     def __init__(self, model: torch.nn.Module, name: str = "hitok", device: str | torch.device = "cpu",
-                 model_id: str = "", source: str = "", tile: int | None = None, fix_colors: bool = True,
+                 model_id: str = "", source: str = "", tile: int | None = None, color_fix: bool = True,
                  fidelity: float | None = None):
         from hitok.upscaler import Upscaler
 
         self.upscaler = Upscaler(model, str(device) if not isinstance(device, torch.device) else device,
-                                 model_id=model_id, fix_colors=fix_colors, fidelity=fidelity)
+                                 model_id=model_id, color_fix=color_fix, fidelity=fidelity)
         self.name, self.tile, self.source = name, tile, source or "model"
         self.plan = None  # tile plan of the last call, for the report
 
@@ -106,7 +106,7 @@ class HitokMethod:
         tiles = f"tile {'auto' if self.tile is None else self.tile}" + (
             f" -> {p.tile_h}x{p.tile_w} LR px, overlap {p.overlap}, {len(p)} tile(s)" if p is not None else "")
         return (f"{self.name}: {self.source} (id {u.model_id or '-'}), {u.device} {precision_name(u.dtype)}, "
-                f"fidelity {u.fidelity:g}, colour fix {'on' if u.fix_colors else 'off'}, {tiles}, "
+                f"fidelity {u.fidelity:g}, colour fix {'on' if u.color_fix else 'off'}, {tiles}, "
                 f"torch threads {torch.get_num_threads()}")
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
@@ -119,14 +119,14 @@ class NoTokensMethod:
     place of the token image and zeros in place of the token features, nothing retrained. Its distance to the
     model's default row is what the token path (most of the model's operations) adds to the faithful image."""
 
-    def __init__(self, model: torch.nn.Module, name: str, fix_colors: bool = True):
-        from hitok.models.colorfix import color_fix
-
-        self.model, self.name, self.fix_colors, self._color_fix = model, name, fix_colors, color_fix
+    def __init__(self, model: torch.nn.Module, name: str, color_fix: bool = True):
+        self.model, self.name, self.color_fix = model, name, color_fix
         self.info = (f"{name}: the LR guide fed bicubic(LR) and zero token features (token path skipped), "
-                     f"fidelity 1, colour fix {'on' if fix_colors else 'off'}, one tile, fp32")
+                     f"fidelity 1, colour fix {'on' if color_fix else 'off'}, one tile, fp32")
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
+        from hitok.models import colorfix
+
         guide = self.model.tokenizer.decoder.guide
         cfg = self.model.config.tokenizer
         x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, h, w)
@@ -137,7 +137,7 @@ class NoTokensMethod:
         with torch.inference_mode():
             sr = F.interpolate(x, scale_factor=SCALE, mode="bicubic", align_corners=False)
             y = guide(sr, feats, x, 1.0)
-            y = self._color_fix(y, x) if self.fix_colors else y
+            y = colorfix.color_fix(y, x) if self.color_fix else y
         return (y[0].clamp(0, 1).permute(1, 2, 0) * 255.0).round().to(torch.uint8).cpu().numpy()
 
 
@@ -211,9 +211,9 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
         elif fidelities:
             notes.append(f"{name}: no LR guide in this model, so no fidelity rows (its fidelity is always 0)")
         if raw_rows:
-            methods.append(row(f"{name} raw", fix_colors=False))
+            methods.append(row(f"{name} raw", color_fix=False))
             if guided:
-                methods.append(row(f"{name} w=0 raw", fix_colors=False, fidelity=0.0))
+                methods.append(row(f"{name} w=0 raw", color_fix=False, fidelity=0.0))
             if m.model.tokenizer.decoder.guide is not None:
                 methods.append(NoTokensMethod(m.model, f"{name} no tokens"))
             elif m.model.restorer is not None:

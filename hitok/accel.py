@@ -104,12 +104,12 @@ def engine_mode() -> str:
 class _Upscale(torch.nn.Module):
     """``model.upscale`` with the tile's settings fixed: the function that is exported."""
 
-    def __init__(self, model: torch.nn.Module, detail: int, fix_colors: bool, fidelity: float):
+    def __init__(self, model: torch.nn.Module, detail: int, color_fix: bool, fidelity: float):
         super().__init__()
-        self.model, self.detail, self.fix_colors, self.fidelity = model, detail, fix_colors, fidelity
+        self.model, self.detail, self.color_fix, self.fidelity = model, detail, color_fix, fidelity
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.model.upscale(lr, active_groups=self.detail, fix_colors=self.fix_colors, fidelity=self.fidelity)
+        return self.model.upscale(lr, detail=self.detail, color_fix=self.color_fix, fidelity=self.fidelity)
 
 
 class OrtEngine:
@@ -131,14 +131,14 @@ class OrtEngine:
         self.exported: list[str] = []  # file names exported in this process (for tests and reports)
 
     def path(self, key: tuple) -> Path:
-        h, w, detail, fix_colors, fidelity = key
-        return self.folder / f"upscale_{h}x{w}_d{detail}_c{int(fix_colors)}_f{fidelity:g}.onnx"
+        h, w, detail, color_fix, fidelity = key
+        return self.folder / f"upscale_{h}x{w}_d{detail}_c{int(color_fix)}_f{fidelity:g}.onnx"
 
-    def __call__(self, lr: torch.Tensor, detail: int, fix_colors: bool, fidelity: float) -> torch.Tensor | None:
+    def __call__(self, lr: torch.Tensor, detail: int, color_fix: bool, fidelity: float) -> torch.Tensor | None:
         """lr (1, 3, h, w) fp32 on the CPU -> the upscaled tile, or None (run eager torch instead)."""
         if lr.device.type != "cpu" or lr.dtype != torch.float32 or lr.shape[0] != 1:
             return None
-        key = (int(lr.shape[-2]), int(lr.shape[-1]), int(detail), bool(fix_colors), float(fidelity))
+        key = (int(lr.shape[-2]), int(lr.shape[-1]), int(detail), bool(color_fix), float(fidelity))
         sess = self._session(key)
         if sess is None:
             return None
@@ -189,8 +189,8 @@ class OrtEngine:
 
     def _export(self, key: tuple, path: Path) -> None:
         import warnings
-        h, w, detail, fix_colors, fidelity = key
-        fn = _Upscale(self.model, detail, fix_colors, fidelity).eval()
+        h, w, detail, color_fix, fidelity = key
+        fn = _Upscale(self.model, detail, color_fix, fidelity).eval()
         example = torch.rand(1, 3, h, w)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # unique per engine
@@ -220,10 +220,10 @@ class Int8LinearEngine:
                                                                 dtype=torch.qint8)
         self.exported: list[str] = []
 
-    def __call__(self, lr: torch.Tensor, detail: int, fix_colors: bool, fidelity: float) -> torch.Tensor | None:
+    def __call__(self, lr: torch.Tensor, detail: int, color_fix: bool, fidelity: float) -> torch.Tensor | None:
         if lr.device.type != "cpu" or lr.dtype != torch.float32:
             return None
-        return self.model.upscale(lr, active_groups=detail, fix_colors=fix_colors, fidelity=fidelity)
+        return self.model.upscale(lr, detail=detail, color_fix=color_fix, fidelity=fidelity)
 
 
 def choose_engine(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, model_id: str,

@@ -143,11 +143,11 @@ def check_model_matches(codes: Codes, model, model_id: str) -> None:
                         "pass the --model that made it")
 
 
-def decode_panel(model, codes: Codes, active_groups: int) -> np.ndarray:
+def decode_panel(model, codes: Codes, detail: int) -> np.ndarray:
     """Decode with the first M groups -> (H, W, 3) uint8, cropped to the image size."""
     with torch.inference_mode():
         device = next(model.parameters()).device
-        img = model.decode_indices(codes.indices[None].to(device), active_groups=active_groups)  # (1, 3, H', W')
+        img = model.decode_indices(codes.indices[None].to(device), detail=detail)  # (1, 3, H', W')
     w, h = codes.image_size
     img = img[0, :, :h, :w].float().clamp(0, 1).permute(1, 2, 0).cpu()  # (H, W, 3)
     return (img * 255 + 0.5).floor().numpy().astype(np.uint8)

@@ -2,9 +2,9 @@
 ``hitok batch`` and the benchmarks, and :func:`upscale`, the one-call form for a Python user.
 
 The photo's way: read (imageio) -> RGB float tensor -> tiled
-model inference (tiling; each tile is ``model.upscale(lr, active_groups=M, fix_colors=..., fidelity=w)``, i.e.
-generator -> top-1 tokens -> decoder with the first M groups, the paper's Eq. 4 used as a "detail"
-control, and the LR guide at weight w (models/guide.py) -> the LR colour fix of models/colorfix.py if on)
+model inference (tiling; each tile is ``model.upscale(lr, detail=..., color_fix=..., fidelity=...)``, i.e.
+generator -> top-1 tokens -> decoder with the first ``detail`` groups (M in the paper's Eq. 4), and the
+faithful image at weight ``fidelity`` (models/guide.py, models/restorer.py) -> the LR colour fix of models/colorfix.py if on)
 -> alpha upscaled on its own with bicubic and re-attached -> grey input back to grey -> resized
 when --outscale / --width / --height ask for another size (outsize) -> write atomically with the
 original ICC/EXIF (imageio).
@@ -30,6 +30,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from warnings import warn
 import numpy as np
 import torch
 from PIL import Image
@@ -206,13 +207,17 @@ class Upscaler:
     """One loaded model on one device; reused for every file of a batch.
 
     ``device`` / ``dtype``: a torch device and dtype, or their names (``"auto"``, ``"cpu"``, ``"cuda:1"``;
-    ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``), chosen as hitok/device.py says."""
+    ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``), chosen as hitok/device.py says. ``fix_colors``: the old
+    name of ``color_fix``, taken with a DeprecationWarning for one release."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "auto",
                  dtype: torch.dtype | str = "auto", detail: int | None = None, model_id: str = "",
-                 fix_colors: bool = True, fidelity: float | None = None):
+                 color_fix: bool = True, fidelity: float | None = None, *, fix_colors: bool | None = None):
         if not isinstance(model, torch.nn.Module):
             raise UserError(f"Upscaler takes a loaded model (hitok.load_model(...)), not {type(model).__name__}")
+        if fix_colors is not None:
+            warn("Upscaler(fix_colors=...) is now Upscaler(color_fix=...)", DeprecationWarning, stacklevel=2)
+            color_fix = fix_colors
         self.detail, self.fidelity = model.settings(detail, fidelity)  # a SettingError (UserError) if out of range
         device = device if isinstance(device, torch.device) else resolve_device(device)
         dtype = dtype if isinstance(dtype, torch.dtype) else resolve_precision(dtype, device)
@@ -222,19 +227,22 @@ class Upscaler:
         self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format).eval()
         self.device, self.dtype, self.model_id = device, dtype, model_id
-        self.fix_colors = fix_colors
+        self.color_fix = color_fix
         self.warnings: list[str] = []
         self._bytes_per_pixel: float | None = None
         self.window, self.grid = model.attention_window, model.tile_align
         # fp32 on the CPU: an opt-in tile engine (HITOK_ENGINE=int8 or onnx, hitok/accel.py); None = eager torch
         self.engine, note = accel.choose_engine(self.model, device, dtype, model_id)
         self.warnings = [note] if note else []  # a HITOK_ENGINE that does not run here; each photo then starts anew
+        if detail is not None and not model.uses_detail(self.fidelity):
+            self.warnings.append(f"detail {detail} changes nothing at fidelity {self.fidelity:g}: this model's "
+                                 "restorer alone makes the picture there; lower the fidelity for detail to act")
 
     @property
     def default_overlap(self) -> int:
         """DEFAULT_OVERLAP, or less when a windowed model's receptive field is shorter (then the overlap,
         on the window grid, covers it and tiles agree exactly where they are blended)."""
-        reach = self.model.receptive_field(self.fix_colors)
+        reach = self.model.receptive_field(self.color_fix)
         if reach is None:
             return DEFAULT_OVERLAP
         return min(DEFAULT_OVERLAP, tiling.round_up(reach, self.grid))
@@ -242,9 +250,9 @@ class Upscaler:
     # -- per tile ---------------------------------------------------------------------------------
     def _forward(self, lr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         with torch.inference_mode():
-            kw = dict(active_groups=self.detail, fix_colors=self.fix_colors, fidelity=self.fidelity)
+            kw = dict(detail=self.detail, color_fix=self.color_fix, fidelity=self.fidelity)
             if dtype == torch.float32:
-                if self.engine is not None and (out := self.engine(lr, self.detail, self.fix_colors,
+                if self.engine is not None and (out := self.engine(lr, self.detail, self.color_fix,
                                                                    self.fidelity)) is not None:
                     return out
                 return self.model.upscale(lr, **kw)
@@ -364,7 +372,7 @@ class Upscaler:
             input=str(inp), output=str(out), input_size=pic.size, output_size=result.size, format=fmt,
             bits=result.bits if fmt in ("PNG", "TIFF") else 8, device=str(self.device),
             precision=precision_name(self.dtype), tile=max(plan.tile_h, plan.tile_w), tiles=len(plan),
-            overlap=plan.overlap, detail=self.detail, fidelity=self.fidelity, color_fix=self.fix_colors,
+            overlap=plan.overlap, detail=self.detail, fidelity=self.fidelity, color_fix=self.color_fix,
             model_id=self.model_id, seconds=round(time.perf_counter() - start, 3), warnings=warnings,
             **size.to_dict())
 
@@ -381,7 +389,7 @@ def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
 def upscale(image: Image.Image, model: torch.nn.Module | str | None = None, device: str = "auto",
             precision: str = "auto", **options) -> Image.Image:
     """A Pillow image, x4, in one call. ``model``: a loaded model, a model name or ``.safetensors`` path, or None
-    for the shipped default; ``options`` go to :class:`Upscaler` (detail, fix_colors, fidelity). Loads the model
+    for the shipped default; ``options`` go to :class:`Upscaler` (detail, color_fix, fidelity). Loads the model
     on every call: for many images, make one :class:`Upscaler` and call its :meth:`~Upscaler.upscale`."""
     from .model_store import load_model
 

@@ -11,11 +11,11 @@ sr is the token-only decoder's image, F_tok its trunk's token features (so the h
 drew), F_lr a small residual CNN on the LR image at the token grid. bp is one back-projection step (Irani &
 Peleg 1991; models/colorfix.py applies the same as a post-process): the guided image's LR band is the input's,
 measured against a learned correction of the input so that noise and JPEG blocks of a degraded photo need not
-be handed back; the tokens and the head only add what the LR lacks. w = 0 is the paper's token-only decoder,
-bit for bit (the guide is skipped); w = 1 the guided image; between, a blend of the two images (as ESRGAN
-interpolates a PSNR-oriented and a GAN-trained network), so one trained guide serves every w. The head's and
+be handed back; the tokens and the head only add what the LR lacks. fidelity 0 is the paper's token-only decoder,
+bit for bit (the guide is skipped); fidelity 1 the guided image; between, a blend of the two images (as ESRGAN
+interpolates a PSNR-oriented and a GAN-trained network), so one trained guide serves every fidelity. The head's and
 the correction's last layers start at zero: a fresh guide is exactly "tokens + back-projection". Training the
-guided image alone (w = 1) and blending is what learned; the designs that did not are in MODEL_CARD.md.
+guided image alone (fidelity 1) and blending is what learned; the designs that did not are in MODEL_CARD.md.
 """
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ class LRGuide(nn.Module):
     def forward(self, sr: torch.Tensor, feats: torch.Tensor, lr: torch.Tensor,
                 fidelity: torch.Tensor | float) -> torch.Tensor:
         """sr (B, 3, H, W): the token-only decoder's image; feats: its trunk features at the token grid.
-        fidelity: a float, or a (B,) tensor (one w per sample, as in training)."""
+        fidelity: a float, or a (B,) tensor (one per sample, as in training)."""
         g = self.encode(lr * 2 - 1)
         if g.shape[-2:] != feats.shape[-2:]:
             raise ValueError(f"LR grid {tuple(g.shape[-2:])} does not match the token grid {tuple(feats.shape[-2:])}")
@@ -64,5 +64,5 @@ class LRGuide(nn.Module):
         guided = guided + F.interpolate(anchor - down, size=sr.shape[-2:], mode="bicubic", align_corners=False)
         if not torch.is_tensor(fidelity) and fidelity == 1:
             return guided.to(sr.dtype)
-        w = fidelity.view(-1, 1, 1, 1).float() if torch.is_tensor(fidelity) else fidelity
-        return (sr.float() + w * (guided - sr.float())).to(sr.dtype)
+        weight = fidelity.view(-1, 1, 1, 1).float() if torch.is_tensor(fidelity) else fidelity  # (B, 1, 1, 1) or float
+        return (sr.float() + weight * (guided - sr.float())).to(sr.dtype)

@@ -6,8 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import reach
-from .colorfix import color_fix
+from . import colorfix, reach
 from .errors import SettingError
 from .generator import Generator, GeneratorConfig, GeneratorOutput
 from .restorer import Restorer, RestorerConfig
@@ -104,10 +103,10 @@ class HiTok(nn.Module):
         :meth:`receptive_field` from their edges)."""
         return self.lr_align * (self.attention_window or 1)
 
-    def receptive_field(self, fix_colors: bool = False) -> int | None:
+    def receptive_field(self, color_fix: bool = False) -> int | None:
         """LR pixels (one side) an input pixel can move :meth:`upscale`'s output by; None for global attention
         (models/reach.py)."""
-        return reach.receptive_field(self, fix_colors)
+        return reach.receptive_field(self, color_fix)
 
     def settings(self, detail: int | None = None, fidelity: float | None = None) -> tuple[int, float]:
         """(detail, fidelity) for :meth:`upscale`, checked against this model (:class:`SettingError`, one line):
@@ -116,6 +115,11 @@ class HiTok(nn.Module):
         groups = self.config.tokenizer.groups
         return (check_detail(groups if detail is None else detail, groups),
                 check_fidelity(self.config.fidelity if fidelity is None else fidelity, self.guided))
+
+    def uses_detail(self, fidelity: float) -> bool:
+        """Whether ``detail`` moves :meth:`upscale`'s output at this fidelity: not at 1 on a model with a restorer,
+        where the restorer alone makes the picture (the token path is skipped)."""
+        return self.restorer is None or fidelity < 1
 
     def generate(self, lr: torch.Tensor) -> GeneratorOutput:
         """The generator's forward with the tokenizer's codebooks at hand (the "codebook" head scores them)."""
@@ -139,31 +143,31 @@ class HiTok(nn.Module):
         `fidelity` > 0 means something."""
         return self.restorer is not None or self.tokenizer.decoder.guide is not None
 
-    def decode_indices(self, indices: torch.Tensor, active_groups: int | None = None, lr: torch.Tensor | None = None,
+    def decode_indices(self, indices: torch.Tensor, detail: int | None = None, lr: torch.Tensor | None = None,
                        fidelity: float = 0.0) -> torch.Tensor:
-        return self.tokenizer.decode_indices(indices, active_groups, lr, fidelity)
+        return self.tokenizer.decode_indices(indices, detail, lr, fidelity)
 
-    def upscale(self, lr: torch.Tensor, active_groups: int | None = None, fix_colors: bool = False,
+    def upscale(self, lr: torch.Tensor, detail: int | None = None, color_fix: bool = False,
                 fidelity: float | None = None) -> torch.Tensor:
         """lr (B, 3, h, w) in [0, 1], h and w multiples of lr_align -> (B, 3, 4h, 4w) in [0, 1].
 
-        fix_colors: take the token image's coarse band from the LR input (models/colorfix.py; not in the paper).
+        color_fix: take the token image's coarse band from the LR input (models/colorfix.py; not in the paper).
         fidelity: weight of the faithful image, 0 (tokens only, the paper) .. 1 (None: the config's). With a
         restorer, 1 is the restorer alone (the token path is skipped) and values between blend its image with
         the token image; with an LR-guided decoder, the guide's weight in the decoder (models/guide.py)."""
         r = self.lr_align
         if lr.shape[-1] % r or lr.shape[-2] % r:
             raise ValueError(f"LR sides must be multiples of {r}, got {tuple(lr.shape[-2:])}")
-        M, w = self.settings(active_groups, fidelity)
+        detail, fidelity = self.settings(detail, fidelity)
         if self.restorer is None:
-            sr = self.decode_indices(self.predict_indices(lr), M, lr, w)
-            return color_fix(sr, lr) if fix_colors else sr
-        faithful = self.restorer(lr).float() if w > 0 else None
-        if w == 1:
+            sr = self.decode_indices(self.predict_indices(lr), detail, lr, fidelity)
+            return colorfix.color_fix(sr, lr) if color_fix else sr
+        faithful = self.restorer(lr).float() if fidelity > 0 else None
+        if fidelity == 1:
             return faithful
-        sr = self.decode_indices(self.predict_indices(lr), M).float()
-        sr = color_fix(sr, lr) if fix_colors else sr
-        return sr if faithful is None else sr + w * (faithful - sr)
+        sr = self.decode_indices(self.predict_indices(lr), detail).float()
+        sr = colorfix.color_fix(sr, lr) if color_fix else sr
+        return sr if faithful is None else sr + fidelity * (faithful - sr)
 
 
 def with_restorer(model: HiTok, restorer: Restorer, fidelity: float = 1.0) -> HiTok:

@@ -3,8 +3,8 @@ m in 1..N-1 with probability 0.1/(N-1); groups after the first M are zeroed befo
 import torch
 
 
-def sample_active_groups(n_groups: int, generator: torch.Generator | None = None, p_full: float = 0.9) -> int:
-    """Draw M from Eq. 3 (one M per training step)."""
+def sample_detail(n_groups: int, generator: torch.Generator | None = None, p_full: float = 0.9) -> int:
+    """Draw a training step's ``detail``, the active groups M of Eq. 3 (one per step)."""
     if n_groups == 1:
         return 1
     # drawn on the generator's device: the training loop passes one generator on the model's device (CUDA too)

@@ -27,7 +27,7 @@ def conv_reach(widths: tuple[int, ...], blocks: tuple[int, ...], up: bool) -> fl
     return reach
 
 
-def receptive_field(model: HiTok, fix_colors: bool = False) -> int | None:
+def receptive_field(model: HiTok, color_fix: bool = False) -> int | None:
     """LR pixels (one side) an input pixel can move ``model.upscale``'s output by, or None when some attention is
     global (then every pixel of a tile can, and only the tiler's blend hides seams)."""
     if not model.attention_window:
@@ -45,5 +45,5 @@ def receptive_field(model: HiTok, fix_colors: bool = False) -> int | None:
     if guide is not None:  # the head's two 3x3 convs over the trunk's output, or the LR guide's whole CNN
         dec = max(dec, trunk + 2 * lr_per_token, guide.reach * lr_per_token) \
             + colorfix.reach(0) + 1  # then its back-projection: the bicubic taps down and up
-    reach = int(-(-(gen + dec) // 1)) + (colorfix.reach() if fix_colors else 0)
+    reach = int(-(-(gen + dec) // 1)) + (colorfix.reach() if color_fix else 0)
     return reach if model.restorer is None else max(reach, model.restorer.reach)

@@ -41,7 +41,7 @@ class TokenizerConfig:
 class TokenizerOutput:
     recon: torch.Tensor        # (B, 3, H, W), [0, 1] scale, unclamped (losses see the raw output)
     quant: QuantizerOutput
-    active_groups: int
+    detail: int
 
 
 def _to_signed(x: torch.Tensor) -> torch.Tensor:
@@ -123,19 +123,19 @@ class Tokenizer(nn.Module):
         """x (B, 3, H, W) in [0, 1], H and W multiples of p -> indices (B, N, H/p, W/p)."""
         return self.quantizer.nearest(self.encode_latent(x))
 
-    def decode_latent(self, z_q: torch.Tensor, active_groups: int | None = None, lr: torch.Tensor | None = None,
+    def decode_latent(self, z_q: torch.Tensor, detail: int | None = None, lr: torch.Tensor | None = None,
                       fidelity: torch.Tensor | float = 0.0) -> torch.Tensor:
-        M = self.cfg.groups if active_groups is None else active_groups
-        return self.decoder(mask_groups(z_q, self.cfg.groups, M), lr, fidelity)
+        detail = self.cfg.groups if detail is None else detail
+        return self.decoder(mask_groups(z_q, self.cfg.groups, detail), lr, fidelity)
 
-    def decode_indices(self, indices: torch.Tensor, active_groups: int | None = None, lr: torch.Tensor | None = None,
+    def decode_indices(self, indices: torch.Tensor, detail: int | None = None, lr: torch.Tensor | None = None,
                        fidelity: float = 0.0) -> torch.Tensor:
-        """indices (B, N, h, w) -> image (B, 3, h*p, w*p) in [0, 1]; groups after the first M are zeroed (Eq. 4).
+        """indices (B, N, h, w) -> image (B, 3, h*p, w*p) in [0, 1]; groups after the first ``detail`` (M in Eq. 4) are zeroed.
         lr / fidelity: the LR-guided decoder's input and weight (models/guide.py; 0 = token-only)."""
-        return self.decode_latent(self.quantizer.embed(indices), active_groups, lr, fidelity).clamp(0, 1)
+        return self.decode_latent(self.quantizer.embed(indices), detail, lr, fidelity).clamp(0, 1)
 
-    def forward(self, x: torch.Tensor, active_groups: int | None = None) -> TokenizerOutput:
+    def forward(self, x: torch.Tensor, detail: int | None = None) -> TokenizerOutput:
         """Training pass: quantize every group (so Eq. 7 covers all of them), then mask (Eq. 4) and decode."""
-        M = self.cfg.groups if active_groups is None else active_groups
+        detail = self.cfg.groups if detail is None else detail
         quant = self.quantizer(self.encode_latent(x))
-        return TokenizerOutput(self.decode_latent(quant.z_q, M), quant, M)
+        return TokenizerOutput(self.decode_latent(quant.z_q, detail), quant, detail)

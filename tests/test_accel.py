@@ -36,13 +36,13 @@ def test_onnx_engine_matches_eager_and_caches(shipped, tmp_path):
     model, mid = shipped
     torch.manual_seed(0)
     lr = torch.rand(1, 3, 32, 48)
-    settings = dict(detail=model.config.tokenizer.groups, fix_colors=True, fidelity=model.config.fidelity)
+    settings = dict(detail=model.config.tokenizer.groups, color_fix=True, fidelity=model.config.fidelity)
     engine = accel.OrtEngine(model, mid, threads=1, export_after=2, root=tmp_path)
     assert engine(lr, **settings) is None  # first tile of a shape: eager, nothing exported yet
     out = engine(lr, **settings)  # second: exported, then run
     assert out is not None and engine.exported
     with torch.inference_mode():
-        ref = model.upscale(lr, active_groups=settings["detail"], fix_colors=True, fidelity=settings["fidelity"])
+        ref = model.upscale(lr, detail=settings["detail"], color_fix=True, fidelity=settings["fidelity"])
     assert out.shape == ref.shape
     assert _psnr(out, ref) >= 50, f"{_psnr(out, ref):.1f} dB between ONNX Runtime and eager torch"
 
@@ -106,7 +106,7 @@ def test_int8_engine_close_to_eager(shipped):
     g, w = model.config.tokenizer.groups, model.config.fidelity
     with torch.inference_mode():
         out = engine(lr, g, True, w)
-        ref = model.upscale(lr, active_groups=g, fix_colors=True, fidelity=w)
+        ref = model.upscale(lr, detail=g, color_fix=True, fidelity=w)
     assert _psnr(out, ref) >= 45, f"{_psnr(out, ref):.1f} dB between int8 Linear and fp32 eager"
     assert any(type(m).__name__ == "Linear" for m in model.modules())  # the caller's model stays fp32
 

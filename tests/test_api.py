@@ -86,6 +86,12 @@ def test_one_call_upscale_and_load_model_by_path(tiny_model_path):
         hitok.load_model(tiny_model_path.with_name("missing.safetensors"))
 
 
+def test_upscaler_takes_the_old_fix_colors_keyword_with_a_deprecation_warning(tiny_model):
+    with pytest.warns(DeprecationWarning, match=r"Upscaler\(color_fix=\.\.\.\)"):
+        old = hitok.Upscaler(tiny_model, "cpu", "fp32", fix_colors=False)
+    assert old.color_fix is False and hitok.Upscaler(tiny_model, "cpu", "fp32", color_fix=False).color_fix is False
+
+
 def test_picture_pil_round_trip_keeps_pixels_and_alpha():
     rgba = np.dstack([smooth_rgb(6, 7, seed=4), np.arange(42, dtype=np.uint8).reshape(6, 7)])
     pic = picture_from_pil(Image.fromarray(rgba))

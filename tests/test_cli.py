@@ -165,8 +165,8 @@ def test_reduced_precision_nan_retries_in_fp32(tiny_model):
             except AttributeError:
                 return getattr(self.inner, name)
 
-        def upscale(self, lr, active_groups=None, fix_colors=False, fidelity=None):
-            out = self.inner.upscale(lr, active_groups, fix_colors, fidelity)
+        def upscale(self, lr, detail=None, color_fix=False, fidelity=None):
+            out = self.inner.upscale(lr, detail, color_fix, fidelity)
             return out * float("nan") if torch.is_autocast_enabled(lr.device.type) else out
 
     up = Upscaler(NaNInHalf(tiny_model), torch.device("cpu"), torch.bfloat16)
@@ -476,5 +476,5 @@ def test_cpu_upscaler_runs_channels_last_with_unchanged_output(tiny_model_path):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     lr = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        ref = plain.upscale(lr, fix_colors=True)
+        ref = plain.upscale(lr, color_fix=True)
     assert torch.allclose(up.tile_fn(lr), ref, atol=1e-5)

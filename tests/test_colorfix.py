@@ -44,13 +44,13 @@ def test_half_precision_input_comes_back_in_its_dtype():
 
 def test_tiles_with_the_fix_agree_with_the_whole_image_beyond_its_reach(windowed_tiny):
     model = windowed_tiny
-    rf = model.receptive_field(fix_colors=True)
+    rf = model.receptive_field(color_fix=True)
     assert rf == model.receptive_field() + colorfix.reach()
     lr = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     off, side = 16, 96
     inner = slice(4 * rf, 4 * (side - rf))
     with torch.inference_mode():
-        whole = model.upscale(lr, fix_colors=True)
-        tile = model.upscale(lr[..., off:off + side, off:off + side], fix_colors=True)[..., inner, inner]
+        whole = model.upscale(lr, color_fix=True)
+        tile = model.upscale(lr[..., off:off + side, off:off + side], color_fix=True)[..., inner, inner]
     ref = whole[..., 4 * off:4 * (off + side), 4 * off:4 * (off + side)][..., inner, inner]
     assert torch.allclose(tile, ref, atol=1e-5)

@@ -196,7 +196,7 @@ def test_cli_eval_errors_are_one_line(hr_dir, args, message):
 def test_raw_rows_evaluate_the_model_without_the_colour_fix(tiny_model_path):
     methods, _ = ev.build_methods([str(tiny_model_path)], realesrgan=False, raw_rows=True)
     assert [m.name for m in methods] == ["bicubic", "hitok", "hitok raw"]
-    assert methods[1].upscaler.fix_colors and not methods[2].upscaler.fix_colors
+    assert methods[1].upscaler.color_fix and not methods[2].upscaler.color_fix
 
 
 # -- fidelity rows ----------------------------------------------------------------------------------
@@ -224,9 +224,9 @@ def test_fidelity_rows_for_a_guided_model(guided_path):
     assert notes == []
     ups = {m.name: m.upscaler for m in methods[1:] if hasattr(m, "upscaler")}
     assert [ups[n].fidelity for n in names[2:5]] == [0.0, 0.5, 1.0]
-    assert all(ups[n].fix_colors for n in names[1:5]) and not ups["hitok raw"].fix_colors
+    assert all(ups[n].color_fix for n in names[1:5]) and not ups["hitok raw"].color_fix
     assert ups["hitok raw"].fidelity == ups["hitok"].fidelity  # the model's default
-    assert ups["hitok w=0 raw"].fidelity == 0.0 and not ups["hitok w=0 raw"].fix_colors
+    assert ups["hitok w=0 raw"].fidelity == 0.0 and not ups["hitok w=0 raw"].color_fix
     assert "fidelity 0.5, colour fix on" in methods[3].info
     lr = _photo(16, 16, 5)
     by = {m.name: m for m in methods}

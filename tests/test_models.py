@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from hitok.models import HiTok, ModelFileError, load_model, presets, save_model
-from hitok.models.masking import mask_groups, sample_active_groups
+from hitok.models.masking import mask_groups, sample_detail
 from hitok.models.quantizer import GroupedQuantizer
 from hitok.train.losses.dwt import (cdf53_analysis, cdf53_synthesis, dwt_target, haar_analysis, haar_synthesis,
-                                    target_for_active_groups)
+                                    target_for_detail)
 from hitok.train.stages import sample_topk
 
 
@@ -119,8 +119,8 @@ def test_masked_groups_contribute_exactly_zero(tiny):
     other = idx.clone()
     other[:, 1] = (other[:, 1] + 7) % 16  # change only group 2's codes
     with torch.no_grad():
-        a, b = tiny.decode_indices(idx, active_groups=1), tiny.decode_indices(other, active_groups=1)
-        c, d = tiny.decode_indices(idx, active_groups=2), tiny.decode_indices(other, active_groups=2)
+        a, b = tiny.decode_indices(idx, detail=1), tiny.decode_indices(other, detail=1)
+        c, d = tiny.decode_indices(idx, detail=2), tiny.decode_indices(other, detail=2)
     assert torch.equal(a, b)
     assert not torch.equal(c, d)
     z = torch.randn(1, 8, 2, 2)
@@ -131,7 +131,7 @@ def test_masked_groups_contribute_exactly_zero(tiny):
 def test_commitment_covers_every_group_whatever_the_mask(tiny):
     tok = tiny.tokenizer.train()
     x = torch.rand(2, 3, 16, 16)
-    out = tok(x, active_groups=1)
+    out = tok(x, detail=1)
     out.quant.commit_loss.backward()
     enc_grad = tok.encoder.to_latent.weight.grad  # (C, D, 1, 1): rows of group 2 must receive gradient too
     assert enc_grad[4:].abs().sum() > 0
@@ -144,7 +144,7 @@ def test_group_sampler_matches_eq3():
     n, draws = 4, 10000
     counts = torch.zeros(n + 1)
     for _ in range(draws):
-        counts[sample_active_groups(n, g)] += 1
+        counts[sample_detail(n, g)] += 1
     freq = counts[1:] / draws
     expected = torch.tensor([0.1 / 3, 0.1 / 3, 0.1 / 3, 0.9])
     # binomial standard error at 10k draws is <= 0.003; allow 4 sigma
@@ -157,7 +157,7 @@ def test_dwt_targets(wavelet, analysis, synthesis):
     torch.manual_seed(0)
     x = torch.rand(2, 3, 16, 24, dtype=torch.float64)
     assert torch.equal(dwt_target(x, 0, wavelet), x)
-    assert torch.equal(target_for_active_groups(x, 4, 4, wavelet), x)
+    assert torch.equal(target_for_detail(x, 4, 4, wavelet), x)
     torch.testing.assert_close(synthesis(*analysis(x)), x)  # perfect reconstruction
     for level in (1, 2, 3):
         t = dwt_target(x, level, wavelet)
@@ -179,11 +179,11 @@ def test_haar_target_is_block_means_and_cdf53_is_smooth():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 16, 24)
     # Eq. 5 with Haar: one active group of four -> the coarsest target T(3), constant on 8x8 blocks
-    t3 = target_for_active_groups(x, 4, 1)
+    t3 = target_for_detail(x, 4, 1)
     blocks = t3.unfold(2, 8, 8).unfold(3, 8, 8)
     assert (blocks - blocks[..., :1, :1]).abs().max() < 1e-5
     # CDF 5/3 keeps no block edges: neighbouring pixels differ far less than across Haar block borders
-    s3 = target_for_active_groups(x, 4, 1, "cdf53")
+    s3 = target_for_detail(x, 4, 1, "cdf53")
     haar_jump = (t3[..., :, 8] - t3[..., :, 7]).abs().mean()
     cdf_jump = (s3[..., :, 8] - s3[..., :, 7]).abs().mean()
     assert cdf_jump < 0.5 * haar_jump

@@ -51,12 +51,34 @@ def test_fidelity_dial_with_a_restorer():
         w1 = model.upscale(lr, fidelity=1.0)
         w0 = model.upscale(lr, fidelity=0.0)
         half = model.upscale(lr, fidelity=0.5)
-        half_fixed = model.upscale(lr, fidelity=0.5, fix_colors=True)
+        half_fixed = model.upscale(lr, fidelity=0.5, color_fix=True)
     assert torch.equal(w1, restored)  # the faithful end runs the restorer alone
     assert torch.equal(w0, tokens)  # the other end is the paper's token-only decoder
     assert torch.allclose(half, (tokens + restored) / 2, atol=1e-6)
     assert not torch.allclose(half_fixed, half)  # the colour fix applies to the token image
     assert model.guided and model.config.restorer == TINY
+
+
+def test_detail_at_fidelity_1_with_a_restorer_is_a_warning(tmp_path):
+    """The restorer alone makes the picture at fidelity 1, so a --detail the user set there changes nothing: said
+    once, in upscaler.warnings and by the command; not where detail acts or was not asked for."""
+    from typer.testing import CliRunner
+
+    from hitok.cli.app import app
+    from hitok.upscaler import Upscaler
+
+    said = Upscaler(_model(1.0), "cpu", "fp32", detail=1).warnings
+    assert said == ["detail 1 changes nothing at fidelity 1: this model's restorer alone makes the picture there; "
+                    "lower the fidelity for detail to act"]
+    assert Upscaler(_model(1.0), "cpu", "fp32").warnings == []  # detail not set: nothing to warn about
+    assert Upscaler(_model(1.0), "cpu", "fp32", detail=1, fidelity=0.5).warnings == []  # detail acts
+    assert Upscaler(HiTok(presets.tiny()), "cpu", "fp32", detail=1).warnings == []  # no restorer
+    save_model(_model(1.0), tmp_path / "r.safetensors")
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(tmp_path / "in.png")
+    result = CliRunner().invoke(app, ["upscale", str(tmp_path / "in.png"), "--model", str(tmp_path / "r.safetensors"),
+                                      "--detail", "1", "--device", "cpu", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("warning: detail 1 changes nothing at fidelity 1") == 1
 
 
 def test_restorer_and_guide_are_exclusive():

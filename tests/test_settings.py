@@ -25,7 +25,7 @@ BAD = [
 @pytest.mark.parametrize("name, value, message", BAD)
 def test_a_bad_setting_is_refused_with_one_message_everywhere(tiny_model, tiny_model_path, tmp_path, name, value,
                                                               message):
-    model_kw = {"detail": "active_groups", "fidelity": "fidelity"}[name]
+    model_kw = {"detail": "detail", "fidelity": "fidelity"}[name]
     with pytest.raises(SettingError) as err:
         tiny_model.upscale(torch.rand(1, 3, 8, 8), **{model_kw: value})
     assert str(err.value) == message

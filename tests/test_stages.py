@@ -12,7 +12,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from hitok.models import HiTok, presets
 from hitok.models.hitok import add_guide
-from hitok.models.masking import sample_active_groups
+from hitok.models.masking import sample_detail
 from hitok.train import distributed as ddp
 from hitok.train.codebook import CODEBOOK, CodebookKeeper
 from hitok.train.ema import EMA, warmup_ema_fn
@@ -117,7 +117,7 @@ def _seeds_by_M(stage, batch: dict, n: int) -> dict[int, int]:
     """A step seed for each M in 1..n (M < N is drawn with probability 0.1 per step, Eq. 3)."""
     found = {}
     for seed in range(400):
-        M = sample_active_groups(n, torch.Generator().manual_seed(seed))
+        M = sample_detail(n, torch.Generator().manual_seed(seed))
         found.setdefault(M, seed)
         if len(found) == n:
             return found
@@ -138,7 +138,7 @@ def test_masked_steps_pair_M_groups_with_the_dwt_target_of_level_N_minus_M(which
     hr = batch["hr"]
     for M, seed in sorted(_seeds_by_M(stage, batch, n).items()):
         out = stage(batch, torch.Generator().manual_seed(seed), 1)
-        assert out.terms["M"] == M
+        assert out.terms["detail"] == M
         torch.testing.assert_close(out.target, dwt_target(hr, n - M), rtol=0, atol=0)
         assert out.terms["l1"] == pytest.approx((out.fake - out.target).abs().mean().item(), rel=1e-5)
         assert torch.equal(out.photo, hr)  # the discriminator always judges the photo

@@ -197,7 +197,7 @@ def assemble(cfg: TrainConfig, env: ddp.DistEnv, device: torch.device, stage: St
     if env.is_main:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(cfg.out) / "config.json", cfg.to_json())
-    return Setup(device, stage.model, stage, stage.w, opt, disc, d_opt, lpips_desc, vfm_desc)
+    return Setup(device, stage.model, stage, stage.loss_weights, opt, disc, d_opt, lpips_desc, vfm_desc)
 
 
 def provenance(cfg: TrainConfig, s: Setup, step: int) -> dict[str, str]:

@@ -6,7 +6,7 @@ checkpoints) and train/gan.py the adversarial step. `forward` returns the genera
 adversarial term; train/gan.py adds `adv_weight * generator_adv_loss(D(fake))` when the GAN is on. A stage is an
 nn.Module holding the model, so DistributedDataParallel can wrap it (train/distributed.py).
 
-Every random draw of a step (the group mask M, top-K sampling, k-means init, codebook restarts) comes from `rng`,
+Every random draw of a step (the group mask: detail, top-K sampling, k-means init, codebook restarts) comes from `rng`,
 the step's torch.Generator (train/loop.py `step_rng`)."""
 from dataclasses import dataclass, field
 
@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hitok.models import HiTok
-from hitok.models.masking import mask_groups, sample_active_groups
+from hitok.models.masking import mask_groups, sample_detail
 
-from .losses.dwt import target_for_active_groups
+from .losses.dwt import target_for_detail
 from .losses.repa import REPALoss
 
 
@@ -52,16 +52,16 @@ def default_weights(stage: str) -> LossWeights:
     return LossWeights(adv=0.5, adv_kind="vanilla")
 
 
-def _pixel_terms(out: torch.Tensor, target: torch.Tensor, w: LossWeights, lpips: nn.Module | None
+def _pixel_terms(out: torch.Tensor, target: torch.Tensor, weights: LossWeights, lpips: nn.Module | None
                  ) -> tuple[torch.Tensor, dict[str, float]]:
     """L1 + LPIPS of the unclamped output. Every term (and the discriminator, train/gan.py) sees the same image:
     a clamp before LPIPS alone gave out-of-range pixels zero LPIPS gradient while L1 pulled them back, so the
     two terms trained different images; inference clamps, and L1 already penalises what the clamp would cut."""
     l1 = (out - target).abs().mean()
-    loss, terms = w.l1 * l1, {"l1": l1.item()}
-    if lpips is not None and w.lpips > 0:
+    loss, terms = weights.l1 * l1, {"l1": l1.item()}
+    if lpips is not None and weights.lpips > 0:
         lp = lpips(out, target).mean()
-        loss = loss + w.lpips * lp
+        loss = loss + weights.lpips * lp
         terms["lpips"] = lp.item()
     return loss, terms
 
@@ -76,7 +76,7 @@ class Stage(nn.Module):
         # and start-up broadcast cover just that. The rest of the model comes from the same file or seed on
         # every process; LPIPS is frozen and never saved.
         self._fixed = (model, lpips)
-        self.w = weights
+        self.loss_weights = weights
 
     @property
     def model(self) -> HiTok:
@@ -141,22 +141,22 @@ class TokenizerStage(Stage):
 
     def forward(self, batch: dict, rng: torch.Generator, step: int) -> StageLosses:
         hr = batch["hr"]
-        M = sample_active_groups(self.n, rng) if self.masking else self.n
-        target = target_for_active_groups(hr, self.n, M, self.tok.cfg.wavelet) if self.freq_targets else hr
+        detail = sample_detail(self.n, rng) if self.masking else self.n
+        target = target_for_detail(hr, self.n, detail, self.tok.cfg.wavelet) if self.freq_targets else hr
         q = self.tok.quantizer
         if step < self.ae_warmup:  # no quantization yet: a continuous autoencoder with the same masking
-            recon = self.tok.decoder(mask_groups(self.tok.encode_latent(hr), self.n, M))
-            loss, terms = _pixel_terms(recon, target, self.w, self.lpips)
-            return StageLosses(loss, {**terms, "M": M}, recon, hr, target)
+            recon = self.tok.decoder(mask_groups(self.tok.encode_latent(hr), self.n, detail))
+            loss, terms = _pixel_terms(recon, target, self.loss_weights, self.lpips)
+            return StageLosses(loss, {**terms, "detail": detail}, recon, hr, target)
         if not bool(q.initialized):
             with torch.no_grad():
                 q.init_from_latents(self.tok.encode_latent(hr), generator=rng)
-        out = self.tok(hr, M)
-        loss, terms = _pixel_terms(out.recon, target, self.w, self.lpips)
+        out = self.tok(hr, detail)
+        loss, terms = _pixel_terms(out.recon, target, self.loss_weights, self.lpips)
         qo = out.quant
         beta = self.tok.cfg.beta  # Eq. 7's commitment weight, a model constant
-        loss = loss + self.w.vq * (qo.codebook_loss + beta * qo.commit_loss)  # lambda * Eq. 7 (Eq. 8)
-        terms.update(M=M, codebook=qo.codebook_loss.item(), commit=qo.commit_loss.item())
+        loss = loss + self.loss_weights.vq * (qo.codebook_loss + beta * qo.commit_loss)  # lambda * Eq. 7 (Eq. 8)
+        terms.update(detail=detail, codebook=qo.codebook_loss.item(), commit=qo.commit_loss.item())
         terms.update({f"usage{g}": u for g, u in enumerate(qo.usage.tolist())})
         self._last_hr = hr
         return StageLosses(loss, terms, out.recon, hr, target)  # D's real sample: the photo, not the DWT target
@@ -211,18 +211,18 @@ class GeneratorStage(Stage):
         hard = F.one_hot(probs.argmax(2), probs.shape[2]).permute(0, 1, 4, 2, 3).to(probs.dtype)  # (B, N, K, h, w)
         st = hard + probs - probs.detach()  # straight-through estimator
         sr = tok.decode_latent(tok.quantizer.embed_soft(st))
-        loss, terms = _pixel_terms(sr, hr, self.w, self.lpips)
-        loss = loss + self.w.ce * ce
+        loss, terms = _pixel_terms(sr, hr, self.loss_weights, self.lpips)
+        loss = loss + self.loss_weights.ce * ce
         terms["ce"] = ce.item()
         terms["acc"] = (probs.argmax(2) == gt_idx).float().mean().item()
-        if out.latent is not None and self.w.latent > 0:
+        if out.latent is not None and self.loss_weights.latent > 0:
             lat = (out.latent.float() - z_gt).pow(2).mean()
-            loss = loss + self.w.latent * lat
+            loss = loss + self.loss_weights.latent * lat
             terms["latent"] = lat.item()
         if self.repa is not None:
             target = self.model.generator.vfm.forward_frozen(hr).patch
             repa = self.repa(out.vfm_patch, target)
-            loss = loss + self.w.repa * repa
+            loss = loss + self.loss_weights.repa * repa
             terms["repa"] = repa.item()
         return StageLosses(loss, terms, sr, hr, hr)
 
@@ -231,13 +231,13 @@ class DecoderStage(Stage):
     """Stage 3 (Sec. 3.3): generator and codebooks frozen; the decoder learns from tokens sampled among the
     generator's top-K (K=5 by default; Table 5) against the GT with L1 + LPIPS + GAN.
 
-    `masking` (our addition, default on) keeps Eq. 3-5 active here too, so the `--detail M` control still
+    `masking` (our addition, default on) keeps Eq. 3-5 active here too, so the `--detail` control still
     decodes coarse images after fine-tuning; the paper's stage 3 uses all groups.
 
     With an LR-guided decoder (models/guide.py) a quarter of the samples keep the paper's token-only task
-    (w = 0, DWT target when masked) and the rest train the guided image (w = 1) on the photo itself; w between
-    is a blend of the two images at inference, so it needs no training of its own (a head trained over random w
-    learned worse). The guide, new to a trained decoder, learns at `guide_lr_mult` times the rate of the
+    (fidelity 0, DWT target when masked) and the rest train the guided image (fidelity 1) on the photo itself;
+    a fidelity between is a blend of the two images at inference, so it needs no training of its own (a head
+    trained over random fidelities learned worse). The guide, new to a trained decoder, learns at `guide_lr_mult` times the rate of the
     pretrained decoder around it; with `guide_only` it learns alone, which keeps the token-only image as it was
     and spares the decoder's backward (the measurements: MODEL_CARD.md, "Training defaults")."""
 
@@ -280,27 +280,27 @@ class DecoderStage(Stage):
             del logits
         tok = self.model.tokenizer
         n = tok.cfg.groups
-        M = sample_active_groups(n, rng) if self.masking else n
-        target = target_for_active_groups(hr, n, M, tok.cfg.wavelet) if self.masking else hr
+        detail = sample_detail(n, rng) if self.masking else n
+        target = target_for_detail(hr, n, detail, tok.cfg.wavelet) if self.masking else hr
         fidelity = 0.0
         if self.model.guided:
-            # guide_only: the guided image itself (w = 1; smaller w blend it with the unchanged token image)
+            # guide_only: the guided image itself (fidelity 1; smaller ones blend it with the unchanged token image)
             fidelity = 1.0 if self.guide_only else sample_fidelity(hr.shape[0], rng, hr.device, one_share=0.75)
             target = hr if self.guide_only else torch.where(fidelity.view(-1, 1, 1, 1) > 0, hr, target)
-        sr = tok.decode_latent(tok.quantizer.embed(idx).detach(), M, low_res, fidelity)
-        loss, terms = _pixel_terms(sr, target, self.w, self.lpips)
-        terms["M"] = M
+        sr = tok.decode_latent(tok.quantizer.embed(idx).detach(), detail, low_res, fidelity)
+        loss, terms = _pixel_terms(sr, target, self.loss_weights, self.lpips)
+        terms["detail"] = detail
         # the discriminator's real sample is the photo, never the DWT target (8x8 flat blocks teach blockiness)
         return StageLosses(loss, terms, sr, hr, target)
 
 
 def sample_fidelity(batch: int, rng: torch.Generator, device: torch.device, zero_share: float = 0.25,
                     one_share: float = 0.25) -> torch.Tensor:
-    """(B,) guide weights: 0 with probability zero_share, 1 with one_share, else uniform in (0, 1)."""
+    """(B,) fidelities for the guide: 0 with probability zero_share, 1 with one_share, else uniform in (0, 1)."""
     u = torch.rand(batch, generator=rng, device=device)
-    w = torch.rand(batch, generator=rng, device=device)
-    return torch.where(u < zero_share, torch.zeros_like(w), torch.where(u < zero_share + one_share,
-                                                                      torch.ones_like(w), w))
+    between = torch.rand(batch, generator=rng, device=device)
+    return torch.where(u < zero_share, torch.zeros_like(between),
+                       torch.where(u < zero_share + one_share, torch.ones_like(between), between))
 
 
 def sample_topk(logits: torch.Tensor, k: int, rng: torch.Generator | None = None) -> torch.Tensor:

@@ -91,6 +91,6 @@ def dwt_target(x: torch.Tensor, level: int, wavelet: str = "haar") -> torch.Tens
     return ll
 
 
-def target_for_active_groups(x: torch.Tensor, n_groups: int, active: int, wavelet: str = "haar") -> torch.Tensor:
+def target_for_detail(x: torch.Tensor, n_groups: int, active: int, wavelet: str = "haar") -> torch.Tensor:
     """Eq. 5: T_target = T(N - M)."""
     return dwt_target(x, n_groups - active, wavelet)
