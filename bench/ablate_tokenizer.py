@@ -48,7 +48,7 @@ from hitok.errors import UserError
 from hitok.imageio import list_images, load_rgb8
 from hitok.psnr import psnr
 from hitok.models import HiTok, ModelFileError, load_model, presets
-from hitok.train.assemble import resolve_device
+from hitok.train.assemble import training_device
 from hitok.train.checkpoint import atomic_write_text
 from hitok.train.config import TrainConfig, TrainError, check_crop, resolve
 from hitok.train.distributed import DistEnv
@@ -268,7 +268,7 @@ def run_ablation(a: argparse.Namespace, command: str) -> dict:
         check_crop(a.crop, patch, row.groups)
     max_n = max(r.groups for r, _ in runs)
     val = load_val(a.val, a.val_crop, max(16, patch, 2 ** (max_n - 1)))
-    device = resolve_device(a.device, DistEnv())
+    device = training_device(a.device, DistEnv())
     steps, minutes = a.steps, a.minutes_per_row
     results: dict = {"command": command, "settings": {k: v for k, v in vars(a).items()},
                      "val_images": [n for n, _ in val], "val_crop": list(val[0][1].shape[:2]), "rows": {}}

@@ -19,15 +19,21 @@ from .errors import UserError
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def device_type(spec: str = "auto") -> str:
+    """The kind of device ``spec`` names, ``auto`` resolved (CUDA, then MPS, then the CPU), without touching a GPU:
+    what a caller needs before it may pick one (training chooses its process group's backend by it)."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return spec.split(":", 1)[0]
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` -> a usable torch.device (or a UserError)."""
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        kind = device_type(spec)
+        return torch.device("cuda", torch.cuda.current_device()) if kind == "cuda" else torch.device(kind)
     try:
         dev = torch.device(spec)
     except RuntimeError:

@@ -305,3 +305,24 @@ def test_cli_leaves_omitted_options_unset(monkeypatch, tmp_path):
     cfg = seen["cfg"]
     assert cfg.log_every == 10 and cfg.learning_rate == 1e-3
     assert cfg.seed is None and cfg.device is None and cfg.quiet is None and cfg.masking is None
+
+
+def test_training_picks_its_device_as_the_library_does(monkeypatch):
+    """One resolve_device (hitok/device.py): auto is CUDA, then MPS, then the CPU, for training too; a bare cuda
+    is this process's local rank; what the library refuses, training refuses with the same line."""
+    from hitok.device import device_type
+    from hitok.train.assemble import training_device
+    from hitok.train.config import TrainError
+    from hitok.train.distributed import DistEnv
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert training_device("auto", DistEnv()) == torch.device("mps") and device_type("auto") == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert training_device("auto", DistEnv()) == torch.device("cpu") and device_type("auto") == "cpu"
+    with pytest.raises(TrainError, match=r"^--device cuda: CUDA is not available on this machine; use --device cpu$"):
+        training_device("cuda", DistEnv())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert training_device("auto", DistEnv(1, 2, 1)) == torch.device("cuda", 1)
+    assert device_type("cuda:1") == "cuda"

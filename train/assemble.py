@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hitok.device import device_type, resolve_device
 from hitok.errors import UserError, one_line
 from hitok.imageio import list_images
 from hitok.models import HiTok, HiTokConfig, ModelFileError, load_model, presets, read_metadata
@@ -101,23 +102,20 @@ def prepare(cfg: TrainConfig) -> TrainConfig:
     except UserError as e:
         raise TrainError(str(e)) from None
     if cfg.workers is None:
-        cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-        cfg = replace(cfg, workers=default_workers("cuda" if cuda else "cpu", max(cfg.nproc, 1)))
+        cfg = replace(cfg, workers=default_workers(device_type(cfg.device), max(cfg.nproc, 1)))
     return cfg
 
 
-def resolve_device(spec: str, env: ddp.DistEnv) -> torch.device:
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainError(f"--device {spec}: CUDA is not available on this machine")
-        return torch.device("cuda", env.local_rank) if spec == "cuda" else torch.device(spec)
-    if spec == "mps" and not torch.backends.mps.is_available():
-        raise TrainError("--device mps: MPS is not available on this machine")
-    if spec not in ("cpu", "mps"):
-        raise TrainError(f"--device {spec}: use auto, cpu, cuda, cuda:N or mps")
-    return torch.device(spec)
+def training_device(spec: str, env: ddp.DistEnv) -> torch.device:
+    """The library's choice (hitok.device.resolve_device: auto is CUDA, then MPS, then the CPU), with one GPU per
+    process: ``auto`` or ``cuda`` on CUDA is this process's local rank."""
+    try:
+        device = resolve_device(spec)
+    except UserError as exc:
+        raise TrainError(str(exc)) from None
+    if device.type == "cuda" and spec.strip().lower() in ("auto", "cuda"):
+        return torch.device("cuda", env.local_rank)
+    return device
 
 
 def _make_stage(cfg: TrainConfig, model: HiTok, weights: LossWeights, lpips):
@@ -135,7 +133,7 @@ def _make_stage(cfg: TrainConfig, model: HiTok, weights: LossWeights, lpips):
 
 
 def build(cfg: TrainConfig, env: ddp.DistEnv) -> Setup:
-    device = resolve_device(cfg.device, env)
+    device = training_device(cfg.device, env)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif env.enabled and device.type == "cpu":  # CPU processes would otherwise each take every core

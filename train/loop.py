@@ -29,12 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hitok.device import device_type
 from hitok.models import save_model
 from hitok.psnr import psnr
 
 from . import distributed as ddp
 from . import schedule
-from .assemble import Setup, assemble, build, prepare, provenance, resolve_device
+from .assemble import Setup, assemble, build, prepare, provenance, training_device
 from .budget import plan_total
 from .checkpoint import atomic_write_text, find_checkpoint, read_state, rng_state, set_rng_state, write_checkpoint
 from .codebook import CodebookKeeper
@@ -292,9 +293,7 @@ class Trainer:
 
 
 def _run_here(cfg: TrainConfig, on_step=None) -> RunResult:
-    device_type = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) \
-        else "cpu"
-    env = ddp.init_from_env(device_type)
+    env = ddp.init_from_env(device_type(cfg.device))
     try:
         s = build(cfg, env)
         return Trainer(cfg, env, s).run(on_step)
@@ -307,7 +306,7 @@ def train_stage(cfg: TrainConfig, stage: Stage, description: str = "custom", on_
     bench/ablate_tokenizer.py) with this loop, in this process. `cfg` must be resolved (config.resolve); its
     run folder must be new; LPIPS/VFM provenance reads `description`."""
     env = ddp.DistEnv()
-    setup = assemble(cfg, env, resolve_device(cfg.device, env), stage, description, description)
+    setup = assemble(cfg, env, training_device(cfg.device, env), stage, description, description)
     result = Trainer(cfg, env, setup).run(on_step)
     write_summary(result)
     return result
