@@ -47,7 +47,7 @@ from PIL import Image, ImageDraw, ImageFont
 from hitok.errors import UserError
 from hitok.imageio import list_images, load_rgb8
 from hitok.psnr import psnr
-from hitok.models import HiTok, ModelFileError, load_model, presets
+from hitok.models import HiTok, ModelFileError, load_model_file, presets
 from hitok.train.assemble import training_device
 from hitok.train.checkpoint import atomic_write_text
 from hitok.train.config import TrainConfig, TrainError, check_crop, resolve
@@ -293,7 +293,7 @@ def run_ablation(a: argparse.Namespace, command: str) -> dict:
             steps = train["steps"]
             results["steps_from_budget"] = {"row": row.id, "seed": seed, "minutes": minutes, "steps": steps}
         t0 = time.time()
-        model = load_model(run_dir / "model.safetensors", device=device)
+        model = load_model_file(run_dir / "model.safetensors", device=device)
         metrics, grid = evaluate_model(model, val, device)
         if grid and row.id not in done:  # one preview per row, from its first seed
             name = "fig1a_grid.png" if row.id == FULL else f"hierarchy_{row.id}.png"

@@ -90,13 +90,13 @@ def _build(source: str):
     """A preset name (random weights, seeded) or a model file -> HiTok in eval mode."""
     import torch
 
-    from hitok.models import HiTok, load_model, presets
+    from hitok.models import HiTok, load_model_file, presets
 
     if source in PRESET_NAMES:
         torch.manual_seed(0)
         cfg = presets.paper(vfm_weights="none") if source == "paper" else getattr(presets, source)()
         return HiTok(cfg, with_encoder=False).eval()  # the encoder is not on the inference path
-    return load_model(source)
+    return load_model_file(source)
 
 
 def _best(fn, repeat: int, warmup: int = 1) -> tuple[float, list[float]]:

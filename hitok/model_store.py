@@ -110,11 +110,11 @@ class LoadedModel:
 
 def load(spec: str | None, device: torch.device | str = "cpu") -> LoadedModel:
     """Resolve and load a model; every failure is a one-line UserError."""
-    from hitok.models import ModelFileError, load_model
+    from hitok.models import ModelFileError, load_model_file
 
     path = resolve_model(spec)
     try:
-        model = load_model(path, device=device, untrusted=True)
+        model = load_model_file(path, device=device, untrusted=True)
     except ModelFileError as exc:
         raise UserError(str(exc)) from None
     except RecursionError:
@@ -191,7 +191,7 @@ def list_models() -> list[ModelEntry]:
 
 def add_model(file: Path, name: str | None = None, overwrite: bool = False) -> ModelEntry:
     """Validate a model file by loading it, then copy it (atomically) into the user model folder."""
-    from hitok.models import ModelFileError, load_model
+    from hitok.models import ModelFileError, load_model_file
 
     file = Path(file)
     if not file.is_file():
@@ -203,7 +203,7 @@ def add_model(file: Path, name: str | None = None, overwrite: bool = False) -> M
         raise UserError(f"model name {name!r} is not allowed: use up to 64 letters, digits, '.', '_' or '-', "
                         "starting with a letter or digit (and not 'default', which is the shipped model)")
     try:
-        model = load_model(file, device="cpu", untrusted=True)
+        model = load_model_file(file, device="cpu", untrusted=True)
     except ModelFileError as exc:
         raise UserError(str(exc)) from None
     except RecursionError:

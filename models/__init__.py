@@ -8,10 +8,10 @@ image I/O needs, must not pull torch in with it."""
 import importlib
 
 _PUBLIC = {
-    "HiTok": "hitok", "HiTokConfig": "hitok", "Restorer": "restorer", "RestorerConfig": "restorer",
+    "HiTok": "sr_model", "HiTokConfig": "sr_model", "Restorer": "restorer", "RestorerConfig": "restorer",
     "Generator": "generator", "GeneratorConfig": "generator", "Tokenizer": "tokenizer",
     "TokenizerConfig": "tokenizer", "ModelFileError": "errors", "SettingError": "errors",
-    "config_from_dict": "io", "load_model": "io", "read_metadata": "io", "save_model": "io", "presets": "presets",
+    "config_from_dict": "io", "load_model_file": "io", "read_metadata": "io", "save_model": "io", "presets": "presets",
 }
 __all__ = sorted(_PUBLIC)
 

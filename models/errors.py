@@ -21,7 +21,7 @@ class UserError(Exception):
 
 
 class SettingError(UserError, ValueError):
-    """A detail or fidelity value out of a model's range (models/hitok.py ``check_detail`` / ``check_fidelity``)."""
+    """A detail or fidelity value out of a model's range (models/sr_model.py ``check_detail`` / ``check_fidelity``)."""
 
 
 class ModelFileError(Exception):

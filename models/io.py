@@ -26,7 +26,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from .errors import ModelFileError, one_line
 from .generator import GeneratorConfig
-from .hitok import HiTok, HiTokConfig
+from .sr_model import HiTok, HiTokConfig
 from .restorer import RestorerConfig
 from .tokenizer import TokenizerConfig
 
@@ -234,9 +234,10 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(np.isfinite((t.float() if t.dtype == torch.bfloat16 else t).numpy()).all())
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               untrusted: bool = False) -> HiTok:
-    """Rebuild the HiTok described by the file and load its weights strictly; eval mode.
+def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32, untrusted: bool = False) -> HiTok:
+    """Rebuild the HiTok described by one file and load its weights strictly; eval mode. (hitok.load_model, the
+    library's, looks a model up by name or path first: the shipped default, the user's folder.)
 
     ``untrusted``: the file came from a user (the CLI): nothing it names is fetched from the network or read
     from outside its folder (module docstring)."""
@@ -286,3 +287,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
     model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=False)
     model.metadata = {k: v for k, v in meta.items() if k not in ("format", "config", "has_encoder")}
     return model.to(device=device, dtype=dtype).eval()
+
+
+# The old name, for one release, for code that still imports it. The library's hitok.load_model looks a model up (the
+# shipped default, a name in the user's folder, or a path) and gives its id; this reads one file.
+load_model = load_model_file

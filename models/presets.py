@@ -1,6 +1,6 @@
 """Model presets as plain functions (LlamaGen's VQ_16, nanoGPT's GPTConfig): `paper`, `small`, `tiny`."""
 from .generator import GeneratorConfig
-from .hitok import HiTokConfig
+from .sr_model import HiTokConfig
 from .tokenizer import TokenizerConfig
 
 

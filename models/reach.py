@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from . import colorfix
 
 if TYPE_CHECKING:
-    from .hitok import HiTok
+    from .sr_model import HiTok
 
 
 def conv_reach(widths: tuple[int, ...], blocks: tuple[int, ...], up: bool) -> float:

@@ -2,11 +2,11 @@
 
 MACs are counted by torch.utils.flop_counter on the meta device (no memory, no compute), for the inference path
 LR -> generator (+ VFM) -> top-1 -> decoder, and the restorer where there is one; FLOPs / 2 = MACs. `total_macs`
-is the cost at the model's default fidelity: a restorer at fidelity 1 skips the token path (models/hitok.py)."""
+is the cost at the model's default fidelity: a restorer at fidelity 1 skips the token path (models/sr_model.py)."""
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .hitok import HiTok, HiTokConfig
+from .sr_model import HiTok, HiTokConfig
 
 
 def _params(module: torch.nn.Module | None) -> int:

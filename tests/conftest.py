@@ -34,9 +34,9 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_path):
-    from hitok.models import load_model
+    from hitok.models import load_model_file
 
-    return load_model(tiny_model_path)
+    return load_model_file(tiny_model_path)
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ needs_ort = pytest.mark.skipif(not accel.available(), reason="onnxruntime/onnxsc
 
 @pytest.fixture(scope="module")
 def shipped():
-    from hitok.models import load_model
+    from hitok.models import load_model_file
 
     path = model_store.default_model_path()
-    return load_model(path).eval(), model_store.model_id(path)
+    return load_model_file(path).eval(), model_store.model_id(path)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -468,10 +468,10 @@ def test_cpu_auto_precision_is_bf16_only_with_amx(monkeypatch):
 
 
 def test_cpu_upscaler_runs_channels_last_with_unchanged_output(tiny_model_path):
-    from hitok.models import load_model
+    from hitok.models import load_model_file
 
-    plain = load_model(tiny_model_path)
-    up = Upscaler(load_model(tiny_model_path), torch.device("cpu"), torch.float32)
+    plain = load_model_file(tiny_model_path)
+    up = Upscaler(load_model_file(tiny_model_path), torch.device("cpu"), torch.float32)
     conv = next(m for m in up.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     lr = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))

@@ -204,7 +204,7 @@ def test_raw_rows_evaluate_the_model_without_the_colour_fix(tiny_model_path):
 def guided_path(tmp_path_factory) -> Path:
     """A tiny model with an LR guide whose zero-started last layer is woken, so fidelity changes the output."""
     from hitok.models import HiTok, presets, save_model
-    from hitok.models.hitok import add_guide
+    from hitok.models.sr_model import add_guide
 
     torch.manual_seed(0)
     model = add_guide(HiTok(presets.tiny()), width=8, blocks=2)

@@ -5,7 +5,7 @@ import dataclasses
 import torch
 
 from hitok.models import HiTok, presets
-from hitok.models.hitok import add_guide
+from hitok.models.sr_model import add_guide
 from hitok.train.stages import DecoderStage, LossWeights, sample_fidelity
 
 torch.set_num_threads(1)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from cli_corpus import save_png, smooth_rgb
 from cli_helpers import files_in, hitok, one_error_line
-from hitok.models import HiTok, ModelFileError, load_model, presets, read_metadata, save_model
+from hitok.models import HiTok, ModelFileError, load_model_file, presets, read_metadata, save_model
 from hitok.models.io import MAX_PARAMS, check_config, parameter_count
 
 torch.set_num_threads(1)
@@ -174,6 +174,6 @@ def test_trusted_loading_keeps_vfm_weights_paths(tmp_path, tiny_vfm_path):
 
     model = edited(tiny_vfm_path, tmp_path / "m" / "t.safetensors", point)
     with pytest.raises(ModelFileError, match="in its own folder"):
-        load_model(model, untrusted=True)
+        load_model_file(model, untrusted=True)
     with pytest.raises(ModelFileError, match="existing .safetensors"):  # the file is looked for, not refused
-        load_model(model)
+        load_model_file(model)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hitok.models import HiTok, ModelFileError, load_model, presets, save_model
+from hitok.models import HiTok, ModelFileError, load_model_file, presets, save_model
 from hitok.models.masking import mask_groups, sample_detail
 from hitok.models.quantizer import GroupedQuantizer
 from hitok.train.losses.dwt import (cdf53_analysis, cdf53_synthesis, dwt_target, haar_analysis, haar_synthesis,
@@ -215,7 +215,7 @@ def test_sample_topk_stays_in_the_topk():
 def test_save_load_roundtrip_is_bit_exact(tiny, tmp_path):
     path = tmp_path / "m.safetensors"
     save_model(tiny, path, metadata={"note": "test"})
-    back = load_model(path)
+    back = load_model_file(path)
     assert back.metadata["note"] == "test"
     lr = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
@@ -226,7 +226,7 @@ def test_save_load_with_vfm(tmp_path):
     torch.manual_seed(0)
     m = HiTok(presets.tiny(vfm=True)).eval()
     save_model(m, tmp_path / "v.safetensors")
-    back = load_model(tmp_path / "v.safetensors")
+    back = load_model_file(tmp_path / "v.safetensors")
     lr = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(m.upscale(lr), back.upscale(lr))
@@ -236,7 +236,7 @@ def test_export_without_encoder(tiny, tmp_path):
     lean = HiTok(tiny.config, with_encoder=False)
     lean.load_state_dict({k: v for k, v in tiny.state_dict().items() if ".encoder." not in k})
     save_model(lean, tmp_path / "lean.safetensors")
-    back = load_model(tmp_path / "lean.safetensors")
+    back = load_model_file(tmp_path / "lean.safetensors")
     assert not back.has_encoder
     with pytest.raises(RuntimeError, match="without the tokenizer encoder"):
         back.encode(torch.rand(1, 3, 16, 16))
@@ -255,23 +255,23 @@ def test_mismatched_files_are_refused(tiny, tmp_path):
     state_missing.pop("tokenizer.quantizer.codebook")
     save_file(state_missing, str(tmp_path / "missing.safetensors"), metadata=meta)
     with pytest.raises(ModelFileError, match="missing .*codebook"):
-        load_model(tmp_path / "missing.safetensors")
+        load_model_file(tmp_path / "missing.safetensors")
 
     cfg = json.loads(meta["config"])
     cfg["tokenizer"]["codebook_size"] = 32
     cfg["generator"]["codebook_size"] = 32
     save_file(state, str(tmp_path / "shape.safetensors"), metadata={**meta, "config": json.dumps(cfg)})
     with pytest.raises(ModelFileError, match="shape"):
-        load_model(tmp_path / "shape.safetensors")
+        load_model_file(tmp_path / "shape.safetensors")
 
     (tmp_path / "junk.safetensors").write_bytes(b"not a model at all")
     with pytest.raises(ModelFileError, match="not a readable"):
-        load_model(tmp_path / "junk.safetensors")
+        load_model_file(tmp_path / "junk.safetensors")
     with pytest.raises(ModelFileError, match="not found"):
-        load_model(tmp_path / "absent.safetensors")
+        load_model_file(tmp_path / "absent.safetensors")
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ModelFileError, match="not a hitok model"):
-        load_model(tmp_path / "other.safetensors")
+        load_model_file(tmp_path / "other.safetensors")
 
 
 def test_removed_config_fields_load_at_their_old_default_only(tiny, tmp_path):
@@ -293,16 +293,16 @@ def test_removed_config_fields_load_at_their_old_default_only(tiny, tmp_path):
         if loads:
             lr = torch.rand(1, 3, 8, 8)
             with torch.no_grad():
-                assert torch.equal(load_model(old).upscale(lr), tiny.upscale(lr))
+                assert torch.equal(load_model_file(old).upscale(lr), tiny.upscale(lr))
         else:
             with pytest.raises(ModelFileError, match=r"generator.head_rank = 4: low-rank generator heads .* removed; "
                                                      r"this version can only load files with head_rank = 0"):
-                load_model(old)
+                load_model_file(old)
     cfg["generator"].pop("head_rank")
     cfg["generator"]["no_such_field"] = 1  # a field no version had is still an error
     save_file(state, str(tmp_path / "new.safetensors"), metadata={**meta, "config": json.dumps(cfg)})
     with pytest.raises(ModelFileError, match="unknown GeneratorConfig fields: .'no_such_field'"):
-        load_model(tmp_path / "new.safetensors")
+        load_model_file(tmp_path / "new.safetensors")
 
 
 def test_shipped_file_loads_with_its_removed_field(tmp_path):
@@ -312,4 +312,4 @@ def test_shipped_file_loads_with_its_removed_field(tmp_path):
     if not shipped.is_file():
         pytest.skip("no shipped default in this checkout")
     assert json.loads(read_metadata(shipped)["config"])["generator"].get("head_rank") == 0
-    assert load_model(shipped).config.generator.head == "codebook"
+    assert load_model_file(shipped).config.generator.head == "codebook"

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hitok.models import HiTok, Restorer, RestorerConfig, load_model, presets, save_model
-from hitok.models.hitok import with_restorer
+from hitok.models import HiTok, Restorer, RestorerConfig, load_model_file, presets, save_model
+from hitok.models.sr_model import with_restorer
 from hitok.models.summary import summarize
 from hitok.train.degrade import PhotoDegradation, degrade_photo
 
@@ -91,7 +91,7 @@ def test_model_file_round_trip_and_cost(tmp_path):
     model = _model()
     path = tmp_path / "m.safetensors"
     save_model(model, path, half=True)
-    back = load_model(path)
+    back = load_model_file(path)
     assert back.config == model.config and back.restorer is not None
     lr = torch.rand(1, 3, 8, 8)
     with torch.inference_mode():
@@ -146,7 +146,7 @@ def test_train_resume_and_attach(photos, tmp_path):
     save_model(HiTok(presets.tiny()), base)
     out = tmp_path / "with.safetensors"
     attach_restorer(base, run / "continuation.safetensors", out, half=False)
-    model = load_model(out)
+    model = load_model_file(out)
     net = Restorer(TINY)
     net.load_state_dict(ema)
     lr = torch.rand(1, 3, 8, 8)

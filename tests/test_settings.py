@@ -1,4 +1,4 @@
-"""Detail and fidelity are checked in one place, the model (models/hitok.py ``HiTok.settings``): every entry point
+"""Detail and fidelity are checked in one place, the model (models/sr_model.py ``HiTok.settings``): every entry point
 (the model, its config, the library's Upscaler, the command line) refuses a bad value with the same one line."""
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from hitok.models import HiTok, presets
-from hitok.models.hitok import add_guide
+from hitok.models.sr_model import add_guide
 from hitok.models.masking import sample_detail
 from hitok.train import distributed as ddp
 from hitok.train.codebook import CODEBOOK, CodebookKeeper

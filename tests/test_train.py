@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from hitok.cli.train_cmd import train_app
-from hitok.models import load_model, read_metadata
+from hitok.models import load_model_file, read_metadata
 from hitok.train.campaign import run_campaign
 from hitok.train.config import TrainConfig
 from hitok.train.export import join_parts, write_parts
@@ -93,7 +93,7 @@ def test_three_stages_export_a_bundle_that_upscales(pipeline, tmp_path):
     assert "steps: tokenizer 6, generator 6, decoder 6" in r.output
     r = _cli("export", dec, "-o", out)
     assert r.exit_code == 1 and "already exists" in r.output
-    model = load_model(out)
+    model = load_model_file(out)
     assert not model.has_encoder
     meta = model.metadata
     assert meta["preset"] == "tiny" and meta["data"] == "photos" and meta["vfm"] == "none"
@@ -177,7 +177,7 @@ def test_two_process_gloo_run_keeps_replicas_equal(pipeline, tmp_path):
     assert r.step == 4 and r.replica_spread == 0.0
     summary = json.loads((tmp_path / "ddp/summary.json").read_text())
     assert summary["step"] == 4
-    model = load_model(tmp_path / "ddp/model.safetensors")
+    model = load_model_file(tmp_path / "ddp/model.safetensors")
     assert model.metadata["batch_tokenizer"] == "4"  # 2 processes x batch 2
 
 
@@ -193,7 +193,7 @@ def test_campaign_writes_small_parts_that_join(pipeline, tmp_path):
     assert parts and all(p.stat().st_size <= 16 << 20 for p in parts)
     r = _cli("join", tmp_path / "out", "-o", tmp_path / "joined.safetensors")
     assert r.exit_code == 0, r.output
-    model = load_model(tmp_path / "joined.safetensors")
+    model = load_model_file(tmp_path / "joined.safetensors")
     assert model.upscale(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
 
 
@@ -265,7 +265,7 @@ def test_export_merges_the_vfm_lora(tmp_path):
     r = _cli("export", src, "-o", out)
     assert r.exit_code == 0, r.output
     assert not any("lora" in k for k in load_file(out))
-    merged = load_model(out).eval()
+    merged = load_model_file(out).eval()
     assert merged.config.vfm.lora_rank == 0 and not list(lora_parameters(merged))
     with torch.no_grad():
         torch.testing.assert_close(merged.generate(low_res).vfm_patch, want, rtol=0, atol=1e-4)

@@ -15,8 +15,8 @@ from torch import nn
 from hitok.device import device_type, resolve_device
 from hitok.errors import UserError, one_line
 from hitok.imageio import list_images
-from hitok.models import HiTok, HiTokConfig, ModelFileError, load_model, presets, read_metadata
-from hitok.models.hitok import add_guide
+from hitok.models import HiTok, HiTokConfig, ModelFileError, load_model_file, presets, read_metadata
+from hitok.models.sr_model import add_guide
 from hitok.models.io import config_from_dict
 
 from . import distributed as ddp
@@ -143,9 +143,9 @@ def build(cfg: TrainConfig, env: ddp.DistEnv) -> Setup:
         torch.backends.cudnn.allow_tf32 = True
     ckpt = find_checkpoint(Path(cfg.out)) if cfg.resume else None
     if ckpt is not None:
-        model = load_model(ckpt / "model.safetensors")
+        model = load_model_file(ckpt / "model.safetensors")
     elif cfg.init:
-        model = load_model(cfg.init)
+        model = load_model_file(cfg.init)
         if cfg.stage == "decoder" and cfg.guide_width > 0 and not model.guided:
             torch.manual_seed(cfg.seed)
             model = add_guide(model, cfg.guide_width, cfg.guide_blocks)

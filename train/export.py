@@ -1,6 +1,6 @@
 """From a run folder to an inference bundle: `export` (one .safetensors, optionally fp16, optionally without the
 tokenizer encoder) and bf16 `parts` of at most 16 MiB each that `join` puts back together (files small enough
-to leave a GPU machine whose outputs are size-limited). Every path goes through save_model/load_model, so a
+to leave a GPU machine whose outputs are size-limited). Every path goes through save_model/load_model_file, so a
 joined file is an ordinary model file."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from hitok.models import HiTok, ModelFileError, load_model, save_model
+from hitok.models import HiTok, ModelFileError, load_model_file, save_model
 from hitok.models.io import FORMAT as MODEL_FORMAT
 from hitok.models.lora import merge_lora
 
@@ -27,7 +27,7 @@ def export_bundle(src: str | os.PathLike, out: str | os.PathLike, half: bool = F
                   no_encoder: bool = False, fidelity: float | None = None) -> HiTok:
     """src: a run folder (its EMA model.safetensors) or a model file. fidelity: the bundle's default LR-guide
     weight (models/guide.py), None = the source's."""
-    model = load_model(init_model_path(src))
+    model = load_model_file(init_model_path(src))
     merge_vfm_lora(model)
     if fidelity is not None:
         _, fidelity = model.settings(fidelity=fidelity)  # a SettingError (one line) if this model cannot take it
@@ -146,6 +146,6 @@ def join_parts(parts_dir: str | os.PathLike, out: str | os.PathLike) -> HiTok:
     save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, out)
     try:
-        return load_model(out)
+        return load_model_file(out)
     except ModelFileError as e:
         raise TrainError(f"the joined file does not load: {e}") from None

@@ -1,0 +1,195 @@
+"""HiTok, the HiTokSR super-resolution model every command uses (the file is named after what it holds): tokenizer
+(codebooks, decoder, optional encoder and LR guide), generator, optional restorer and VFM. At inference (Fig. 2): LR -> generator -> top-1 indices -> decoder(decode_indices) -> HR."""
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import colorfix, reach
+from .errors import SettingError
+from .generator import Generator, GeneratorConfig, GeneratorOutput
+from .restorer import Restorer, RestorerConfig
+from .tokenizer import Tokenizer, TokenizerConfig
+from .window import window_period
+
+SCALE = 4  # HiTokSR is a x4 method: the generator's LR token grid equals the tokenizer's HR token grid
+
+
+def check_fidelity(value: float, guided: bool = True) -> float:
+    """The weight of the faithful image: in [0, 1], and above 0 only for a model that has one (``guided``)."""
+    if not 0.0 <= value <= 1.0:
+        raise SettingError(f"fidelity {value:g}: must be between 0 and 1")
+    if value > 0 and not guided:
+        raise SettingError(f"fidelity {value:g}: this model has no faithful path (no restorer or LR guide); "
+                           "only 0 is possible")
+    return float(value)
+
+
+def check_detail(value: int, groups: int) -> int:
+    """The number of active token groups M (Eq. 4, the ``--detail`` control): 1..N."""
+    if int(value) != value or not 1 <= value <= groups:
+        raise SettingError(f"detail {value}: this model has {groups} token groups; use 1..{groups}")
+    return int(value)
+
+
+@dataclass
+class HiTokConfig:
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    vfm: Any = None  # VFMConfig or None (no VFM: Table 4 row (a), what offline training can use)
+    name: str = "custom"
+    fidelity: float = 0.0  # default weight of the faithful image at inference; needs a restorer or a guide
+    restorer: RestorerConfig | None = None  # the faithful end of the fidelity dial (models/restorer.py)
+
+    def __post_init__(self):
+        t, g = self.tokenizer, self.generator
+        if t.patch % SCALE or g.lr_patch * SCALE != t.patch:
+            raise ValueError(f"generator lr_patch ({g.lr_patch}) x {SCALE} must equal tokenizer patch ({t.patch})")
+        if (g.groups, g.codebook_size) != (t.groups, t.codebook_size):
+            raise ValueError("generator groups/codebook_size must match the tokenizer's")
+        if g.head == "codebook" and g.latent_dim != t.latent_dim:
+            raise ValueError("the codebook head's latent_dim must match the tokenizer's")
+        if self.restorer is not None and self.tokenizer.guide_width:
+            raise ValueError("a model has either a restorer or an LR-guided decoder, not both")
+        check_fidelity(self.fidelity, guided=self.restorer is not None or self.tokenizer.guide_width > 0)
+
+
+class HiTok(nn.Module):
+    """Tokenizer + generator (+ VFM) of one config; `upscale` is Fig. 2's inference path, the stages of
+    Sec. 3.3 train the parts (hitok.train)."""
+
+    def __init__(self, cfg: HiTokConfig, with_encoder: bool = True):
+        super().__init__()
+        self.config = cfg
+        self.tokenizer = Tokenizer(cfg.tokenizer, with_encoder=with_encoder)
+        vfm = None
+        if cfg.vfm is not None:
+            from .vfm import VFM
+            vfm = VFM(cfg.vfm)
+        self.generator = Generator(cfg.generator, vfm)
+        self.restorer = Restorer(cfg.restorer) if cfg.restorer is not None else None
+        self.metadata: dict[str, str] = {}  # provenance read from / written to the model file
+
+    @property
+    def scale(self) -> int:
+        """The upscaling factor, SCALE."""
+        return SCALE
+
+    @property
+    def lr_align(self) -> int:
+        """LR pixels the input sides must be multiples of: one generator token (lr_patch x token_stride)."""
+        g = self.config.generator
+        return g.lr_patch * g.token_stride
+
+    @property
+    def has_encoder(self) -> bool:
+        return self.tokenizer.encoder is not None
+
+    @property
+    def attention_window(self) -> int:
+        """Window period (in units of lr_align LR pixels) when every attention on the inference path is windowed,
+        else 0 (a global-attention trunk or a VFM anywhere); see :attr:`tile_align` (models/window.py)."""
+        t, g = self.config.tokenizer.window, self.config.generator.window
+        if t <= 0 or g <= 0 or self.generator.vfm is not None:
+            return 0
+        lr_patch = self.config.generator.lr_patch  # LR pixels per tokenizer token
+        return window_period((t * lr_patch, g * self.lr_align), self.lr_align)
+
+    @property
+    def tile_align(self) -> int:
+        """LR pixels a tile side must be a multiple of: a token, or a whole attention window for a windowed model, so
+        that every tile puts its windows where a whole-image pass puts them (then tiles agree beyond
+        :meth:`receptive_field` from their edges)."""
+        return self.lr_align * (self.attention_window or 1)
+
+    def receptive_field(self, color_fix: bool = False) -> int | None:
+        """LR pixels (one side) an input pixel can move :meth:`upscale`'s output by; None for global attention
+        (models/reach.py)."""
+        return reach.receptive_field(self, color_fix)
+
+    def settings(self, detail: int | None = None, fidelity: float | None = None) -> tuple[int, float]:
+        """(detail, fidelity) for :meth:`upscale`, checked against this model (:class:`SettingError`, one line):
+        detail = the active token groups M in 1..N (None: all N); fidelity in [0, 1] (None: the config's), above 0
+        only with a faithful path (:attr:`guided`)."""
+        groups = self.config.tokenizer.groups
+        return (check_detail(groups if detail is None else detail, groups),
+                check_fidelity(self.config.fidelity if fidelity is None else fidelity, self.guided))
+
+    def uses_detail(self, fidelity: float) -> bool:
+        """Whether ``detail`` moves :meth:`upscale`'s output at this fidelity: not at 1 on a model with a restorer,
+        where the restorer alone makes the picture (the token path is skipped)."""
+        return self.restorer is None or fidelity < 1
+
+    def generate(self, lr: torch.Tensor) -> GeneratorOutput:
+        """The generator's forward with the tokenizer's codebooks at hand (the "codebook" head scores them)."""
+        return self.generator(lr, self.tokenizer.quantizer.codebook)
+
+    def predict_indices(self, lr: torch.Tensor) -> torch.Tensor:
+        """lr (B, 3, h, w) in [0, 1] -> top-1 indices (B, N, h/r, w/r).
+
+        With the "codebook" head, top-1 of -s_g ||z'_g - C_g[k]||^2 (s_g > 0) is the nearest code of the predicted
+        latent, so the quantizer's chunked Eq. 2 search gives it without the N x K logits (2.6x faster, MODEL_CARD)."""
+        if self.config.generator.head == "codebook":
+            return self.tokenizer.quantizer.nearest(self.generator.predict_latent(lr))
+        return self.generate(lr).logits.argmax(dim=2)
+
+    def encode(self, hr: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.encode(hr)
+
+    @property
+    def guided(self) -> bool:
+        """The model has a faithful image to blend in (a restorer, or the LR-guided decoder of models/guide.py):
+        `fidelity` > 0 means something."""
+        return self.restorer is not None or self.tokenizer.decoder.guide is not None
+
+    def decode_indices(self, indices: torch.Tensor, detail: int | None = None, lr: torch.Tensor | None = None,
+                       fidelity: float = 0.0) -> torch.Tensor:
+        return self.tokenizer.decode_indices(indices, detail, lr, fidelity)
+
+    def upscale(self, lr: torch.Tensor, detail: int | None = None, color_fix: bool = False,
+                fidelity: float | None = None) -> torch.Tensor:
+        """lr (B, 3, h, w) in [0, 1], h and w multiples of lr_align -> (B, 3, 4h, 4w) in [0, 1].
+
+        color_fix: take the token image's coarse band from the LR input (models/colorfix.py; not in the paper).
+        fidelity: weight of the faithful image, 0 (tokens only, the paper) .. 1 (None: the config's). With a
+        restorer, 1 is the restorer alone (the token path is skipped) and values between blend its image with
+        the token image; with an LR-guided decoder, the guide's weight in the decoder (models/guide.py)."""
+        r = self.lr_align
+        if lr.shape[-1] % r or lr.shape[-2] % r:
+            raise ValueError(f"LR sides must be multiples of {r}, got {tuple(lr.shape[-2:])}")
+        detail, fidelity = self.settings(detail, fidelity)
+        if self.restorer is None:
+            sr = self.decode_indices(self.predict_indices(lr), detail, lr, fidelity)
+            return colorfix.color_fix(sr, lr) if color_fix else sr
+        faithful = self.restorer(lr).float() if fidelity > 0 else None
+        if fidelity == 1:
+            return faithful
+        sr = self.decode_indices(self.predict_indices(lr), detail).float()
+        sr = colorfix.color_fix(sr, lr) if color_fix else sr
+        return sr if faithful is None else sr + fidelity * (faithful - sr)
+
+
+def with_restorer(model: HiTok, restorer: Restorer, fidelity: float = 1.0) -> HiTok:
+    """A copy of a trained model whose faithful end is `restorer` (its LR guide, if any, dropped): the tokens,
+    generator and token-only decoder are kept as they are."""
+    tok = replace(model.config.tokenizer, guide_width=0)
+    cfg = replace(model.config, tokenizer=tok, restorer=restorer.config, fidelity=fidelity)
+    out = HiTok(cfg, with_encoder=model.has_encoder)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("tokenizer.decoder.guide.")}
+    state |= {f"restorer.{k}": v for k, v in restorer.state_dict().items()}
+    out.load_state_dict(state)
+    out.metadata = dict(model.metadata)
+    return out
+
+
+def add_guide(model: HiTok, width: int, blocks: int) -> HiTok:
+    """A copy of a trained model with a fresh LR guide on its decoder (models/guide.py): the guide's last layer
+    starts at zero, so every fidelity decodes exactly as the original until the decoder stage trains it."""
+    cfg = replace(model.config, tokenizer=replace(model.config.tokenizer, guide_width=width, guide_blocks=blocks))
+    guided = HiTok(cfg, with_encoder=model.has_encoder)
+    missing, unexpected = guided.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("tokenizer.decoder.guide.") for k in missing):
+        raise ValueError(f"cannot add a guide: unexpected {unexpected}, missing {missing}")
+    guided.metadata = dict(model.metadata)
+    return guided.to(next(model.parameters()).device)
