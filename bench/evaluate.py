@@ -167,10 +167,10 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
     rows per model spec (name, path, None = default), in that order.
 
     tile: hitok's LR tile side; None = auto, what ``hitok upscale`` does by default.
-    fidelities: for a model with an LR guide, one more row "<name> w=<v>" per value (colour fix on, as the
+    fidelities: for a model with an LR guide, one more row "<name> fidelity <v>" per value (colour fix on, as the
     default row); a model without one gets a note instead.
     raw_rows: also a "<name> raw" row per model without the colour fix (models/colorfix.py), so the table
-    shows what the fix adds, and for a guided model a "<name> w=0 raw" row: the tokens alone.
+    shows what the fix adds, and for a guided model a "<name> fidelity 0 raw" row: the tokens alone.
     floor_data: folder of training photos for :func:`hitok.bench.floor.train_floor`, trained here for
     ``floor_steps`` steps after the models have loaded (a wrong model path fails before minutes of training);
     log: its progress lines.
@@ -207,18 +207,18 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
         methods.append(row(name))
         guided = m.model.guided
         if guided:
-            methods += [row(f"{name} w={v:g}", fidelity=v) for v in fidelities]
+            methods += [row(f"{name} fidelity {v:g}", fidelity=v) for v in fidelities]
         elif fidelities:
             notes.append(f"{name}: no LR guide in this model, so no fidelity rows (its fidelity is always 0)")
         if raw_rows:
             methods.append(row(f"{name} raw", color_fix=False))
             if guided:
-                methods.append(row(f"{name} w=0 raw", color_fix=False, fidelity=0.0))
+                methods.append(row(f"{name} fidelity 0 raw", color_fix=False, fidelity=0.0))
             if m.model.tokenizer.decoder.guide is not None:
                 methods.append(NoTokensMethod(m.model, f"{name} no tokens"))
             elif m.model.restorer is not None:
                 notes.append(f"{name}: at fidelity 1 the model runs its restorer alone (no token path); "
-                             f"'{name} w=0 raw' is the tokens alone")
+                             f"'{name} fidelity 0 raw' is the tokens alone")
     return methods, notes
 
 
@@ -432,11 +432,11 @@ def side_by_side(panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int]
 
 def figure_methods(names: Sequence[str]) -> list[str]:
     """The README figure's columns: bicubic, Real-ESRGAN (if run), the first hitok model's default row and its
-    '... w=0' fidelity row if there is one (the detail end of the dial)."""
+    '... fidelity 0' row if there is one (the detail end of the dial)."""
     keep = [n for n in names if n in ("bicubic", "Real-ESRGAN")]
     first = next((n for n in names if n.startswith("hitok") and " " not in n), None)
     if first is not None:
-        keep += [n for n in names if n in (first, f"{first} w=0")]
+        keep += [n for n in names if n in (first, f"{first} fidelity 0")]
     return keep
 
 

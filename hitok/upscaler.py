@@ -4,7 +4,8 @@
 The photo's way: read (imageio) -> RGB float tensor -> tiled
 model inference (tiling; each tile is ``model.upscale(lr, detail=..., color_fix=..., fidelity=...)``, i.e.
 generator -> top-1 tokens -> decoder with the first ``detail`` groups (M in the paper's Eq. 4), and the
-faithful image at weight ``fidelity`` (models/guide.py, models/restorer.py) -> the LR colour fix of models/colorfix.py if on)
+faithful image at weight ``fidelity`` (models/guide.py, models/restorer.py) -> the LR colour fix of
+models/colorfix.py if on)
 -> alpha upscaled on its own with bicubic and re-attached -> grey input back to grey -> resized
 when --outscale / --width / --height ask for another size (outsize) -> write atomically with the
 original ICC/EXIF (imageio).

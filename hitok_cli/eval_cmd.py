@@ -46,7 +46,7 @@ def eval_command(
     tile: Annotated[Optional[int], typer.Option("--tile", min=1, help="hitok LR tile side. Default: auto, as "
                                                 "`hitok upscale` does.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Also a 'raw' row per model without the colour fix, and for "
-                                      "a model with an LR guide a 'w=0 raw' row (the tokens alone).")] = False,
+                                      "a model with an LR guide a 'fidelity 0 raw' row (the tokens alone).")] = False,
     fidelity_sweep: Annotated[str, typer.Option("--fidelity-sweep", help="Comma list of fidelities, e.g. "
                                                 "0,0.25,0.5,0.75,1: one more row per value for each model with an "
                                                 "LR guide.")] = "",

@@ -5,7 +5,7 @@ tokenizer caps the result below bicubic. Here the decoder also sees the LR input
 
     g      = head([F_lr, F_tok])                       detail the LR predicts, at the HR grid
     guided = bp(sr + g),   bp(x) = x + up4(a - down4(x)),   a = lr + correct(F_lr)
-    out    = sr + w * (guided - sr)                    w = fidelity in [0, 1]
+    out    = sr + fidelity * (guided - sr)             fidelity in [0, 1]
 
 sr is the token-only decoder's image, F_tok its trunk's token features (so the head knows what the tokens
 drew), F_lr a small residual CNN on the LR image at the token grid. bp is one back-projection step (Irani &

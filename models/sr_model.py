@@ -1,5 +1,6 @@
 """HiTok, the HiTokSR super-resolution model every command uses (the file is named after what it holds): tokenizer
-(codebooks, decoder, optional encoder and LR guide), generator, optional restorer and VFM. At inference (Fig. 2): LR -> generator -> top-1 indices -> decoder(decode_indices) -> HR."""
+(codebooks, decoder, optional encoder and LR guide), generator, optional restorer and VFM. At inference (Fig. 2):
+LR -> generator -> top-1 indices -> decoder(decode_indices) -> HR."""
 from dataclasses import dataclass, field, replace
 from typing import Any
 

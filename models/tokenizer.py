@@ -130,7 +130,8 @@ class Tokenizer(nn.Module):
 
     def decode_indices(self, indices: torch.Tensor, detail: int | None = None, lr: torch.Tensor | None = None,
                        fidelity: float = 0.0) -> torch.Tensor:
-        """indices (B, N, h, w) -> image (B, 3, h*p, w*p) in [0, 1]; groups after the first ``detail`` (M in Eq. 4) are zeroed.
+        """indices (B, N, h, w) -> image (B, 3, h*p, w*p) in [0, 1]; groups after the first ``detail`` (M in Eq. 4)
+        are zeroed.
         lr / fidelity: the LR-guided decoder's input and weight (models/guide.py; 0 = token-only)."""
         return self.decode_latent(self.quantizer.embed(indices), detail, lr, fidelity).clamp(0, 1)
 

@@ -219,20 +219,20 @@ def guided_path(tmp_path_factory) -> Path:
 def test_fidelity_rows_for_a_guided_model(guided_path):
     methods, notes = ev.build_methods([str(guided_path)], realesrgan=False, raw_rows=True, fidelities=(0, 0.5, 1))
     names = [m.name for m in methods]
-    assert names == ["bicubic", "hitok", "hitok w=0", "hitok w=0.5", "hitok w=1", "hitok raw", "hitok w=0 raw",
-                     "hitok no tokens"]
+    assert names == ["bicubic", "hitok", "hitok fidelity 0", "hitok fidelity 0.5", "hitok fidelity 1", "hitok raw",
+                     "hitok fidelity 0 raw", "hitok no tokens"]
     assert notes == []
     ups = {m.name: m.upscaler for m in methods[1:] if hasattr(m, "upscaler")}
     assert [ups[n].fidelity for n in names[2:5]] == [0.0, 0.5, 1.0]
     assert all(ups[n].color_fix for n in names[1:5]) and not ups["hitok raw"].color_fix
     assert ups["hitok raw"].fidelity == ups["hitok"].fidelity  # the model's default
-    assert ups["hitok w=0 raw"].fidelity == 0.0 and not ups["hitok w=0 raw"].color_fix
+    assert ups["hitok fidelity 0 raw"].fidelity == 0.0 and not ups["hitok fidelity 0 raw"].color_fix
     assert "fidelity 0.5, colour fix on" in methods[3].info
     lr = _photo(16, 16, 5)
     by = {m.name: m for m in methods}
-    assert not np.array_equal(by["hitok w=0"](lr), by["hitok w=1"](lr))
+    assert not np.array_equal(by["hitok fidelity 0"](lr), by["hitok fidelity 1"](lr))
     # the token ablation: same shape, but without the tokens the guided image changes
-    no_tokens, with_tokens = by["hitok no tokens"](lr), by["hitok w=1"](lr)
+    no_tokens, with_tokens = by["hitok no tokens"](lr), by["hitok fidelity 1"](lr)
     assert no_tokens.shape == with_tokens.shape == (64, 64, 3) and no_tokens.dtype == np.uint8
     assert np.abs(no_tokens.astype(int) - with_tokens.astype(int)).max() > 2
 
@@ -320,7 +320,8 @@ def test_many_panels_wrap_and_keep_order_and_labels():
         y, x = (i // 7) * (64 + 18 + 4) + 18 + 32, (i % 7) * 68 + 32
         assert tuple(img[y, x]) == c, i
 
-    big = [(f"hitok:some-model w=0.{i}  28.31 dB  NIQE 4.21", np.zeros((512, 512, 3), np.uint8)) for i in range(13)]
+    big = [(f"hitok:some-model fidelity 0.{i}  28.31 dB  NIQE 4.21", np.zeros((512, 512, 3), np.uint8))
+           for i in range(13)]
     wide = ev.side_by_side(big, (0, 0, 128))
     assert wide.width <= ev.MAX_ROW
     cap = np.asarray(wide)[:18, :]
@@ -342,13 +343,13 @@ def test_cli_eval_floor_and_fidelity_sweep(hr_dir, guided_path, tmp_path):
     assert result.exit_code == 0, result.output
     assert "CNN floor: step 1/1" in result.stderr
     data = json.loads((out / "results.json").read_text())
-    assert data["methods"] == ["bicubic", "CNN floor", "hitok", "hitok w=0", "hitok w=1", "hitok raw",
-                               "hitok w=0 raw", "hitok no tokens"]
+    assert data["methods"] == ["bicubic", "CNN floor", "hitok", "hitok fidelity 0", "hitok fidelity 1", "hitok raw",
+                               "hitok fidelity 0 raw", "hitok no tokens"]
     assert "1 steps" in data["method_info"][1] and "0.168 M params" in data["method_info"][1]
     md = (out / "results.md").read_text()
-    assert "| CNN floor | " in md and "| hitok w=0 raw | " in md
+    assert "| CNN floor | " in md and "| hitok fidelity 0 raw | " in md
     panel = Image.open(out / "panels" / "a_bicubic.png")  # 10 panels: LR, 8 methods, GT -> two rows of 7 + 3
     assert panel.width == 7 * 64 + 6 * 4 and panel.height == 2 * (32 + 18) + 4 + 6 + 2 * (64 + 18) + 4
-    # the README figure: bicubic | hitok | hitok w=0 | ground truth, clean and compressed rows, detail at 2x
+    # the README figure: bicubic | hitok | hitok fidelity 0 | ground truth, clean and compressed rows, detail at 2x
     fig = Image.open(tmp_path / "fig.png")
     assert fig.size == (4 * 64 + 3 * 4, 2 * (64 + 18) + 6)

@@ -237,9 +237,10 @@ class DecoderStage(Stage):
     With an LR-guided decoder (models/guide.py) a quarter of the samples keep the paper's token-only task
     (fidelity 0, DWT target when masked) and the rest train the guided image (fidelity 1) on the photo itself;
     a fidelity between is a blend of the two images at inference, so it needs no training of its own (a head
-    trained over random fidelities learned worse). The guide, new to a trained decoder, learns at `guide_lr_mult` times the rate of the
-    pretrained decoder around it; with `guide_only` it learns alone, which keeps the token-only image as it was
-    and spares the decoder's backward (the measurements: MODEL_CARD.md, "Training defaults")."""
+    trained over random fidelities learned worse). The guide, new to a trained decoder, learns at `guide_lr_mult`
+    times the rate of the pretrained decoder around it; with `guide_only` it learns alone, which keeps the
+    token-only image as it was and spares the decoder's backward (the measurements: MODEL_CARD.md, "Training
+    defaults")."""
 
     name = "decoder"
     guide_lr_mult = 8.0  # measured: at 2x (and 3e-4) the pretrained decoder drifted before the guide learned
