@@ -121,7 +121,8 @@ def load(spec: str | None, device: torch.device | str = "cpu") -> LoadedModel:
         raise UserError(_TOO_DEEP.format(path=path)) from None
     except Exception as exc:  # noqa: BLE001 - e.g. a device that runs out of memory while loading
         raise UserError(f"{path}: cannot load this model ({one_line(exc)})") from None
-    return LoadedModel(model=model, path=path, id=model_id(path))
+    model.model_id = model_id(path)  # the Upscaler's default model_id: batch records it, resumes compare it
+    return LoadedModel(model=model, path=path, id=model.model_id)
 
 
 # json.loads raises RecursionError (not ValueError) for a config nested thousands of levels deep

@@ -227,7 +227,8 @@ class Upscaler:
         # Module.to converts the caller's model in place (eval's rows share one model; harmless, same numbers).
         self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format).eval()
-        self.device, self.dtype, self.model_id = device, dtype, model_id
+        self.device, self.dtype = device, dtype
+        self.model_id = model_id or getattr(model, "model_id", "")  # hitok.load_model's models carry their id
         self.color_fix = color_fix
         self.warnings: list[str] = []
         self._bytes_per_pixel: float | None = None

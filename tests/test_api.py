@@ -4,6 +4,7 @@ model core imports no training code)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from PIL import Image
 
 import hitok
 from cli_corpus import smooth_rgb
+from hitok import model_store
 from hitok.errors import UserError, one_line
 from hitok.imageio import list_images, load_rgb8, picture_from_pil, picture_to_pil
 from hitok.psnr import psnr
@@ -56,7 +58,8 @@ def test_readme_batch_example_runs(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip() == "{'done': 3, 'skipped': 0, 'failed': 1}"
     assert Image.open(tmp_path / "photos_x4" / "sub" / "c.png").size == (64, 48)
     assert Image.open(tmp_path / "photos_x4" / "b.jpg").size == (64, 48)
-    assert (tmp_path / "photos_x4" / ".hitok-output").is_file()
+    records = [json.loads(line) for line in (tmp_path / "photos_x4" / ".hitok-output").read_text().splitlines()[1:]]
+    assert {r["settings"]["model"] for r in records} == {model_store.model_id(hitok.default_model_path())}
     # a resume keeps what it made with the same settings
     run = hitok.BatchRunner(hitok.Upscaler(hitok.load_model())).process("photos", "photos_x4", recursive=True,
                                                                         skip_existing=True)
