@@ -12,9 +12,9 @@ what upscale would decode), then
 * dumps the indices, shape (N, h, w), dtype uint16 (int32 if K > 65536), in a .safetensors file
   whose metadata holds the model id, N, K, patch, source, the decoded image size and the grid;
 * prints per-group code usage (codes used of K, perplexity of the code histogram);
-* writes a preview: one labelled PNG, panels ``input | M=1 | ... | M=N`` side by side.
+* writes a preview: one labelled PNG, panels ``input | detail 1 | ... | detail N`` side by side.
 
-``detokenize`` decodes a dump with all N groups; the result equals the preview's M=N panel
+``detokenize`` decodes a dump with all N groups; the result equals the preview's detail N panel
 bit for bit (same decoder, same indices, both quantised to 8 bits the same way).
 """
 
@@ -144,7 +144,7 @@ def check_model_matches(codes: Codes, model, model_id: str) -> None:
 
 
 def decode_panel(model, codes: Codes, detail: int) -> np.ndarray:
-    """Decode with the first M groups -> (H, W, 3) uint8, cropped to the image size."""
+    """Decode with the first ``detail`` groups -> (H, W, 3) uint8, cropped to the image size."""
     with torch.inference_mode():
         device = next(model.parameters()).device
         img = model.decode_indices(codes.indices[None].to(device), detail=detail)  # (1, 3, H', W')
@@ -197,7 +197,7 @@ def input_panel(img: torch.Tensor, codes: Codes) -> np.ndarray:
 def write_preview(path: Path, model, img: torch.Tensor, codes: Codes) -> None:
     n = int(codes.meta["groups"])
     panels = [input_panel(img, codes)] + [decode_panel(model, codes, m) for m in range(1, n + 1)]
-    labels = ["input" if codes.meta["source"] == "hr" else "input x4"] + [f"M={m}" for m in range(1, n + 1)]
+    labels = ["input" if codes.meta["source"] == "hr" else "input x4"] + [f"detail {m}" for m in range(1, n + 1)]
     sheet = make_preview(panels, labels)
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")

@@ -353,7 +353,7 @@ def tokenize(
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Token dump (.safetensors). Default: "
                                                      "NAME_codes.safetensors beside the input.")] = None,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="Write a labelled PNG: "
-                                                    "input | M=1 | ... | M=N.")] = None,
+                                                    "input | detail 1 | ... | detail N.")] = None,
     source: Annotated[Source, typer.Option("--source", help="hr: encode the photo with the tokenizer's "
                                            "encoder; lr: treat it as LR and predict tokens with the generator.")]
     = Source.hr,
@@ -415,7 +415,7 @@ def detokenize(
     max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse dumps that decode to more pixels "
                                             "(the decoder holds the whole image in memory).")] = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """Decode a token dump back to an image (equals the preview's M=N panel)."""
+    """Decode a token dump back to an image (equals the preview's detail N panel)."""
     codes = tokens_lib.load_codes(codes_file, max_pixels)
     dest = output or codes_file.with_name(codes_file.name.removesuffix(".safetensors") + ".png")
     if dest.suffix.lower() != ".png":
@@ -427,7 +427,7 @@ def detokenize(
     detail, _ = loaded.model.settings(detail)
     pixels = tokens_lib.decode_panel(loaded.model, codes, detail)
     write_image(dest, Picture(pixels=pixels), "PNG")
-    out.print(f"wrote {escape(str(dest))}  {pixels.shape[1]}x{pixels.shape[0]}  (M={detail} of {n})",
+    out.print(f"wrote {escape(str(dest))}  {pixels.shape[1]}x{pixels.shape[0]}  (detail {detail} of {n} groups)",
               soft_wrap=True)
 
 

@@ -386,11 +386,12 @@ def test_tokenize_preview_and_detokenize_agree(tmp_path, tiny_model_path, source
     out = tmp_path / "decoded.png"
     result = hitok("detokenize", codes, "-o", out, "--model", tiny_model_path)
     assert result.exit_code == 0, result.output
+    assert "(detail 2 of 2 groups)" in result.stdout
     decoded = np.asarray(Image.open(out))
     sheet = Image.open(preview)
-    assert sheet.size[0] == 3 * size[0] + 2 * 4  # input | M=1 | M=2
+    assert sheet.size[0] == 3 * size[0] + 2 * 4  # input | detail 1 | detail 2
     assert np.array_equal(np.asarray(sheet.crop(panel_box(2, *size))), decoded)
-    assert not np.array_equal(np.asarray(sheet.crop(panel_box(1, *size))), decoded)  # M=1 is coarser
+    assert not np.array_equal(np.asarray(sheet.crop(panel_box(1, *size))), decoded)  # detail 1 is coarser
 
 
 def test_detokenize_refuses_another_model_and_bad_dumps(tmp_path, tiny_model_path):
