@@ -5,6 +5,9 @@ exists, an option out of range) is a :class:`UserError`; a Python caller catches
 prints ``error: <message>`` and exits 1 (hitok_cli/errors.py). The classes and ``one_line`` live in
 models/errors.py, the lowest package, so that models/ raises the same ones (a detail or fidelity out of the
 model's range is a ``SettingError``, a UserError); importing them pulls no torch.
+
+:class:`Interrupted` (a UserError) is a run that Ctrl-C or SIGTERM stopped with nothing partial left (hitok.batch
+reports it as ``run.stopped``); :class:`Terminated` is SIGTERM raised where Ctrl-C would be (the command installs it).
 """
 
 from __future__ import annotations

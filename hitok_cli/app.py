@@ -23,8 +23,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgress
 from rich.table import Table
 
 from hitok import model_store
-from hitok.batch import BatchRun, BatchRunner, Outcome, plan_jobs, record_settings
 from hitok import tokens as tokens_lib
+from hitok.batch import BatchRun, BatchRunner, Outcome, plan_jobs, record_settings
 from hitok.device import precision_warning, resolve_device, resolve_devices, resolve_precision
 from hitok.imageio import DEFAULT_MAX_PIXELS, Picture, read_image, write_image
 from hitok.outsize import OutputSize
@@ -276,8 +276,8 @@ def batch(
     tile_px = _tile_value(tile)
     _check_early(model, tile_px, overlap, detail, fidelity)
     settings = _batch_settings(model, detail, fidelity, color_fix, size, quality)
-    plan = plan_jobs(in_dir, out_dir, recursive, glob, format.value, skip_existing, overwrite, size,
-                               max_pixels, settings)
+    plan = plan_jobs(in_dir, out_dir, recursive, glob, format.value, skip_existing, overwrite, size, max_pixels,
+                     settings)
     if not plan.jobs and not plan.decided:
         hint = "" if recursive else " (add --recursive for sub-folders)"
         raise UserError(f"no images found in {in_dir}{hint}")
@@ -298,11 +298,11 @@ def batch(
             progress.console.print(f"[yellow]warning:[/] {escape(printable(f'{o.rel.as_posix()}: {w}'))}",
                                    soft_wrap=True)
 
+    runner = BatchRunner(upscalers, on_outcome, lambda x: progress.update(task, completed=x)) if upscalers else None
     start = time.perf_counter()
     with progress:
-        run = BatchRunner(upscalers, on_outcome, lambda x: progress.update(task, completed=x)).run(
-            plan, quality=quality, tile=tile_px, overlap=overlap, max_pixels=max_pixels, size=size) \
-            if plan.jobs else BatchRun(plan.decided)
+        run = runner.run(plan, quality=quality, tile=tile_px, overlap=overlap, max_pixels=max_pixels, size=size) \
+            if runner else BatchRun(plan.decided)  # nothing to run: no model was loaded
     _batch_report(run, json_out, in_dir, out_dir, len(devs), time.perf_counter() - start, size)
     if run.stopped:
         raise run.stopped
