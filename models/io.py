@@ -288,7 +288,3 @@ def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu",
     model.metadata = {k: v for k, v in meta.items() if k not in ("format", "config", "has_encoder")}
     return model.to(device=device, dtype=dtype).eval()
 
-
-# The old name, for one release, for code that still imports it. The library's hitok.load_model looks a model up (the
-# shipped default, a name in the user's folder, or a path) and gives its id; this reads one file.
-load_model = load_model_file

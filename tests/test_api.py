@@ -95,14 +95,6 @@ def test_upscaler_takes_the_old_fix_colors_keyword_with_a_deprecation_warning(ti
     assert old.color_fix is False and hitok.Upscaler(tiny_model, "cpu", "fp32", color_fix=False).color_fix is False
 
 
-def test_old_import_paths_of_renamed_model_names_still_work():
-    import hitok.models.hitok
-    import hitok.models.io
-    from hitok.models import HiTok, load_model_file
-
-    assert hitok.models.hitok.HiTok is HiTok and hitok.models.io.load_model is load_model_file
-
-
 def test_picture_pil_round_trip_keeps_pixels_and_alpha():
     rgba = np.dstack([smooth_rgb(6, 7, seed=4), np.arange(42, dtype=np.uint8).reshape(6, 7)])
     pic = picture_from_pil(Image.fromarray(rgba))

@@ -81,7 +81,7 @@ def test_default_path_beats_bicubic_on_a_sharp_scene(shipped, scene):
 def test_the_tokens_alone_stay_near_bicubic(shipped, scene):
     """--fidelity 0 --no-color-fix: the generator's tokens through the token-only decoder (the paper's path)."""
     hr, lr, bicubic = scene
-    out = _upscale(shipped, lr, fidelity=0.0, fix_colors=False)
+    out = _upscale(shipped, lr, fidelity=0.0, color_fix=False)
     assert psnr_y(out, hr) > bicubic - THRESHOLDS["tokens_loss_db"]
 
 

@@ -187,10 +187,10 @@ def attach_restorer(base: str | Path, weights: str | Path, out: str | Path, fide
                     half: bool = True, use_ema: bool = True) -> None:
     """Write a model file: `base`'s tokens, generator and token-only decoder + the restorer in `weights` (an
     EMA snapshot or a continuation file; its EMA when it has one and use_ema) as the faithful end."""
-    from hitok.models.hitok import with_restorer
-    from hitok.models.io import load_model, save_model
+    from hitok.models.io import load_model_file, save_model
+    from hitok.models.sr_model import with_restorer
 
-    model = load_model(base)
+    model = load_model_file(base)
     rcfg, state, ema_state, meta = load_weights(weights)
     restorer = Restorer(rcfg)
     restorer.load_state_dict(ema_state if (use_ema and ema_state) else state)
