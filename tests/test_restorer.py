@@ -168,3 +168,23 @@ def test_restorer_learns_on_one_batch():
         loss.backward()
         opt.step()
     assert loss.item() < 0.8 * first
+
+
+def test_cli_train_restorer_then_attach(photos, tmp_path):
+    from typer.testing import CliRunner
+
+    from hitok.cli.app import app
+
+    run, model = tmp_path / "run", tmp_path / "m.safetensors"
+    base = tmp_path / "base.safetensors"
+    save_model(HiTok(presets.tiny()), base)
+    r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(run), "--minutes", "0.1",
+                                 "--width", "8", "--blocks", "1", "--up-width", "4", "--batch-size", "2",
+                                 "--lr-crop", "12", "--fp32", "--save-every", "0.1"])
+    assert r.exit_code == 0, r.output
+    assert (run / "continuation.safetensors").exists() and list((run / "snapshots").glob("*.safetensors"))
+    r = CliRunner().invoke(app, ["train", "attach", str(run), "-o", str(model), "--base", str(base)])
+    assert r.exit_code == 0, r.output
+    assert load_model_file(model).config.restorer == RestorerConfig(8, 1, up_width=4)
+    r = CliRunner().invoke(app, ["train", "attach", str(base), "-o", str(tmp_path / "x.safetensors")])
+    assert r.exit_code == 1 and "not a restorer weights file" in r.output
