@@ -507,6 +507,7 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
         res.images.append(name)
         res.hr_niqe[name] = _niqe_or_none(hr, res)
         box = detail_box(hr)
+        in_figure = figure is not None and name == (figure_image or files[0].name)
         for track in TRACKS:
             lr = make_lr(hr, track, image_seed(seed, name))
             panels = [("LR (nearest x4)", np.repeat(np.repeat(lr, SCALE, 0), SCALE, 1))]
@@ -524,11 +525,11 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
                     f"{seconds:7.2f} s")
                 niqe_txt = f"  NIQE {score.niqe:.2f}" if score.niqe is not None else ""
                 panels.append((f"{m.name}  {score.psnr_y:.2f} dB{niqe_txt}", sr))
-                if figure is not None and name == (figure_image or files[0].name) and m.name in fig_cols:
+                if in_figure and m.name in fig_cols:
                     t, l, side = box
                     fig_crops.setdefault(track, []).append((m.name, sr[t:t + side, l:l + side]))
             panels.append(("GT", hr))
-            if track in fig_crops:
+            if in_figure:
                 t, l, side = box
                 fig_crops[track].append(("ground truth", hr[t:t + side, l:l + side]))
             if out is not None:

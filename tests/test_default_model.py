@@ -85,7 +85,9 @@ def test_the_tokens_alone_stay_near_bicubic(shipped, scene):
     assert psnr_y(out, hr) > bicubic - THRESHOLDS["tokens_loss_db"]
 
 
-# Measured on this scene (seed 0) when the thresholds were set: shipped default +0.34 dB over bicubic with its
-# defaults, -3.84 dB for the tokens alone; a randomly initialised small model with an LR guide (its zero-started
-# layers given random weights) -0.57 dB and -6.66 dB (runs of hitok's tests/test_default_model.py helpers).
-THRESHOLDS = {"default_gain_db": 0.15, "tokens_loss_db": 5.0}
+# Measured on this scene (seed 0) when the thresholds were set (2026-12-05, default id bfe106182d2e, fp32): shipped
+# default +0.18 dB over bicubic with its defaults (the restorer alone), -3.84 dB for the tokens alone; the same
+# model with a freshly initialised restorer +0.04 dB, with its small-started last layer given random weights
+# -2.19 dB; a random small model's tokens -6.66 dB. (The restorer gains +2.9 dB on the val photos; on this
+# synthetic scene of flat colours and hard edges it gains little: MODEL_CARD.md, failure cases.)
+THRESHOLDS = {"default_gain_db": 0.10, "tokens_loss_db": 5.0}

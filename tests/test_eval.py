@@ -336,10 +336,10 @@ def test_cli_eval_floor_and_fidelity_sweep(hr_dir, guided_path, tmp_path):
     Image.fromarray(_photo(128, 136, 4)).save(train / "t.png")
     out = tmp_path / "cli-out"
     result = CliRunner().invoke(_app(), ["eval", str(hr_dir), "--model", str(guided_path), "--crop", "32",
-                                         "--out", str(out), "--max-images", "1", "--threads", "1",
+                                         "--out", str(out), "--max-images", "2", "--threads", "1",
                                          "--no-realesrgan", "--floor-data", str(train), "--floor-steps", "1",
                                          "--fidelity-sweep", "0, 1,1", "--raw", "--figure",
-                                         str(tmp_path / "fig.png")])
+                                         str(tmp_path / "fig.png"), "--figure-image", "a.png"])
     assert result.exit_code == 0, result.output
     assert "CNN floor: step 1/1" in result.stderr
     data = json.loads((out / "results.json").read_text())
