@@ -19,6 +19,7 @@ bit-for-bit on the CPU."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -294,10 +295,15 @@ class Trainer:
 
 def _run_here(cfg: TrainConfig, on_step=None) -> RunResult:
     env = ddp.init_from_env(device_type(cfg.device))
+    s = None
     try:
         s = build(cfg, env)
         return Trainer(cfg, env, s).run(on_step)
     finally:
+        # The DDP wrappers hold the process group: free them first, or the interpreter tears them down after the
+        # group is gone and a gloo thread aborts the process at exit (seen 4 times in 12 two-process runs).
+        del s
+        gc.collect()
         ddp.shutdown(env)
 
 
