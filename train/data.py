@@ -29,14 +29,15 @@ def load_rgb(path: Path) -> np.ndarray | None:
 
 
 class CropStream(IterableDataset):
-    """Yields batches {"hr": (B, 3, S, S)[, "low_res": (B, 3, S/4, S/4)]} for steps start_step, start_step+1, ...
+    """Yields batches {"hr": (B, 3, S, S)[, "low_res": (B, 3, S/4, S/4)][, "teacher": (B, 3, S, S)]} for steps
+    start_step, start_step+1, ...
 
     Batches (not samples) are the unit, so the order is deterministic with any number of workers: worker w makes
     the steps congruent to w modulo the worker count, and the DataLoader interleaves them round-robin."""
 
     def __init__(self, root: str | Path, crop: int, batch_size: int, seed: int = 0, start_step: int = 0,
                  with_low_res: bool = False, rank: int = 0, cache_images: int = 64, degrade_cfg=None,
-                 max_steps: int | None = None):
+                 max_steps: int | None = None, teacher_cache: str | Path | None = None):
         self.paths = list_images(root, recursive=True)
         if not self.paths:
             raise FileNotFoundError(f"no images (jpg/png/webp/tiff) found under {root}")
@@ -44,6 +45,7 @@ class CropStream(IterableDataset):
         self.start_step, self.max_steps, self.rank = start_step, max_steps, rank
         self.with_low_res, self.degrade_cfg = with_low_res, degrade_cfg
         self.cache_images = cache_images
+        self.teacher_cache = teacher_cache  # train/teacher.py's folder: adds an aligned "teacher" crop
         self._cache: OrderedDict[int, np.ndarray | None] = OrderedDict()
         self._bad: set[int] = set()
 
@@ -52,6 +54,8 @@ class CropStream(IterableDataset):
             self._cache.move_to_end(i)
             return self._cache[i]
         img = load_rgb(self.paths[i])
+        if img is not None and self.teacher_cache is not None:
+            img = self._with_teacher(i, img)
         if img is not None and min(img.shape[:2]) < self.crop:
             warnings.warn(f"skipping {self.paths[i]}: smaller than the {self.crop}px crop", stacklevel=2)
             img = None
@@ -59,6 +63,18 @@ class CropStream(IterableDataset):
         if len(self._cache) > self.cache_images:
             self._cache.popitem(last=False)
         return img
+
+    def _with_teacher(self, i: int, img: np.ndarray) -> np.ndarray | None:
+        """The photo cut to a multiple of 4 with its teacher image as 3 more channels (H, W, 6), so one crop, flip
+        and rotation serves both; None (the photo is skipped) when the teacher has not seen it."""
+        from .teacher import load_teacher
+        teacher = load_teacher(self.teacher_cache, self.paths[i])
+        h, w = img.shape[0] // 4 * 4, img.shape[1] // 4 * 4
+        if teacher is None or teacher.shape[:2] != (h, w):
+            warnings.warn(f"skipping {self.paths[i]}: no teacher image in {self.teacher_cache} "
+                          "(build it with train/teacher.py)", stacklevel=3)
+            return None
+        return np.concatenate([img[:h, :w], teacher], axis=2)
 
     def sample(self, step: int, slot: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, step, self.rank, slot])
@@ -77,12 +93,15 @@ class CropStream(IterableDataset):
             raise RuntimeError("could not draw a usable training image in 100 tries")
         H, W = img.shape[:2]
         y, x = int(rng.integers(H - self.crop + 1)), int(rng.integers(W - self.crop + 1))
+        if self.teacher_cache is not None:  # on the LR grid, where the teacher's output lines up
+            y, x = y // 4 * 4, x // 4 * 4
         patch = img[y:y + self.crop, x:x + self.crop]
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
         patch = np.rot90(patch, k=int(rng.integers(4)))
-        hr = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float() / 255  # (3, S, S)
-        out = {"hr": hr}
+        pixels = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float() / 255  # (3 or 6, S, S)
+        hr = pixels[:3]
+        out = {"hr": hr} if self.teacher_cache is None else {"hr": hr, "teacher": pixels[3:]}
         if self.with_low_res:
             from .degrade import DegradationConfig, PhotoDegradation, degrade, degrade_photo
             cfg = self.degrade_cfg or DegradationConfig()

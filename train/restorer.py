@@ -1,5 +1,7 @@
 """Train the faithful restorer (models/restorer.py): online crops of a photo folder, a mixed clean / mildly
 degraded LR (train/degrade.py PhotoDegradation), L1, Adam at a constant rate, an EMA of the weights.
+With `teacher` (a train/teacher.py cache) the target is the teacher's x4 image of the clean LR instead of (or
+mixed with) the photo: the texture restorer, fine-tuned from the faithful one so the two can be interpolated.
 
 Built for long CPU runs that continue across sessions: the run folder holds `checkpoint.pt` (weights, EMA,
 optimizer, step, minutes) written every `save_every` minutes and on SIGINT / SIGTERM, so a stopped run resumes
@@ -46,6 +48,8 @@ class RestorerTraining:
     threads: int = 1
     bf16: bool = True
     init: str | None = None        # continuation file: start from its weights (and its EMA when it has one)
+    teacher: str | None = None     # train/teacher.py cache folder: learn the teacher's output (distillation)
+    teacher_weight: float = 1.0    # with a teacher: loss = (1 - w) L1(photo) + w L1(teacher's image)
     seed: int = 0
 
 
@@ -70,6 +74,16 @@ def load_weights(path: str | Path) -> tuple[RestorerConfig, dict, dict, dict[str
     model = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
     ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
     return cfg, model, ema, meta
+
+
+def restorer_loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], teacher_weight: float = 0.0) -> torch.Tensor:
+    """(1 - w) L1(pred, photo) + w L1(pred, teacher's image). The teacher gives one deterministic target per LR
+    where the photo is one of many, so its texture is not averaged away."""
+    w = teacher_weight
+    loss = (pred - batch["hr"]).abs().mean() if w < 1 else pred.new_zeros(())
+    if w > 0:
+        loss = (1 - w) * loss + w * (pred - batch["teacher"]).abs().mean()
+    return loss
 
 
 class _StopFlag:
@@ -122,7 +136,8 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
         f"bf16 {cfg.bf16}; threads {cfg.threads}")
 
     stream = CropStream(cfg.data, cfg.lr_crop * 4, cfg.batch_size, seed=cfg.seed, start_step=step,
-                        with_low_res=True, degrade_cfg=cfg.degradation)
+                        with_low_res=True, degrade_cfg=cfg.degradation, teacher_cache=cfg.teacher)
+    w = cfg.teacher_weight if cfg.teacher else 0.0
     metrics = open(out / "metrics.csv", "a", newline="")
     writer = csv.writer(metrics)
     if metrics.tell() == 0:
@@ -158,7 +173,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
                 g["lr"] = cfg.learning_rate * warm
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 pred = model(low_res)
-            loss = (pred.float() - batch["hr"]).abs().mean()
+            loss = restorer_loss(pred.float(), batch, w)
             if not math.isfinite(loss.item()):
                 raise RuntimeError(f"loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,80 @@
+"""A teacher's x4 output of every photo in a folder, cached once: deterministic targets for distillation.
+
+Real-ESRGAN x4plus (bench/realesrgan.py, BSD-3-Clause) sees the clean LR of each whole photo (the photo cut to a
+multiple of 4, then the antialiased bicubic x4 reduction that train/degrade.py uses for its clean share, 8-bit)
+and its output is stored as a PNG of the same size as that cut photo. A crop of the photo at an offset that is a
+multiple of 4 then lines up with the same crop of the teacher image (CropStream's `teacher`).
+
+The cache is keyed by the photo's bytes, so an edited photo gets a new entry, and it is built resumably: every
+photo is written on its own (atomically) and a photo already cached is skipped. About 4 s per 128x128 LR pixels
+on 2 cores: the 29 training photos (39 MP) take ~15 minutes."""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hitok.imageio import list_images
+
+from .data import load_rgb
+from .degrade import resize
+
+SCALE = 4
+
+
+def teacher_key(path: Path) -> str:
+    """Cache file name for one photo: its stem and a hash of its bytes."""
+    digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+    return f"{Path(path).stem}-{digest}.png"
+
+
+def clean_low_res(img: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> the clean LR of its top-left (H//4*4, W//4*4) part, uint8, as CropStream makes it."""
+    h, w = img.shape[0] // SCALE * SCALE, img.shape[1] // SCALE * SCALE
+    hr = torch.from_numpy(np.array(img[:h, :w])).permute(2, 0, 1)[None].float() / 255
+    low = resize(hr, (h // SCALE, w // SCALE), "bicubic", antialias=True)
+    return (low[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def build_teacher_cache(data: str | Path, cache: str | Path, threads: int = 2, log=print) -> list[Path]:
+    """Run Real-ESRGAN x4plus on the clean LR of every photo under `data` not yet in `cache`; returns the
+    cache files of all readable photos, in list_images order."""
+    from hitok.bench.realesrgan import RealESRGAN, find_model_files
+
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    teacher = None
+    files = []
+    for path in list_images(data, recursive=True):
+        target = cache / teacher_key(path)
+        if target.exists():
+            files.append(target)
+            continue
+        img = load_rgb(path)
+        if img is None:
+            continue
+        if teacher is None:
+            teacher = RealESRGAN(*find_model_files(), threads=threads)
+        t0 = time.perf_counter()
+        out = teacher(clean_low_res(img))
+        tmp = target.with_suffix(".tmp.png")
+        Image.fromarray(out).save(tmp, compress_level=1)
+        tmp.replace(target)
+        files.append(target)
+        log(f"{path.name}: {out.shape[1]}x{out.shape[0]} in {time.perf_counter() - t0:.0f} s")
+    return files
+
+
+def load_teacher(cache: str | Path, path: Path) -> np.ndarray | None:
+    """The cached teacher image of photo `path` (uint8 (H//4*4, W//4*4, 3)), or None when it is not cached."""
+    target = Path(cache) / teacher_key(path)
+    return np.asarray(Image.open(target).convert("RGB")) if target.exists() else None
+
+
+if __name__ == "__main__":
+    import sys
+    build_teacher_cache(sys.argv[1], sys.argv[2], threads=int(sys.argv[3]) if len(sys.argv) > 3 else 2)
