@@ -84,7 +84,8 @@ class BatchRunner:
         refused run (OUT_DIR is IN_DIR, outputs exist without ``skip_existing`` / ``overwrite``, ...) raises
         UserError before any work; files that fail are outcomes."""
         first = self.upscalers[0]
-        settings = record_settings(first.model_id, first.detail, first.fidelity, first.color_fix, size, quality)
+        settings = record_settings(first.model_id, first.detail, first.fidelity, first.color_fix, size, quality,
+                                   first.texture)
         plan = plan_jobs(in_dir, out_dir, recursive, glob, fmt, skip_existing, overwrite, size, max_pixels, settings)
         return self.run(plan, quality=quality, tile=tile, overlap=overlap, max_pixels=max_pixels, size=size)
 

@@ -241,11 +241,12 @@ class BatchPlan:
 
 
 def record_settings(model_id: str, detail: int, fidelity: float, color_fix: bool, size: OutputSize | None = None,
-                    quality: int | None = None) -> dict:
+                    quality: int | None = None, texture: float = 0.0) -> dict:
     """What batch records with each output and compares on a resume (hitok/results.py): what a photographer asks
-    of the picture; device, precision, tile and engine change pixels by rounding only and are left out."""
+    of the picture; device, precision, tile and engine change pixels by rounding only and are left out. Texture
+    is recorded only when used, so outputs recorded before it existed still match."""
     return {"model": model_id, "detail": detail, "fidelity": float(fidelity), "color_fix": color_fix,
-            **(size or OutputSize()).to_dict(), "quality": quality}
+            **(size or OutputSize()).to_dict(), "quality": quality, **({"texture": float(texture)} if texture else {})}
 
 
 def plan_jobs(in_dir: Path | str, out_dir: Path | str, recursive: bool = False, glob: str | None = None,

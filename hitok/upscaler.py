@@ -195,6 +195,7 @@ class UpscaleResult:
     color_fix: bool
     model_id: str
     seconds: float
+    texture: float = 0.0
     outscale: float | None = None  # the size options as given (all None: the model's x4)
     width: int | None = None
     height: int | None = None
@@ -213,13 +214,15 @@ class Upscaler:
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "auto",
                  dtype: torch.dtype | str = "auto", detail: int | None = None, model_id: str = "",
-                 color_fix: bool = True, fidelity: float | None = None, *, fix_colors: bool | None = None):
+                 color_fix: bool = True, fidelity: float | None = None, *, fix_colors: bool | None = None,
+                 texture: float | None = None):
         if not isinstance(model, torch.nn.Module):
             raise UserError(f"Upscaler takes a loaded model (hitok.load_model(...)), not {type(model).__name__}")
         if fix_colors is not None:
             warn("Upscaler(fix_colors=...) is now Upscaler(color_fix=...)", DeprecationWarning, stacklevel=2)
             color_fix = fix_colors
         self.detail, self.fidelity = model.settings(detail, fidelity)  # a SettingError (UserError) if out of range
+        self.texture = model.texture_setting(texture)
         device = device if isinstance(device, torch.device) else resolve_device(device)
         dtype = dtype if isinstance(dtype, torch.dtype) else resolve_precision(dtype, device)
         # channels-last on the CPU: oneDNN's convolutions run without layout reorders, measured 1.3x (fp32) and
@@ -239,6 +242,9 @@ class Upscaler:
         if detail is not None and not model.uses_detail(self.fidelity):
             self.warnings.append(f"detail {detail} changes nothing at fidelity {self.fidelity:g}: this model's "
                                  "restorer alone makes the picture there; lower the fidelity for detail to act")
+        if texture and not model.uses_texture(self.fidelity):
+            self.warnings.append(f"texture {texture:g} changes nothing at fidelity {self.fidelity:g}: there the "
+                                 "picture is the tokens' alone; raise the fidelity for texture to act")
 
     @property
     def default_overlap(self) -> int:
@@ -253,9 +259,12 @@ class Upscaler:
     def _forward(self, lr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         with torch.inference_mode():
             kw = dict(detail=self.detail, color_fix=self.color_fix, fidelity=self.fidelity)
+            if self.texture:
+                kw["texture"] = self.texture
             if dtype == torch.float32:
-                if self.engine is not None and (out := self.engine(lr, self.detail, self.color_fix,
-                                                                   self.fidelity)) is not None:
+                # the opt-in engines (hitok/accel.py) are built for the untextured restorer
+                if self.engine is not None and self.texture == 0 and (
+                        out := self.engine(lr, self.detail, self.color_fix, self.fidelity)) is not None:
                     return out
                 return self.model.upscale(lr, **kw)
             with torch.autocast(self.device.type, dtype=dtype):
@@ -375,7 +384,8 @@ class Upscaler:
             bits=result.bits if fmt in ("PNG", "TIFF") else 8, device=str(self.device),
             precision=precision_name(self.dtype), tile=max(plan.tile_h, plan.tile_w), tiles=len(plan),
             overlap=plan.overlap, detail=self.detail, fidelity=self.fidelity, color_fix=self.color_fix,
-            model_id=self.model_id, seconds=round(time.perf_counter() - start, 3), warnings=warnings,
+            model_id=self.model_id, seconds=round(time.perf_counter() - start, 3), texture=self.texture,
+            warnings=warnings,
             **size.to_dict())
 
 
@@ -391,7 +401,7 @@ def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
 def upscale(image: Image.Image, model: torch.nn.Module | str | None = None, device: str = "auto",
             precision: str = "auto", **options) -> Image.Image:
     """A Pillow image, x4, in one call. ``model``: a loaded model, a model name or ``.safetensors`` path, or None
-    for the shipped default; ``options`` go to :class:`Upscaler` (detail, color_fix, fidelity). Loads the model
+    for the shipped default; ``options`` go to :class:`Upscaler` (detail, color_fix, fidelity, texture). Loads the model
     on every call: for many images, make one :class:`Upscaler` and call its :meth:`~Upscaler.upscale`."""
     from .model_store import load_model
 

@@ -87,6 +87,10 @@ FidelityOpt = Annotated[Optional[float], typer.Option("--fidelity", help="How cl
                                                      "result follows your photo: 1 = most faithful, 0 = the model's "
                                                      "own rendering (its tokens only, as in the paper). Default: "
                                                      "the model's.")]
+TextureOpt = Annotated[Optional[float], typer.Option("--texture", help="How much texture (grass, bark, fur, "
+                                                     "stone) the restorer draws, 0 = none (the most faithful) .. 1 = "
+                                                     "all it learnt from Real-ESRGAN; needs a model with a texture "
+                                                     "restorer and a fidelity above 0. Default: the model's.")]
 ColorFixOpt = Annotated[bool, typer.Option("--color-fix/--no-color-fix", help="Keep the photo's own colours and "
                                            "shading (corrects colour drift of the model).")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format; 'same' keeps the input's.")]
@@ -150,35 +154,38 @@ class _TileBar:
 
 
 def _make_upscaler(model: Optional[str], device, precision: Precision, detail: Optional[int],
-                   color_fix: bool = True, fidelity: Optional[float] = None) -> Upscaler:
+                   color_fix: bool = True, fidelity: Optional[float] = None,
+                   texture: Optional[float] = None) -> Upscaler:
     dtype = resolve_precision(precision.value, device)
     if precision != Precision.auto and (slow := precision_warning(dtype, device)):
         _warn(slow)
     with err.status(f"loading the model ({escape(model or 'default')}) on {device}"):  # shown on a terminal only
         loaded = model_store.load(model, device)
-    return Upscaler(loaded.model, device, dtype, detail, loaded.id, color_fix, fidelity)
+    return Upscaler(loaded.model, device, dtype, detail, loaded.id, color_fix, fidelity, texture=texture)
 
 
 def _check_early(model: Optional[str], tile: Optional[int], overlap: Optional[int], detail: Optional[int],
-                 fidelity: Optional[float]) -> None:
-    """--tile / --overlap against the model's tile grid, --detail / --fidelity against its range, before the model
-    loads (a model built on the meta device: a fraction of a second, not a load)."""
-    if tile is None and overlap is None and detail is None and fidelity is None:
+                 fidelity: Optional[float], texture: Optional[float] = None) -> None:
+    """--tile / --overlap against the model's tile grid, --detail / --fidelity / --texture against its range,
+    before the model loads (a model built on the meta device: a fraction of a second, not a load)."""
+    if tile is None and overlap is None and detail is None and fidelity is None and texture is None:
         return
     peeked = model_store.peek(model)
     if peeked is not None:
         check_tiling(tile, overlap, *tile_grid(peeked[1]))
         peeked[1].settings(detail, fidelity)
+        peeked[1].texture_setting(texture)
 
 
 def _batch_settings(model: Optional[str], detail: Optional[int], fidelity: Optional[float], color_fix: bool,
-                    size: OutputSize, quality: Optional[int]) -> dict:
+                    size: OutputSize, quality: Optional[int], texture: Optional[float] = None) -> dict:
     """What batch records with each output and compares on --skip-existing (hitok/results.py), with the
     model's defaults filled in as the Upscaler fills them; known before the model loads."""
     peeked = model_store.peek(model)
     if peeked is None:  # the model load refuses this file, with its reason
         return {}
-    return record_settings(peeked[0], *peeked[1].settings(detail, fidelity), color_fix, size, quality)
+    return record_settings(peeked[0], *peeked[1].settings(detail, fidelity), color_fix, size, quality,
+                           peeked[1].texture_setting(texture))
 
 
 @app.command()
@@ -198,6 +205,7 @@ def upscale(
     precision: PrecisionOpt = Precision.auto,
     detail: DetailOpt = None,
     fidelity: FidelityOpt = None,
+    texture: TextureOpt = None,
     color_fix: ColorFixOpt = True,
     format: FormatOpt = Format.same,
     quality: QualityOpt = None,
@@ -212,12 +220,12 @@ def upscale(
     size = OutputSize(outscale, width, height)
     tile_px = _tile_value(tile)
     plan = plan_file(input, output, format.value, size, overwrite, max_pixels, quality)  # no model needed yet
-    _check_early(model, tile_px, overlap, detail, fidelity)
+    _check_early(model, tile_px, overlap, detail, fidelity, texture)
     dev = resolve_device(device)
     picture = read_image(input, max_pixels)  # a truncated file fails here, before the model loads
     for w in plan.warnings:
         _warn(w)
-    upscaler = _make_upscaler(model, dev, precision, detail, color_fix, fidelity)
+    upscaler = _make_upscaler(model, dev, precision, detail, color_fix, fidelity, texture)
     for w in upscaler.warnings:
         _warn(w)
     bar = _TileBar(input.name)
@@ -236,7 +244,8 @@ def upscale(
     (w0, h0), (w1, h1) = result.input_size, result.output_size
     out.print(f"wrote {escape(result.output)}  {w0}x{h0} -> {w1}x{h1}  ({result.seconds:.1f} s, "
               f"{result.device} {result.precision}, tile {result.tile}, {result.tiles} tile(s), "
-              f"detail {result.detail}, fidelity {result.fidelity:g})", soft_wrap=True)
+              f"detail {result.detail}, fidelity {result.fidelity:g}"
+              f"{f', texture {result.texture:g}' if result.texture else ''})", soft_wrap=True)
 
 
 @app.command()
@@ -261,6 +270,7 @@ def batch(
     precision: PrecisionOpt = Precision.auto,
     detail: DetailOpt = None,
     fidelity: FidelityOpt = None,
+    texture: TextureOpt = None,
     color_fix: ColorFixOpt = True,
     format: FormatOpt = Format.same,
     quality: QualityOpt = None,
@@ -274,8 +284,8 @@ def batch(
     """Upscale every photo in a folder; keeps going past bad files; exit 1 if any failed."""
     size = OutputSize(outscale, width, height)
     tile_px = _tile_value(tile)
-    _check_early(model, tile_px, overlap, detail, fidelity)
-    settings = _batch_settings(model, detail, fidelity, color_fix, size, quality)
+    _check_early(model, tile_px, overlap, detail, fidelity, texture)
+    settings = _batch_settings(model, detail, fidelity, color_fix, size, quality, texture)
     plan = plan_jobs(in_dir, out_dir, recursive, glob, format.value, skip_existing, overwrite, size, max_pixels,
                      settings)
     if not plan.jobs and not plan.decided:
@@ -285,7 +295,8 @@ def batch(
         if w:
             _warn(w)
     devs = resolve_devices(devices) if devices else [resolve_device(device)]
-    upscalers = [_make_upscaler(model, d, precision, detail, color_fix, fidelity) for d in devs] if plan.jobs else []
+    upscalers = [_make_upscaler(model, d, precision, detail, color_fix, fidelity, texture)
+                 for d in devs] if plan.jobs else []
     for w in dict.fromkeys(w for u in upscalers for w in u.warnings):  # once, not once per device
         _warn(w)
     progress = Progress(TextColumn("upscaling"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),

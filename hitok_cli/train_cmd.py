@@ -277,7 +277,10 @@ def restorer(
     from hitok.train.teacher import build_teacher_cache
 
     if teacher is not None:
-        build_teacher_cache(data, teacher, threads=threads, log=lambda m: out.print(escape(m), soft_wrap=True))
+        from hitok.bench.realesrgan import RealESRGAN, find_model_files
+
+        build_teacher_cache(data, teacher, lambda: RealESRGAN(*find_model_files(), threads=threads),
+                            log=lambda m: out.print(escape(m), soft_wrap=True))
 
     cfg = RestorerTraining(data=str(data), out=str(out_dir), model=RestorerConfig(width, blocks, up_width=up_width),
                            degradation=PhotoDegradation(clean_prob=clean_share), batch_size=batch_size,
@@ -298,15 +301,23 @@ def attach(
     base: Annotated[Optional[Path], typer.Option(help="Model whose tokens and generator to keep (default: the "
                                                  "shipped model).")] = None,
     fidelity: Annotated[float, typer.Option(help="The file's default --fidelity.")] = 1.0,
+    texture_from: Annotated[Optional[Path], typer.Option("--texture-from", help="A texture restorer (run folder "
+                                                          "or weights file, trained with --teacher from WEIGHTS) "
+                                                          "for the --texture dial.")] = None,
+    texture: Annotated[float, typer.Option(min=0.0, max=1.0, help="The file's default --texture.")] = 0.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
-    """Write a model file whose faithful end is a trained restorer (fp16)."""
+    """Write a model file whose faithful end is a trained restorer (fp16), optionally with a texture restorer."""
     from hitok.model_store import default_model_path
     from hitok.train.restorer import attach_restorer
 
     _check_output(output, overwrite)
-    source = weights / "continuation.safetensors" if weights.is_dir() else weights
-    if not source.exists():
-        raise UserError(f"{source}: no such restorer weights file")
-    attach_restorer(base or default_model_path(), source, output, fidelity=fidelity)
+    sources = [w / "continuation.safetensors" if w.is_dir() else w for w in (weights, texture_from) if w is not None]
+    for source in sources:
+        if not source.exists():
+            raise UserError(f"{source}: no such restorer weights file")
+    if texture and texture_from is None:
+        raise UserError("--texture needs --texture-from (a texture restorer)")
+    attach_restorer(base or default_model_path(), sources[0], output, fidelity=fidelity,
+                    texture_weights=sources[1] if texture_from is not None else None, texture=texture)
     out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 2**20:.1f} MiB)")

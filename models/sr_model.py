@@ -27,6 +27,16 @@ def check_fidelity(value: float, guided: bool = True) -> float:
     return float(value)
 
 
+def check_texture(value: float, available: bool = True) -> float:
+    """How far the restorer's weights move towards the texture restorer's: in [0, 1], above 0 only for a model
+    that has one."""
+    if not 0.0 <= value <= 1.0:
+        raise SettingError(f"texture {value:g}: must be between 0 and 1")
+    if value > 0 and not available:
+        raise SettingError(f"texture {value:g}: this model has no texture restorer; only 0 is possible")
+    return float(value)
+
+
 def check_detail(value: int, groups: int) -> int:
     """The number of active token groups M (Eq. 4, the ``--detail`` control): 1..N."""
     if int(value) != value or not 1 <= value <= groups:
@@ -42,6 +52,8 @@ class HiTokConfig:
     name: str = "custom"
     fidelity: float = 0.0  # default weight of the faithful image at inference; needs a restorer or a guide
     restorer: RestorerConfig | None = None  # the faithful end of the fidelity dial (models/restorer.py)
+    texture_restorer: bool = False  # a second restorer of the same shape, trained on a teacher's texture
+    texture: float = 0.0  # default share of the texture restorer in the restorer's weights
 
     def __post_init__(self):
         t, g = self.tokenizer, self.generator
@@ -54,6 +66,9 @@ class HiTokConfig:
         if self.restorer is not None and self.tokenizer.guide_width:
             raise ValueError("a model has either a restorer or an LR-guided decoder, not both")
         check_fidelity(self.fidelity, guided=self.restorer is not None or self.tokenizer.guide_width > 0)
+        if self.texture_restorer and self.restorer is None:
+            raise ValueError("a texture restorer needs a restorer (they are interpolated)")
+        check_texture(self.texture, self.texture_restorer)
 
 
 class HiTok(nn.Module):
@@ -70,6 +85,7 @@ class HiTok(nn.Module):
             vfm = VFM(cfg.vfm)
         self.generator = Generator(cfg.generator, vfm)
         self.restorer = Restorer(cfg.restorer) if cfg.restorer is not None else None
+        self.texture_restorer = Restorer(cfg.restorer) if cfg.texture_restorer else None
         self.metadata: dict[str, str] = {}  # provenance read from / written to the model file
 
     @property
@@ -117,6 +133,25 @@ class HiTok(nn.Module):
         return (check_detail(groups if detail is None else detail, groups),
                 check_fidelity(self.config.fidelity if fidelity is None else fidelity, self.guided))
 
+    def texture_setting(self, texture: float | None = None) -> float:
+        """``texture`` for :meth:`upscale` checked against this model (None: the config's)."""
+        return check_texture(self.config.texture if texture is None else texture, self.texture_restorer is not None)
+
+    def uses_texture(self, fidelity: float) -> bool:
+        """Whether ``texture`` moves :meth:`upscale`'s output at this fidelity (the restorer's image is in it)."""
+        return self.texture_restorer is not None and fidelity > 0
+
+    def restore(self, lr: torch.Tensor, texture: float = 0.0) -> torch.Tensor:
+        """The restorer's image with its weights moved ``texture`` of the way to the texture restorer's (ESRGAN's
+        network interpolation of a PSNR-trained and a detail-trained net: one network's cost at any setting)."""
+        if texture == 0:
+            return self.restorer(lr)
+        if texture == 1:
+            return self.texture_restorer(lr)
+        mixed = {name: torch.lerp(a, b, texture) for (name, a), b in
+                 zip(self.restorer.named_parameters(), self.texture_restorer.parameters())}
+        return torch.func.functional_call(self.restorer, mixed, (lr,))
+
     def uses_detail(self, fidelity: float) -> bool:
         """Whether ``detail`` moves :meth:`upscale`'s output at this fidelity: not at 1 on a model with a restorer,
         where the restorer alone makes the picture (the token path is skipped)."""
@@ -149,13 +184,15 @@ class HiTok(nn.Module):
         return self.tokenizer.decode_indices(indices, detail, lr, fidelity)
 
     def upscale(self, lr: torch.Tensor, detail: int | None = None, color_fix: bool = False,
-                fidelity: float | None = None) -> torch.Tensor:
+                fidelity: float | None = None, texture: float | None = None) -> torch.Tensor:
         """lr (B, 3, h, w) in [0, 1], h and w multiples of lr_align -> (B, 3, 4h, 4w) in [0, 1].
 
         color_fix: take the token image's coarse band from the LR input (models/colorfix.py; not in the paper).
         fidelity: weight of the faithful image, 0 (tokens only, the paper) .. 1 (None: the config's). With a
         restorer, 1 is the restorer alone (the token path is skipped) and values between blend its image with
-        the token image; with an LR-guided decoder, the guide's weight in the decoder (models/guide.py)."""
+        the token image; with an LR-guided decoder, the guide's weight in the decoder (models/guide.py).
+        texture: with a texture restorer, how far the restorer moves towards it (:meth:`restore`), 0 .. 1 (None:
+        the config's)."""
         r = self.lr_align
         if lr.shape[-1] % r or lr.shape[-2] % r:
             raise ValueError(f"LR sides must be multiples of {r}, got {tuple(lr.shape[-2:])}")
@@ -163,7 +200,8 @@ class HiTok(nn.Module):
         if self.restorer is None:
             sr = self.decode_indices(self.predict_indices(lr), detail, lr, fidelity)
             return colorfix.color_fix(sr, lr) if color_fix else sr
-        faithful = self.restorer(lr).float() if fidelity > 0 else None
+        texture = self.texture_setting(texture)
+        faithful = self.restore(lr, texture).float() if fidelity > 0 else None
         if fidelity == 1:
             return faithful
         sr = self.decode_indices(self.predict_indices(lr), detail).float()
@@ -180,6 +218,18 @@ def with_restorer(model: HiTok, restorer: Restorer, fidelity: float = 1.0) -> Hi
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("tokenizer.decoder.guide.")}
     state |= {f"restorer.{k}": v for k, v in restorer.state_dict().items()}
     out.load_state_dict(state)
+    out.metadata = dict(model.metadata)
+    return out
+
+
+def with_texture(model: HiTok, texture_restorer: Restorer, texture: float = 0.0) -> HiTok:
+    """A copy of a model with a restorer whose texture end is `texture_restorer` (same shape; fine-tuned from
+    that restorer, so the two interpolate), `texture` its default setting."""
+    if model.restorer is None or texture_restorer.config != model.config.restorer:
+        raise ValueError(f"a texture restorer must have the shape of the model's restorer ({model.config.restorer})")
+    out = HiTok(replace(model.config, texture_restorer=True, texture=texture), with_encoder=model.has_encoder)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("texture_restorer.")}
+    out.load_state_dict(state | {f"texture_restorer.{k}": v for k, v in texture_restorer.state_dict().items()})
     out.metadata = dict(model.metadata)
     return out
 

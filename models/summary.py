@@ -23,6 +23,7 @@ def component_params(model: HiTok) -> dict[str, int]:
         "generator": _params(gen) - vfm,
         "vfm": vfm,
         "restorer": _params(model.restorer),
+        "texture_restorer": _params(model.texture_restorer),  # interpolated with the restorer: no MACs of its own
     }
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-import hitok.bench.realesrgan as realesrgan
 from hitok.train.data import CropStream
 from hitok.train.degrade import PhotoDegradation
 from hitok.train.teacher import build_teacher_cache, clean_low_res, load_teacher, teacher_key
@@ -36,17 +35,15 @@ class _NearestTeacher:
         return img.repeat(4, axis=0).repeat(4, axis=1)
 
 
-def test_cache_is_built_once_and_sized_like_the_cut_photo(photos, tmp_path, monkeypatch):
-    monkeypatch.setattr(realesrgan, "RealESRGAN", _NearestTeacher)
-    monkeypatch.setattr(realesrgan, "find_model_files", lambda *a: ("p", "b"))
+def test_cache_is_built_once_and_sized_like_the_cut_photo(photos, tmp_path):
     _NearestTeacher.calls = 0
-    files = build_teacher_cache(photos, tmp_path / "cache", log=lambda _m: None)
+    files = build_teacher_cache(photos, tmp_path / "cache", _NearestTeacher, log=lambda _m: None)
     assert _NearestTeacher.calls == 2 and len(files) == 2
     t = load_teacher(tmp_path / "cache", photos / "p0.png")
     assert t.shape == (68, 80, 3)  # 70 x 83 cut to multiples of 4
     photo = np.asarray(Image.open(photos / "p0.png"))
     assert np.array_equal(t[::4, ::4], clean_low_res(photo))  # the teacher saw the clean LR
-    assert build_teacher_cache(photos, tmp_path / "cache", log=lambda _m: None) == files
+    assert build_teacher_cache(photos, tmp_path / "cache", _NearestTeacher, log=lambda _m: None) == files
     assert _NearestTeacher.calls == 2  # resumable: nothing redone
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(photos / "p0.png")  # an edited photo: a new entry
     assert teacher_key(photos / "p0.png") not in {f.name for f in files}

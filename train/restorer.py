@@ -198,17 +198,31 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     return snap
 
 
-def attach_restorer(base: str | Path, weights: str | Path, out: str | Path, fidelity: float = 1.0,
-                    half: bool = True, use_ema: bool = True) -> None:
-    """Write a model file: `base`'s tokens, generator and token-only decoder + the restorer in `weights` (an
-    EMA snapshot or a continuation file; its EMA when it has one and use_ema) as the faithful end."""
-    from hitok.models.io import load_model_file, save_model
-    from hitok.models.sr_model import with_restorer
-
-    model = load_model_file(base)
+def _restorer_from(weights: str | Path, use_ema: bool) -> tuple[Restorer, dict[str, str]]:
     rcfg, state, ema_state, meta = load_weights(weights)
     restorer = Restorer(rcfg)
     restorer.load_state_dict(ema_state if (use_ema and ema_state) else state)
+    return restorer, meta
+
+
+def attach_restorer(base: str | Path, weights: str | Path, out: str | Path, fidelity: float = 1.0,
+                    half: bool = True, use_ema: bool = True, texture_weights: str | Path | None = None,
+                    texture: float = 0.0) -> None:
+    """Write a model file: `base`'s tokens, generator and token-only decoder + the restorer in `weights` (an
+    EMA snapshot or a continuation file; its EMA when it has one and use_ema) as the faithful end, and, with
+    `texture_weights`, the texture restorer trained from it (`texture`: the file's default --texture)."""
+    from hitok.models.io import load_model_file, save_model
+    from hitok.models.sr_model import with_restorer, with_texture
+
+    model = load_model_file(base)
+    restorer, meta = _restorer_from(weights, use_ema)
     combined = with_restorer(model, restorer, fidelity)
-    save_model(combined, out, metadata={"restorer_steps": meta.get("steps", "?"),
-                                        "restorer_minutes": meta.get("minutes", "?")}, half=half)
+    provenance = {"restorer_steps": meta.get("steps", "?"), "restorer_minutes": meta.get("minutes", "?")}
+    if texture_weights is not None:
+        textured, tmeta = _restorer_from(texture_weights, use_ema)
+        try:
+            combined = with_texture(combined, textured, texture)
+        except ValueError as e:
+            raise ModelFileError(f"{texture_weights}: {e}") from None
+        provenance |= {"texture_steps": tmeta.get("steps", "?"), "texture_minutes": tmeta.get("minutes", "?")}
+    save_model(combined, out, metadata=provenance, half=half)

@@ -1,6 +1,6 @@
 """A teacher's x4 output of every photo in a folder, cached once: deterministic targets for distillation.
 
-Real-ESRGAN x4plus (bench/realesrgan.py, BSD-3-Clause) sees the clean LR of each whole photo (the photo cut to a
+The teacher (Real-ESRGAN x4plus, bench/realesrgan.py, BSD-3-Clause, handed in by `hitok train restorer`) sees the clean LR of each whole photo (the photo cut to a
 multiple of 4, then the antialiased bicubic x4 reduction that train/degrade.py uses for its clean share, 8-bit)
 and its output is stored as a PNG of the same size as that cut photo. A crop of the photo at an offset that is a
 multiple of 4 then lines up with the same crop of the teacher image (CropStream's `teacher`).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,11 @@ def clean_low_res(img: np.ndarray) -> np.ndarray:
     return (low[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
-def build_teacher_cache(data: str | Path, cache: str | Path, threads: int = 2, log=print) -> list[Path]:
-    """Run Real-ESRGAN x4plus on the clean LR of every photo under `data` not yet in `cache`; returns the
-    cache files of all readable photos, in list_images order."""
-    from hitok.bench.realesrgan import RealESRGAN, find_model_files
-
+def build_teacher_cache(data: str | Path, cache: str | Path, make_teacher: Callable[[], Callable], log=print
+                        ) -> list[Path]:
+    """Run the teacher (made by `make_teacher()` on first need: uint8 (h, w, 3) -> uint8 (4h, 4w, 3)) on the
+    clean LR of every photo under `data` not yet in `cache`; returns the cache files of all readable photos, in
+    list_images order."""
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     teacher = None
@@ -57,8 +58,7 @@ def build_teacher_cache(data: str | Path, cache: str | Path, threads: int = 2, l
         img = load_rgb(path)
         if img is None:
             continue
-        if teacher is None:
-            teacher = RealESRGAN(*find_model_files(), threads=threads)
+        teacher = teacher or make_teacher()
         t0 = time.perf_counter()
         out = teacher(clean_low_res(img))
         tmp = target.with_suffix(".tmp.png")
@@ -74,7 +74,3 @@ def load_teacher(cache: str | Path, path: Path) -> np.ndarray | None:
     target = Path(cache) / teacher_key(path)
     return np.asarray(Image.open(target).convert("RGB")) if target.exists() else None
 
-
-if __name__ == "__main__":
-    import sys
-    build_teacher_cache(sys.argv[1], sys.argv[2], threads=int(sys.argv[3]) if len(sys.argv) > 3 else 2)

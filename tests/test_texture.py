@@ -1,0 +1,117 @@
+"""The texture dial: a second restorer of the same shape (trained on a teacher, train/teacher.py) whose weights
+the restorer's are interpolated towards (models/sr_model.py HiTok.restore), through the Upscaler, batch records
+and the command line."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from hitok.batch_plan import record_settings
+from hitok.cli.app import app
+from hitok.models import HiTok, Restorer, RestorerConfig, load_model_file, presets, save_model
+from hitok.models.errors import SettingError
+from hitok.models.sr_model import with_restorer, with_texture
+from hitok.models.summary import summarize
+from hitok.upscaler import Upscaler
+
+TINY = RestorerConfig(width=8, blocks=2, up_width=4)
+
+
+def _restorer(seed: int) -> Restorer:
+    torch.manual_seed(seed)
+    net = Restorer(TINY)
+    with torch.no_grad():  # wake the small-started last layer so the two restorers differ clearly
+        net.up2.weight.normal_(0, 0.3)
+    return net
+
+
+def _model(texture: float = 0.0) -> HiTok:
+    return with_texture(with_restorer(HiTok(presets.tiny()), _restorer(0)), _restorer(1), texture).eval()
+
+
+def test_texture_interpolates_the_weights_at_one_networks_cost():
+    model = _model()
+    lr = torch.rand(1, 3, 16, 16)
+    mixed = Restorer(TINY)
+    mixed.load_state_dict({k: (a + b) / 2 for (k, a), b in zip(model.restorer.state_dict().items(),
+                                                               model.texture_restorer.state_dict().values())})
+    with torch.inference_mode():
+        assert torch.equal(model.upscale(lr), model.restorer(lr))  # the default texture is 0
+        assert torch.equal(model.upscale(lr, texture=1.0), model.texture_restorer(lr))
+        half = model.upscale(lr, texture=0.5)
+        assert torch.allclose(half, mixed(lr), atol=1e-5)  # the weights are mixed, not the images
+        assert not torch.allclose(half, (model.restorer(lr) + model.texture_restorer(lr)) / 2, atol=1e-3)
+        w_half = model.upscale(lr, fidelity=0.5, texture=1.0)
+        tokens = model.decode_indices(model.predict_indices(lr))
+        assert torch.allclose(w_half, (tokens + model.texture_restorer(lr)) / 2, atol=1e-6)
+    plain = summarize(with_restorer(HiTok(presets.tiny()), _restorer(0)).config)
+    textured = summarize(model.config)
+    assert textured["total_macs"] == plain["total_macs"]
+    assert textured["params"]["texture_restorer"] == textured["params"]["restorer"] > 0
+
+
+def test_texture_is_checked_and_kept_in_the_file(tmp_path):
+    with pytest.raises(SettingError, match="no texture restorer"):
+        with_restorer(HiTok(presets.tiny()), _restorer(0)).upscale(torch.rand(1, 3, 8, 8), texture=0.5)
+    with pytest.raises(SettingError, match="between 0 and 1"):
+        _model().texture_setting(1.5)
+    with pytest.raises(ValueError, match="shape of the model's restorer"):
+        with_texture(with_restorer(HiTok(presets.tiny()), _restorer(0)), Restorer(RestorerConfig(4, 1, up_width=4)))
+    with pytest.raises(ValueError, match="needs a restorer"):
+        dataclasses.replace(presets.tiny(), texture_restorer=True)
+    model = _model(texture=0.25)
+    save_model(model, tmp_path / "t.safetensors")
+    back = load_model_file(tmp_path / "t.safetensors")
+    assert back.config.texture == 0.25 and back.config.texture_restorer
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.inference_mode():
+        assert torch.allclose(back.upscale(lr), model.upscale(lr), atol=1e-6)
+
+
+def test_upscaler_cli_and_batch_records(tmp_path):
+    lr = torch.rand(1, 3, 8, 8)
+    assert Upscaler(_model(), "cpu", "fp32", texture=0.5).warnings == []
+    said = Upscaler(_model(), "cpu", "fp32", fidelity=0.0, texture=0.5).warnings
+    assert said and "texture 0.5 changes nothing at fidelity 0" in said[0]
+    assert "texture" not in record_settings("m", 4, 1.0, True, texture=0.0)  # records look as they did before
+    assert record_settings("m", 4, 1.0, True, texture=0.5)["texture"] == 0.5
+    path = tmp_path / "t.safetensors"
+    save_model(_model(), path)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    outs = {}
+    for t in ("0", "1"):
+        out = tmp_path / f"out{t}.png"
+        r = CliRunner().invoke(app, ["upscale", str(tmp_path / "in.png"), "-m", str(path), "-o", str(out),
+                                     "--texture", t, "--device", "cpu", "--precision", "fp32", "--json"])
+        assert r.exit_code == 0, r.output
+        outs[t] = np.asarray(Image.open(out)).astype(int)
+    assert np.abs(outs["0"] - outs["1"]).mean() > 1  # the dial moves the picture
+    r = CliRunner().invoke(app, ["upscale", str(tmp_path / "in.png"), "-m", str(path), "--texture", "2"])
+    assert r.exit_code != 0 and "texture 2: must be between 0 and 1" in r.output
+
+
+def test_train_attach_adds_a_texture_restorer(tmp_path):
+    from hitok.train.restorer import save_weights
+
+    base = tmp_path / "base.safetensors"
+    save_model(HiTok(presets.tiny()), base)
+    faithful, textured = _restorer(0), _restorer(1)
+    save_weights(tmp_path / "f.safetensors", faithful, None, {"steps": "10"})
+    save_weights(tmp_path / "t.safetensors", textured, None, {"steps": "20"})
+    save_weights(tmp_path / "other.safetensors", Restorer(RestorerConfig(4, 1, up_width=4)), None, {})
+    out = tmp_path / "m.safetensors"
+    args = ["train", "attach", str(tmp_path / "f.safetensors"), "-o", str(out), "--base", str(base)]
+    r = CliRunner().invoke(app, args + ["--texture-from", str(tmp_path / "t.safetensors"), "--texture", "0.3"])
+    assert r.exit_code == 0, r.output
+    model = load_model_file(out)
+    assert model.config.texture == 0.3 and model.metadata["texture_steps"] == "20"
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.inference_mode():
+        assert torch.allclose(model.upscale(lr, texture=1.0), textured(lr), atol=5e-3)  # fp16 file
+    r = CliRunner().invoke(app, args + ["--texture-from", str(tmp_path / "other.safetensors"), "--overwrite"])
+    assert r.exit_code == 1 and "shape of the model's restorer" in r.output
+    r = CliRunner().invoke(app, args + ["--texture", "0.3", "--overwrite"])
+    assert r.exit_code == 1 and "--texture needs --texture-from" in r.output
