@@ -85,16 +85,17 @@ class Bicubic:
 class HitokMethod:
     """A hitok model through the user's path: ``Upscaler.upscale_picture`` with tile auto.
 
-    fidelity: weight of the LR guide (models/guide.py), None = the model's default.
+    fidelity: weight of the faithful image (models/restorer.py, models/guide.py), None = the model's default;
+    texture: the texture dial (models/sr_model.py HiTok.restore), None = the model's default.
     """
 
     def __init__(self, model: torch.nn.Module, name: str = "hitok", device: str | torch.device = "cpu",
                  model_id: str = "", source: str = "", tile: int | None = None, color_fix: bool = True,
-                 fidelity: float | None = None):
+                 fidelity: float | None = None, texture: float | None = None):
         from hitok.upscaler import Upscaler
 
         self.upscaler = Upscaler(model, str(device) if not isinstance(device, torch.device) else device,
-                                 model_id=model_id, color_fix=color_fix, fidelity=fidelity)
+                                 model_id=model_id, color_fix=color_fix, fidelity=fidelity, texture=texture)
         self.name, self.tile, self.source = name, tile, source or "model"
         self.plan = None  # tile plan of the last call, for the report
 
@@ -103,10 +104,11 @@ class HitokMethod:
         from hitok.device import precision_name
 
         u, p = self.upscaler, self.plan
+        texture = f"texture {u.texture:g}, " if getattr(u.model, "texture_restorer", None) is not None else ""
         tiles = f"tile {'auto' if self.tile is None else self.tile}" + (
             f" -> {p.tile_h}x{p.tile_w} LR px, overlap {p.overlap}, {len(p)} tile(s)" if p is not None else "")
         return (f"{self.name}: {self.source} (id {u.model_id or '-'}), {u.device} {precision_name(u.dtype)}, "
-                f"fidelity {u.fidelity:g}, colour fix {'on' if u.color_fix else 'off'}, {tiles}, "
+                f"fidelity {u.fidelity:g}, {texture}colour fix {'on' if u.color_fix else 'off'}, {tiles}, "
                 f"torch threads {torch.get_num_threads()}")
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
@@ -161,7 +163,7 @@ class RealESRGANMethod:
 def build_methods(models: Sequence[str | None], realesrgan: bool = True, device: str = "cpu",
                   realesrgan_dir: str | None = None, threads: int | None = None,
                   tile: int | None = None, raw_rows: bool = False, fidelities: Sequence[float] = (),
-                  floor_data: str | Path | None = None, floor_steps: int = 1000,
+                  floor_data: str | Path | None = None, floor_steps: int = 1000, textures: Sequence[float] = (),
                   log: Callable[[str], None] | None = None) -> tuple[list[Method], list[str]]:
     """bicubic, Real-ESRGAN (when wanted and found), the CNN floor (when ``floor_data`` is given) and the hitok
     rows per model spec (name, path, None = default), in that order.
@@ -169,6 +171,7 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
     tile: hitok's LR tile side; None = auto, what ``hitok upscale`` does by default.
     fidelities: for a model with an LR guide, one more row "<name> fidelity <v>" per value (colour fix on, as the
     default row); a model without one gets a note instead.
+    textures: for a model with a texture restorer, one more row "<name> texture <v>" per value.
     raw_rows: also a "<name> raw" row per model without the colour fix (models/colorfix.py), so the table
     shows what the fix adds, and for a guided model a "<name> fidelity 0 raw" row: the tokens alone.
     floor_data: folder of training photos for :func:`hitok.bench.floor.train_floor`, trained here for
@@ -210,6 +213,10 @@ def build_methods(models: Sequence[str | None], realesrgan: bool = True, device:
             methods += [row(f"{name} fidelity {v:g}", fidelity=v) for v in fidelities]
         elif fidelities:
             notes.append(f"{name}: no LR guide in this model, so no fidelity rows (its fidelity is always 0)")
+        if m.model.texture_restorer is not None:
+            methods += [row(f"{name} texture {v:g}", texture=v) for v in textures]
+        elif textures:
+            notes.append(f"{name}: no texture restorer in this model, so no texture rows")
         if raw_rows:
             methods.append(row(f"{name} raw", color_fix=False))
             if guided:
@@ -432,11 +439,12 @@ def side_by_side(panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int]
 
 def figure_methods(names: Sequence[str]) -> list[str]:
     """The README figure's columns: bicubic, Real-ESRGAN (if run), the first hitok model's default row and its
-    '... fidelity 0' row if there is one (the detail end of the dial)."""
+    '... texture 1' row if there is one (the texture end of the dial), else its '... fidelity 0' row."""
     keep = [n for n in names if n in ("bicubic", "Real-ESRGAN")]
     first = next((n for n in names if n.startswith("hitok") and " " not in n), None)
     if first is not None:
-        keep += [n for n in names if n in (first, f"{first} fidelity 0")]
+        detail_end = f"{first} texture 1" if f"{first} texture 1" in names else f"{first} fidelity 0"
+        keep += [n for n in names if n in (first, detail_end)]
     return keep
 
 

@@ -50,6 +50,9 @@ def eval_command(
     fidelity_sweep: Annotated[str, typer.Option("--fidelity-sweep", help="Comma list of fidelities, e.g. "
                                                 "0,0.25,0.5,0.75,1: one more row per value for each model with an "
                                                 "LR guide.")] = "",
+    texture_sweep: Annotated[str, typer.Option("--texture-sweep", help="Comma list of --texture values, e.g. "
+                                               "0.5,1: one more row per value for each model with a texture "
+                                               "restorer.")] = "",
     floor_data: Annotated[Optional[Path], typer.Option("--floor-data", help="Folder of training photos: train "
                                                        "the 'CNN floor' baseline (a 0.17 M-parameter plain CNN) "
                                                        "on them at the start of the run and add its row. "
@@ -75,7 +78,8 @@ def eval_command(
     list_images(hr_dir, max_images=max_images)  # a bad folder fails before any model is loaded
     if floor_data is not None and not floor_data.is_dir():
         raise UserError(f"--floor-data {floor_data}: no such folder")
-    fidelities = parse_fidelities(fidelity_sweep)
+    fidelities = parse_unit_list(fidelity_sweep, "--fidelity-sweep")
+    textures = parse_unit_list(texture_sweep, "--texture-sweep")
     if threads:
         torch.set_num_threads(threads)
 
@@ -84,7 +88,7 @@ def eval_command(
 
     methods, notes = build_methods(model or [], realesrgan, device,
                                    str(realesrgan_dir) if realesrgan_dir else None, threads, tile, raw,
-                                   fidelities, floor_data, floor_steps, log)
+                                   fidelities, floor_data, floor_steps, textures, log=log)
     for note in notes:
         err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     res = evaluate(hr_dir, methods, crop=crop, out_dir=out_dir, max_images=max_images, seed=seed,
@@ -105,8 +109,8 @@ def eval_command(
               soft_wrap=True)
 
 
-def parse_fidelities(text: str) -> list[float]:
-    """The --fidelity-sweep text "0,0.25,1" -> [0.0, 0.25, 1.0]: each in [0, 1], repeats dropped, order kept."""
+def parse_unit_list(text: str, option: str) -> list[float]:
+    """A sweep option's text "0,0.25,1" -> [0.0, 0.25, 1.0]: each in [0, 1], repeats dropped, order kept."""
     values: list[float] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -114,9 +118,9 @@ def parse_fidelities(text: str) -> list[float]:
         try:
             v = float(part)
         except ValueError:
-            raise UserError(f"--fidelity-sweep {text}: {part!r} is not a number") from None
+            raise UserError(f"{option} {text}: {part!r} is not a number") from None
         if not 0.0 <= v <= 1.0:
-            raise UserError(f"--fidelity-sweep {text}: {part} is outside 0..1")
+            raise UserError(f"{option} {text}: {part} is outside 0..1")
         if v not in values:
             values.append(v)
     return values

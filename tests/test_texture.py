@@ -115,3 +115,22 @@ def test_train_attach_adds_a_texture_restorer(tmp_path):
     assert r.exit_code == 1 and "shape of the model's restorer" in r.output
     r = CliRunner().invoke(app, args + ["--texture", "0.3", "--overwrite"])
     assert r.exit_code == 1 and "--texture needs --texture-from" in r.output
+
+
+def test_eval_rows_and_figure_column(tmp_path):
+    import hitok.bench.evaluate as ev
+
+    path = tmp_path / "t.safetensors"
+    save_model(_model(), path)
+    methods, notes = ev.build_methods([str(path)], realesrgan=False, textures=(0.5, 1))
+    names = [m.name for m in methods]
+    assert names == ["bicubic", "hitok", "hitok texture 0.5", "hitok texture 1"] and not notes
+    assert "texture 0.5," in methods[2].info
+    lr = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    assert not np.array_equal(methods[1](lr), methods[3](lr))
+    assert ev.figure_methods(names + ["hitok fidelity 0"]) == ["bicubic", "hitok", "hitok texture 1"]
+    assert ev.figure_methods(["bicubic", "hitok", "hitok fidelity 0"]) == ["bicubic", "hitok", "hitok fidelity 0"]
+    plain = tmp_path / "p.safetensors"
+    save_model(with_restorer(HiTok(presets.tiny()), _restorer(0)), plain)
+    _, notes = ev.build_methods([str(plain)], realesrgan=False, textures=(1,))
+    assert notes == ["hitok: no texture restorer in this model, so no texture rows"]
