@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw, ImageFont
 from hitok.errors import UserError, one_line
 from hitok.imageio import Picture, list_images, load_rgb8
 
+from .artefacts import FLAG, periodic_score
 from .haarpsi import haarpsi
 from .metrics import psnr_y, ssim_y, to_y
 from .niqe import imresize_matlab, niqe
@@ -49,9 +50,9 @@ from .niqe import imresize_matlab, niqe
 SCALE = 4
 SHAVE = 4
 TRACKS = ("bicubic", "realistic")
-METRICS = ("psnr_y", "ssim_y", "haarpsi", "niqe", "lpips", "dists", "seconds")
+METRICS = ("psnr_y", "ssim_y", "haarpsi", "niqe", "periodic", "lpips", "dists", "seconds")
 HEADERS = {"psnr_y": "PSNR-Y (dB) ↑", "ssim_y": "SSIM-Y ↑", "haarpsi": "HaarPSI ↑", "niqe": "NIQE ↓",
-           "lpips": "LPIPS ↓", "dists": "DISTS ↓", "seconds": "s / image"}
+           "periodic": "periodic ↓", "lpips": "LPIPS ↓", "dists": "DISTS ↓", "seconds": "s / image"}
 DISTS_NA = "no DISTS implementation in hitok (it needs ImageNet VGG16 and DISTS weights; none offline)"
 DETAIL = 128  # side of the full-resolution detail region in the panels
 MAX_ROW = 1600  # px, widest panel row
@@ -268,6 +269,7 @@ class Score:
     lpips: float | None
     dists: float | None
     seconds: float
+    periodic: float | None = None  # bench/artefacts.py: a regular pattern the photo lacks scores above FLAG
 
 
 @dataclass
@@ -295,6 +297,16 @@ class EvalResults:
             vals = [getattr(r, m) for r in rows if getattr(r, m) is not None]
             out[m] = float(np.mean(vals)) if vals else None
         return out
+
+    def flagged(self) -> list[str]:
+        """One line per method with a periodic pattern on some image (bench/artefacts.py FLAG)."""
+        lines = []
+        for m in self.methods:
+            bad = [f"{s.image} ({s.track}, {s.periodic:.1f})" for s in self.scores
+                   if s.method == m and s.periodic is not None and s.periodic > FLAG]
+            if bad:
+                lines.append(f"- **{m}: a regular pattern** on {len(bad)} crop(s): {', '.join(bad)}")
+        return lines
 
     def to_json(self) -> dict:
         means = {t: {m: self.mean(t, m) for m in self.methods} for t in TRACKS}
@@ -331,6 +343,10 @@ class EvalResults:
                   "subsampling first), on the RGB output with 4 px shaved; 1 = identical to GT.",
                   "- NIQE: BT.601 Y, 4 px border cropped, pristine model of Mittal et al. 2013 (lower = more "
                   "natural); the GT row is the HR crops' own score.",
+                  f"- periodic: the strongest isolated spectral peak of the output beyond the photo's "
+                  f"(bench/artefacts.py); about 2-5 for honest upscalers, above {FLAG:g} a regular pattern "
+                  f"(cross-hatch, checkerboard) the photo lacks.",
+                  *self.flagged(),
                   "- s / image: wall seconds per LR input in this process, after one untimed warm-up call."]
         return "\n".join(lines) + "\n"
 
@@ -344,7 +360,7 @@ def _md_row(labels: list[str], values: dict) -> str:
 def fmt_metric(metric: str, v: float | None) -> str:
     if v is None:
         return "n/a"
-    if metric == "psnr_y":
+    if metric in ("psnr_y", "periodic"):
         return f"{v:.2f}"
     return f"{v:.4f}" if metric in ("ssim_y", "haarpsi", "lpips", "dists") else f"{v:.3f}"
 
@@ -519,6 +535,7 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
         for track in TRACKS:
             lr = make_lr(hr, track, image_seed(seed, name))
             panels = [("LR (nearest x4)", np.repeat(np.repeat(lr, SCALE, 0), SCALE, 1))]
+            baseline = _matlab_resize(lr, SCALE)  # bicubic: its own imaging of stripes is no artefact
             for m in methods:
                 start = time.perf_counter()
                 sr = m(lr)
@@ -527,7 +544,7 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
                     raise RuntimeError(f"{m.name} returned {sr.dtype} {sr.shape} for a {lr.shape} input")
                 score = Score(name, track, m.name, psnr_y(sr, hr, SHAVE), ssim_y(sr, hr, SHAVE),
                               haarpsi(hr, sr, SHAVE), _niqe_or_none(sr, res), _lpips(lpips_net, sr, hr), None,
-                              seconds)
+                              seconds, _periodic_or_none(sr, hr, baseline, res))
                 res.scores.append(score)
                 log(f"{name} {track:9s} {m.name:14s} PSNR-Y {score.psnr_y:6.2f}  HaarPSI {score.haarpsi:.4f}  "
                     f"{seconds:7.2f} s")
@@ -552,6 +569,14 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
         (out / "results.md").write_text(res.to_markdown(), encoding="utf-8")
         (out / "results.json").write_text(json.dumps(res.to_json(), indent=1), encoding="utf-8")
     return res
+
+
+def _periodic_or_none(sr: np.ndarray, hr: np.ndarray, baseline: np.ndarray, res: EvalResults) -> float | None:
+    try:
+        return periodic_score(sr, hr, baseline)
+    except ValueError as exc:  # smaller than one window
+        res.unavailable.setdefault("periodic", str(exc))
+        return None
 
 
 def _niqe_or_none(img: np.ndarray, res: EvalResults) -> float | None:

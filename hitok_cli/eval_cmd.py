@@ -102,6 +102,8 @@ def eval_command(
         for name in res.methods:
             table.add_row(escape(name), *(fmt_metric(k, v) for k, v in res.mean(track, name).items()))
         out.print(table)
+    for line in res.flagged():
+        out.print(f"[yellow]warning:[/] {escape(line[2:].replace('**', ''))}", soft_wrap=True)
     for metric, why in res.unavailable.items():
         out.print(f"{metric} n/a: {escape(why)}", soft_wrap=True)
     out.print(f"wrote {escape(str(out_dir / 'results.md'))}, results.json and {len(res.images) * len(TRACKS)} "
