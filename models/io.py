@@ -4,8 +4,8 @@ mis-shaped tensor is refused with one clear line.
 
 A model file is data from whoever made it, and its 1.5 KB config decides what gets built. So before anything is
 built the config is held to limits (:func:`check_config`): every field of the type its dataclass gives, sizes
-within generous bounds, and the parameter count, taken on the meta device, at most MAX_PARAMS (2 GiB of fp32;
-the paper preset is 0.39 G parameters). A VFM must be a timm architecture name (never a hub or local-dir name,
+within generous bounds; and the build itself may allocate at most MAX_PARAMS tensor elements (2 GiB of fp32; the
+paper preset is 0.39 G parameters), checked before each allocation (models/alloc_limit.py). A VFM must be a timm architecture name (never a hub or local-dir name,
 which timm resolves by downloading or reading a folder) with plain-number keyword arguments. Weights holding
 NaN or inf are refused. With ``untrusted=True`` (the CLI: files users bring) a config also may not reach out:
 a pretrained VFM is built with the network off (the local Hugging Face cache still serves it) and a VFM
@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .alloc_limit import AllocationLimit, AllocationLimitExceeded
 from .errors import ModelFileError, one_line
 from .generator import GeneratorConfig
 from .sr_model import HiTok, HiTokConfig
@@ -262,17 +263,13 @@ def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu",
     except (ValueError, TypeError, KeyError) as e:
         raise ModelFileError(f"{path}: model config refused: {e}") from None
     try:
-        n = parameter_count(cfg, with_encoder)
-    except Exception as e:  # noqa: BLE001 - a config the model code cannot build
-        raise ModelFileError(f"{path}: cannot build the model it describes: {one_line(e)}") from None
-    if n > MAX_PARAMS:
-        raise ModelFileError(f"{path}: its config describes {n / 1e6:,.0f} M parameters ({4 * n / 2**30:,.1f} GiB in "
-                             f"fp32), above the limit of {MAX_PARAMS / 1e6:,.0f} M ({4 * MAX_PARAMS / 2**30:.0f} GiB); "
-                             "refused")
-    try:
-        with _network_off() if untrusted else contextlib.nullcontext():
+        with AllocationLimit(MAX_PARAMS), _network_off() if untrusted else contextlib.nullcontext():
             model = HiTok(cfg, with_encoder=with_encoder)
-    except Exception as e:  # e.g. a VFM whose pretrained weights cannot be reached
+    except AllocationLimitExceeded as e:
+        raise ModelFileError(f"{path}: its config describes over {e.requested / 1e6:,.0f} M parameters (over "
+                             f"{4 * e.requested / 2**30:,.1f} GiB in fp32), above the limit of {MAX_PARAMS / 1e6:,.0f} M "
+                             f"({4 * MAX_PARAMS / 2**30:.0f} GiB); refused") from None
+    except Exception as e:  # noqa: BLE001 - a config the model code cannot build, a VFM whose weights are unreachable
         raise ModelFileError(f"{path}: cannot build the model it describes: {one_line(e)}") from None
     try:
         state = load_file(str(path))
