@@ -40,9 +40,10 @@ class AllocationLimit(TorchFunctionMode):
     Tensors that operations make from existing ones (``w.repeat_interleave(4)``, ``randn(...) / s``) are not
     counted: they are bounded by what a factory already allocated."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, allocated: int = 0):
+        """``allocated``: what earlier builds of the same model took (a deferred part: models/io.py)."""
         super().__init__()
-        self.limit, self.allocated = limit, 0
+        self.limit, self.allocated = limit, allocated
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
