@@ -47,6 +47,9 @@ DEFAULT_MAX_PIXELS = 89_478_485
 SUFFIX_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+# zlib level of 8-bit PNG output. Pillow's 6 took 160 ms for a 1024x1024 x4 photo (606 KiB); 4 takes 60 ms for
+# 6 % more bytes (642 KiB), and is both faster and smaller than 3 (64 ms, 708 KiB); 1 saves 20 ms more for 28 %.
+PNG_COMPRESS_LEVEL = 4
 # Suffixes hitok reads (Pillow can read more; these are the ones batch picks up by default).
 READ_SUFFIXES = tuple(SUFFIX_FORMAT) + (".gif",)
 
@@ -548,7 +551,7 @@ def write_image(path: Path | str, pic: Picture, fmt: str | None = None, quality:
         q = 95 if quality is None else quality
         kwargs.update(quality=q, lossless=q >= 100, method=4)
     elif fmt == "PNG":
-        kwargs.update(compress_level=6)
+        kwargs.update(compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "TIFF":
         kwargs.update(compression="tiff_deflate")
     with atomic_write(path, overwrite) as fp:

@@ -108,13 +108,15 @@ class LoadedModel:
     id: str
 
 
-def load(spec: str | None, device: torch.device | str = "cpu") -> LoadedModel:
-    """Resolve and load a model; every failure is a one-line UserError."""
+def load(spec: str | None, device: torch.device | str = "cpu", lazy: bool = False) -> LoadedModel:
+    """Resolve and load a model; every failure is a one-line UserError. ``lazy``: the token path of a model with
+    a restorer is built and read on its first use (hitok.models.io.load_model_file): for an Upscaler, whose
+    fidelity 1 runs the restorer alone."""
     from hitok.models import ModelFileError, load_model_file
 
     path = resolve_model(spec)
     try:
-        model = load_model_file(path, device=device, untrusted=True)
+        model = load_model_file(path, device=device, untrusted=True, lazy=lazy)
     except ModelFileError as exc:
         raise UserError(str(exc)) from None
     except RecursionError:

@@ -160,7 +160,7 @@ def _make_upscaler(model: Optional[str], device, precision: Precision, detail: O
     if precision != Precision.auto and (slow := precision_warning(dtype, device)):
         _warn(slow)
     with err.status(f"loading the model ({escape(model or 'default')}) on {device}"):  # shown on a terminal only
-        loaded = model_store.load(model, device)
+        loaded = model_store.load(model, device, lazy=True)  # the token path loads on first use: not at fidelity 1
     return Upscaler(loaded.model, device, dtype, detail, loaded.id, color_fix, fidelity, texture=texture)
 
 

@@ -4,8 +4,8 @@ mis-shaped tensor is refused with one clear line.
 
 A model file is data from whoever made it, and its 1.5 KB config decides what gets built. So before anything is
 built the config is held to limits (:func:`check_config`): every field of the type its dataclass gives, sizes
-within generous bounds, and the parameter count, taken on the meta device, at most MAX_PARAMS (2 GiB of fp32;
-the paper preset is 0.39 G parameters). A VFM must be a timm architecture name (never a hub or local-dir name,
+within generous bounds; and the build itself may allocate at most MAX_PARAMS tensor elements (2 GiB of fp32; the
+paper preset is 0.39 G parameters), checked before each allocation (models/alloc_limit.py). A VFM must be a timm architecture name (never a hub or local-dir name,
 which timm resolves by downloading or reading a folder) with plain-number keyword arguments. Weights holding
 NaN or inf are refused. With ``untrusted=True`` (the CLI: files users bring) a config also may not reach out:
 a pretrained VFM is built with the network off (the local Hugging Face cache still serves it) and a VFM
@@ -18,12 +18,14 @@ import re
 import socket
 from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import safe_open, save_file
 
+from .alloc_limit import AllocationLimit, AllocationLimitExceeded
 from .errors import ModelFileError, one_line
 from .generator import GeneratorConfig
 from .sr_model import HiTok, HiTokConfig
@@ -31,6 +33,7 @@ from .restorer import RestorerConfig
 from .tokenizer import TokenizerConfig
 
 FORMAT = "hitok-1"
+T = TypeVar("T")
 MAX_PARAMS = 2**29  # 2 GiB of fp32 parameters
 MAX_WIDTH = 8192  # any channel or embedding width, and any other size not named below
 MAX_DEPTH = 64  # blocks in one stack
@@ -50,8 +53,8 @@ REMOVED_FIELDS = {
 
 def _state_for_saving(model: HiTok) -> dict[str, torch.Tensor]:
     state = model.state_dict()
-    vfm = model.generator.vfm
-    if vfm is not None and vfm.config.weights != "none":
+    vfm = model.config.vfm  # the config's, not the module's: a lazily loaded model may not have built it
+    if vfm is not None and vfm.weights != "none":
         # a pretrained VFM backbone is reloaded from its own source; the file keeps only what we trained
         state = {k: v for k, v in state.items() if not k.startswith("generator.vfm.") or "lora" in k}
     return {k: v.detach().contiguous() for k, v in state.items()}
@@ -60,6 +63,7 @@ def _state_for_saving(model: HiTok) -> dict[str, torch.Tensor]:
 def save_model(model: HiTok, path: str | os.PathLike, metadata: dict[str, str] | None = None,
                half: bool = False) -> None:
     """Write the model to `path` atomically (temp file + rename). half=True stores floats as fp16."""
+    model.ensure_token_path()
     state = _state_for_saving(model)
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -239,13 +243,86 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(np.isfinite((t.float() if t.dtype == torch.bfloat16 else t).numpy()).all())
 
 
+def _build(path: Path, build: Callable[[], T], limit: AllocationLimit, untrusted: bool) -> T:
+    """``build()`` under ``limit``, with the network off for an untrusted file; failures as ModelFileError."""
+    try:
+        with limit, _network_off() if untrusted else contextlib.nullcontext():
+            return build()
+    except AllocationLimitExceeded as e:
+        raise ModelFileError(f"{path}: its config describes over {e.requested / 1e6:,.0f} M parameters (over "
+                             f"{4 * e.requested / 2**30:,.1f} GiB in fp32), above the limit of {MAX_PARAMS / 1e6:,.0f} M "
+                             f"({4 * MAX_PARAMS / 2**30:.0f} GiB); refused") from None
+    except ModelFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a config the model code cannot build, a VFM whose weights are unreachable
+        raise ModelFileError(f"{path}: cannot build the model it describes: {one_line(e)}") from None
+
+
+def _load_weights(model: HiTok, path: Path, part: tuple[str, ...] = ("",), unbuilt: tuple[str, ...] = ()) -> None:
+    """Read the tensors of ``model`` whose names start with one of ``part`` from ``path`` and load them strictly: a tensor
+    missing from the file, one of another shape, NaN/inf, or a file tensor the model has no place for (except those
+    of its ``unbuilt`` parts) is a ModelFileError."""
+    expected = {k: v for k, v in _state_for_saving(model).items() if k.startswith(part)}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = set(f.keys())
+            missing = sorted(set(expected) - names)
+            unexpected = sorted(n for n in names - set(_state_for_saving(model)) if not n.startswith(unbuilt))
+            if missing or unexpected:
+                what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+                more = " ..." if len(missing or unexpected) > 3 else ""
+                raise ModelFileError(f"{path}: weights do not match the config ({what}{more})")
+            state = {k: f.get_tensor(k) for k in expected}
+    except (SafetensorError, OSError) as e:
+        raise ModelFileError(f"{path}: corrupt weights ({one_line(e)})") from None
+    for k, v in expected.items():
+        if state[k].shape != v.shape:
+            raise ModelFileError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, config needs {tuple(v.shape)}")
+        if state[k].is_floating_point() and not _all_finite(state[k]):
+            raise ModelFileError(f"{path}: tensor {k} holds NaN or inf; the file is damaged or from a diverged run")
+    model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=False)
+
+
+TOKEN_PATH = ("tokenizer.", "generator.")  # state-dict prefixes of what HiTok(defer_token_path=...) defers
+
+
+def _token_path_loader(path: Path, limit: AllocationLimit, untrusted: bool) -> Callable[[HiTok], None]:
+    """What a lazily loaded model runs on first use of its token path: build it (under the allocation limit the
+    rest of the model left), load its weights from the same file, unchanged since, and put it where the restorer
+    is now (device, dtype, memory format: an Upscaler may have moved it)."""
+    stamp = _stamp(path)
+
+    def build_and_load(model: HiTok) -> None:
+        if _stamp(path) != stamp:
+            raise ModelFileError(f"{path}: the file changed since its model was loaded; load it again")
+        _build(path, model.build_token_path, AllocationLimit(MAX_PARAMS, limit.allocated), untrusted)
+        _load_weights(model, path, part=TOKEN_PATH)
+        like = next(p for p in model.restorer.parameters() if p.dim() == 4)
+        channels_last = not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last)
+        for part in (model.tokenizer, model.generator):
+            part.to(like.device, like.dtype, memory_format=torch.channels_last if channels_last
+                    else torch.preserve_format).train(model.training)
+
+    return build_and_load
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
 def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32, untrusted: bool = False) -> HiTok:
+                    dtype: torch.dtype = torch.float32, untrusted: bool = False, lazy: bool = False) -> HiTok:
     """Rebuild the HiTok described by one file and load its weights strictly; eval mode. (hitok.load_model, the
     library's, looks a model up by name or path first: the shipped default, the user's folder.)
 
     ``untrusted``: the file came from a user (the CLI): nothing it names is fetched from the network or read
-    from outside its folder (module docstring)."""
+    from outside its folder (module docstring).
+
+    ``lazy``: a model with a restorer builds and reads only the restorer now, and its token path (tokenizer,
+    generator) on first use of ``model.tokenizer`` / ``model.generator``, from the same file and as strictly.
+    Fidelity 1 runs the restorer alone: the shipped model is then ready in a tenth of the time. Until then its
+    ``state_dict()`` and ``parameters()`` hold the restorer only: not for saving or training."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
@@ -261,35 +338,9 @@ def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu",
         cfg = check_config(values, path.parent, untrusted)
     except (ValueError, TypeError, KeyError) as e:
         raise ModelFileError(f"{path}: model config refused: {e}") from None
-    try:
-        n = parameter_count(cfg, with_encoder)
-    except Exception as e:  # noqa: BLE001 - a config the model code cannot build
-        raise ModelFileError(f"{path}: cannot build the model it describes: {one_line(e)}") from None
-    if n > MAX_PARAMS:
-        raise ModelFileError(f"{path}: its config describes {n / 1e6:,.0f} M parameters ({4 * n / 2**30:,.1f} GiB in "
-                             f"fp32), above the limit of {MAX_PARAMS / 1e6:,.0f} M ({4 * MAX_PARAMS / 2**30:.0f} GiB); "
-                             "refused")
-    try:
-        with _network_off() if untrusted else contextlib.nullcontext():
-            model = HiTok(cfg, with_encoder=with_encoder)
-    except Exception as e:  # e.g. a VFM whose pretrained weights cannot be reached
-        raise ModelFileError(f"{path}: cannot build the model it describes: {one_line(e)}") from None
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ModelFileError(f"{path}: corrupt weights ({one_line(e)})") from None
-    expected = _state_for_saving(model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise ModelFileError(f"{path}: weights do not match the config ({what}{' ...' if len(missing or unexpected) > 3 else ''})")
-    for k, v in expected.items():
-        if state[k].shape != v.shape:
-            raise ModelFileError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, config needs {tuple(v.shape)}")
-        if state[k].is_floating_point() and not _all_finite(state[k]):
-            raise ModelFileError(f"{path}: tensor {k} holds NaN or inf; the file is damaged or from a diverged run")
-    model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=False)
+    limit = AllocationLimit(MAX_PARAMS)
+    defer = _token_path_loader(path, limit, untrusted) if lazy else None
+    model = _build(path, lambda: HiTok(cfg, with_encoder=with_encoder, defer_token_path=defer), limit, untrusted)
+    _load_weights(model, path, unbuilt=() if model.token_path_built else TOKEN_PATH)
     model.metadata = {k: v for k, v in meta.items() if k not in ("format", "config", "has_encoder")}
     return model.to(device=device, dtype=dtype).eval()
-

@@ -41,8 +41,9 @@ def receptive_field(model: HiTok, color_fix: bool = False) -> int | None:
     dec_hr = conv_reach(t.conv_widths, t.dec_conv_blocks, up=True) if t.conv_widths else 0  # HR pixels
     trunk = t.dec_depth * t.window / 2 * lr_per_token
     dec = trunk + dec_hr / model.scale
-    guide = model.tokenizer.decoder.guide
-    if guide is not None:  # the head's two 3x3 convs over the trunk's output, or the LR guide's whole CNN
+    # From the config, not the module: a restorer model's token path may be unbuilt (io.py, lazy loading).
+    if t.guide_width > 0:  # the head's two 3x3 convs over the trunk's output, or the LR guide's whole CNN
+        guide = model.tokenizer.decoder.guide
         dec = max(dec, trunk + 2 * lr_per_token, guide.reach * lr_per_token) \
             + colorfix.reach(0) + 1  # then its back-projection: the bicubic taps down and up
     reach = int(-(-(gen + dec) // 1)) + (colorfix.reach() if color_fix else 0)

@@ -2,7 +2,7 @@
 (codebooks, decoder, optional encoder and LR guide), generator, optional restorer and VFM. At inference (Fig. 2):
 LR -> generator -> top-1 indices -> decoder(decode_indices) -> HR."""
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -75,18 +75,47 @@ class HiTok(nn.Module):
     """Tokenizer + generator (+ VFM) of one config; `upscale` is Fig. 2's inference path, the stages of
     Sec. 3.3 train the parts (hitok.train)."""
 
-    def __init__(self, cfg: HiTokConfig, with_encoder: bool = True):
+    def __init__(self, cfg: HiTokConfig, with_encoder: bool = True,
+                 defer_token_path: Callable[["HiTok"], None] | None = None):
+        """``defer_token_path``: with a restorer, build only the restorer now, and call this on the first use of
+        :attr:`tokenizer` or :attr:`generator`; it must call :meth:`build_token_path` (models/io.py loads the
+        token path's weights from the model file in it). Fidelity 1 runs the restorer alone: 86 % of the
+        shipped model's parameters are then never built, read or converted."""
         super().__init__()
         self.config = cfg
-        self.tokenizer = Tokenizer(cfg.tokenizer, with_encoder=with_encoder)
+        self.with_encoder = with_encoder
+        if defer_token_path is None or cfg.restorer is None:
+            self.build_token_path()
+        else:
+            self._deferred_token_path = defer_token_path
+        self.restorer = Restorer(cfg.restorer) if cfg.restorer is not None else None
+        self.texture_restorer = Restorer(cfg.restorer) if cfg.texture_restorer else None
+        self.metadata: dict[str, str] = {}  # provenance read from / written to the model file
+
+    def build_token_path(self) -> None:
+        """Build the tokenizer and the generator (with its VFM) of the config, randomly initialised."""
+        cfg = self.config
+        self.tokenizer = Tokenizer(cfg.tokenizer, with_encoder=self.with_encoder)
         vfm = None
         if cfg.vfm is not None:
             from .vfm import VFM
             vfm = VFM(cfg.vfm)
         self.generator = Generator(cfg.generator, vfm)
-        self.restorer = Restorer(cfg.restorer) if cfg.restorer is not None else None
-        self.texture_restorer = Restorer(cfg.restorer) if cfg.texture_restorer else None
-        self.metadata: dict[str, str] = {}  # provenance read from / written to the model file
+
+    @property
+    def token_path_built(self) -> bool:
+        return "tokenizer" in self._modules
+
+    def ensure_token_path(self) -> None:
+        """Build a deferred token path now (before saving the whole model, say); nothing if it is built."""
+        if "_deferred_token_path" in self.__dict__:
+            self.__dict__.pop("_deferred_token_path")(self)
+
+    def __getattr__(self, name: str):
+        # Only reached for names that are not plain attributes: nn.Module's lookup of submodules and parameters.
+        if name in ("tokenizer", "generator"):
+            self.ensure_token_path()
+        return super().__getattr__(name)
 
     @property
     def scale(self) -> int:
@@ -101,14 +130,14 @@ class HiTok(nn.Module):
 
     @property
     def has_encoder(self) -> bool:
-        return self.tokenizer.encoder is not None
+        return self.with_encoder
 
     @property
     def attention_window(self) -> int:
         """Window period (in units of lr_align LR pixels) when every attention on the inference path is windowed,
         else 0 (a global-attention trunk or a VFM anywhere); see :attr:`tile_align` (models/window.py)."""
         t, g = self.config.tokenizer.window, self.config.generator.window
-        if t <= 0 or g <= 0 or self.generator.vfm is not None:
+        if t <= 0 or g <= 0 or self.config.vfm is not None:
             return 0
         lr_patch = self.config.generator.lr_patch  # LR pixels per tokenizer token
         return window_period((t * lr_patch, g * self.lr_align), self.lr_align)
@@ -177,7 +206,7 @@ class HiTok(nn.Module):
     def guided(self) -> bool:
         """The model has a faithful image to blend in (a restorer, or the LR-guided decoder of models/guide.py):
         `fidelity` > 0 means something."""
-        return self.restorer is not None or self.tokenizer.decoder.guide is not None
+        return self.restorer is not None or self.config.tokenizer.guide_width > 0
 
     def decode_indices(self, indices: torch.Tensor, detail: int | None = None, lr: torch.Tensor | None = None,
                        fidelity: float = 0.0) -> torch.Tensor:

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .alloc_limit import AllocationLimitExceeded
 from .errors import one_line
 from .lora import inject_lora, lora_disabled
 
@@ -136,6 +137,8 @@ def build_backbone(config: VFMConfig) -> tuple[nn.Module, str]:
     if weights == "pretrained":
         try:
             model = timm.create_model(config.name, pretrained=True, **kwargs)
+        except AllocationLimitExceeded:  # a config asking for too much says so, as for the rest of the model
+            raise
         except Exception as exc:  # hub unreachable, missing cache, or kwargs that change shapes
             raise VFMWeightsError(
                 f"cannot get pretrained weights for {config.name} ({one_line(exc, with_type=True)}); "
@@ -145,6 +148,8 @@ def build_backbone(config: VFMConfig) -> tuple[nn.Module, str]:
         return model, f"pretrained:{tag}"
     try:
         model = timm.create_model(config.name, pretrained=False, **kwargs)
+    except AllocationLimitExceeded:
+        raise
     except Exception as exc:
         raise VFMWeightsError(f"cannot build VFM {config.name} ({one_line(exc, with_type=True)})") from None
     if weights == "none":

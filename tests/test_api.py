@@ -187,3 +187,24 @@ def test_image_io_loads_no_torch():
     code = "import sys, hitok.imageio, hitok.errors; print(' '.join(m for m in sys.modules if m.startswith('torch')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []
+
+
+# What `hitok upscale` must not load: each is a second or more of a 2 s command on 2 CPU cores. sympy and
+# torch._dynamo come with the first Python meta kernel (a model built on the meta device), timm and torchvision
+# with a VFM, the rest are other commands' code.
+NOT_ON_THE_UPSCALE_PATH = ("sympy", "torch._dynamo", "timm", "torchvision", "scipy", "hitok.train", "hitok.bench")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not model_store.default_model_path().is_file(), reason="no shipped default in this checkout")
+def test_upscale_with_the_shipped_model_loads_no_compiler_vfm_or_training_code(tmp_path):
+    src = tmp_path / "p.png"
+    Image.fromarray(smooth_rgb(24, 16)).save(src)
+    code = ("import sys\nfrom hitok.cli.app import app\n"
+            f"try: app(['upscale', {str(src)!r}, '-o', {str(tmp_path / 'o.png')!r}, '--precision', 'fp32'])\n"
+            "except SystemExit as e: assert not e.code, e.code\n"
+            "print('MODULES', ' '.join(sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = run.stdout.split("MODULES", 1)[1].split()
+    assert (tmp_path / "o.png").is_file()
+    assert [m for m in loaded if any(m == n or m.startswith(n + ".") for n in NOT_ON_THE_UPSCALE_PATH)] == []

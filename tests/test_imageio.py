@@ -274,3 +274,18 @@ def test_float_tiff_bomb_is_refused_before_decompression(tmp_path):
     path = float_tiff(tmp_path / "f.tif", np.zeros((4, 5, 3), np.float32))
     with pytest.raises(UserError, match="decompression-bomb guard"):
         read_image(path, max_pixels=19)
+
+
+def _zlib_level_class(png: bytes) -> int:
+    """FLEVEL of the first IDAT's zlib header (RFC 1950): 0 = levels 0-1, 1 = 2-5, 2 = 6, 3 = 7-9."""
+    at = png.index(b"IDAT") + 4
+    return png[at + 1] >> 6
+
+
+def test_png_output_is_lossless_at_a_fast_zlib_level(tmp_path):
+    """8-bit PNG output is written at zlib level 4 (imageio.PNG_COMPRESS_LEVEL), not Pillow's slower 6."""
+    rgb = smooth_rgb(64, 48)
+    write_image(tmp_path / "o.png", Picture(pixels=rgb), "PNG")
+    data = (tmp_path / "o.png").read_bytes()
+    assert _zlib_level_class(data) == 1
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), rgb)

@@ -2,7 +2,7 @@
 
 Each hostile file is the tiny model with its config edited: what it asks for (the network, a file
 elsewhere on disk, 137 GB, NaN weights) must be refused with one line, by ``upscale`` as by
-``models add``, and quickly: nothing is downloaded, opened or allocated first.
+``models add``, and quickly: nothing is downloaded or opened first, and no more than the limit allocated.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from cli_corpus import save_png, smooth_rgb
 from cli_helpers import files_in, hitok, one_error_line
 from hitok.models import HiTok, ModelFileError, load_model_file, presets, read_metadata, save_model
+from hitok.models.alloc_limit import AllocationLimit, AllocationLimitExceeded
 from hitok.models.io import MAX_PARAMS, check_config, parameter_count
 
 torch.set_num_threads(1)
@@ -111,7 +112,7 @@ def test_timm_keyword_arguments_must_be_plain_numbers(tmp_path, tiny_vfm_path):
     assert "plain-number keyword arguments" in line
 
 
-def test_a_config_asking_for_137_gb_is_refused_before_anything_is_built(tmp_path, tiny_model_path):
+def test_a_config_asking_for_137_gb_is_refused_before_the_limit_is_allocated(tmp_path, tiny_model_path):
     def huge(cfg):
         cfg["generator"].update(dim=8192, depth=64, heads=64)
 
@@ -119,6 +120,31 @@ def test_a_config_asking_for_137_gb_is_refused_before_anything_is_built(tmp_path
     line = refused(edited(tiny_model_path, tmp_path / "m" / "huge.safetensors", huge), tmp_path)
     assert "M parameters" in line and "above the limit of 537 M" in line
     assert time.perf_counter() - start < 20
+
+
+def test_the_allocation_limit_refuses_the_call_that_would_pass_it_before_allocating():
+    with AllocationLimit(1000) as limit:
+        torch.empty(10, 10)
+        torch.zeros((20, 20))
+        torch.randn(size=(5, 40))
+        torch.full((10, 10), 1.0)
+        assert limit.allocated == 800
+        with pytest.raises(AllocationLimitExceeded):
+            torch.ones(201)
+        assert limit.allocated == 800  # the refused call allocated nothing
+        torch.ones(200)
+    assert limit.allocated == 1000
+
+
+@pytest.mark.parametrize("make", [presets.tiny, presets.small, lambda: presets.tiny(vfm=True)])
+def test_the_allocation_limit_sees_every_parameter_a_build_allocates(make):
+    """The limit stands in for a parameter count: what it counts while a model is built must cover the model."""
+    with AllocationLimit(MAX_PARAMS) as limit:
+        model = HiTok(make())
+    held = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
+    assert 0.99 * held <= limit.allocated <= 1.01 * held
+    with pytest.raises(AllocationLimitExceeded), AllocationLimit(held // 2):
+        HiTok(make())
 
 
 @pytest.mark.parametrize("field,value,needle", [
