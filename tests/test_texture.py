@@ -134,3 +134,15 @@ def test_eval_rows_and_figure_column(tmp_path):
     save_model(with_restorer(HiTok(presets.tiny()), _restorer(0)), plain)
     _, notes = ev.build_methods([str(plain)], realesrgan=False, textures=(1,))
     assert notes == ["hitok: no texture restorer in this model, so no texture rows"]
+
+
+def test_a_lazily_loaded_model_keeps_its_texture_restorer(tmp_path):
+    path = tmp_path / "t.safetensors"
+    model = _model()
+    save_model(model, path)
+    lazy = load_model_file(path, lazy=True)
+    assert not lazy.token_path_built
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.inference_mode():
+        assert torch.allclose(lazy.upscale(lr, texture=0.5), model.upscale(lr, texture=0.5), atol=1e-6)
+    assert not lazy.token_path_built  # fidelity 1 with texture still runs the restorers alone
