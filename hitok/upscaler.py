@@ -259,11 +259,11 @@ class Upscaler:
     def _forward(self, lr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         with torch.inference_mode():
             kw = dict(detail=self.detail, color_fix=self.color_fix, fidelity=self.fidelity)
-            if self.texture:
+            if getattr(self.model, "texture_restorer", None) is not None:  # 0 too: it overrides the file's default
                 kw["texture"] = self.texture
             if dtype == torch.float32:
-                # the opt-in engines (hitok/accel.py) are built for the untextured restorer
-                if self.engine is not None and self.texture == 0 and (
+                # the opt-in engines (hitok/accel.py) know nothing of the texture dial
+                if self.engine is not None and "texture" not in kw and (
                         out := self.engine(lr, self.detail, self.color_fix, self.fidelity)) is not None:
                     return out
                 return self.model.upscale(lr, **kw)

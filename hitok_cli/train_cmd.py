@@ -277,9 +277,13 @@ def restorer(
     from hitok.train.teacher import build_teacher_cache
 
     if teacher is not None:
-        from hitok.bench.realesrgan import RealESRGAN, find_model_files
-
-        build_teacher_cache(data, teacher, lambda: RealESRGAN(*find_model_files(), threads=threads),
+        if teacher.exists() and not teacher.is_dir():
+            raise UserError(f"--teacher {teacher}: a file; give the folder that holds (or will hold) the cache")
+        if init is None:
+            print("warning: --teacher without --init trains a texture restorer from scratch: it will not "
+                  "interpolate with a faithful restorer (`hitok train attach --texture-from` wants one fine-tuned "
+                  "from it)", file=sys.stderr)
+        build_teacher_cache(data, teacher, lambda: _realesrgan(threads),
                             log=lambda m: out.print(escape(m), soft_wrap=True))
 
     cfg = RestorerTraining(data=str(data), out=str(out_dir), model=RestorerConfig(width, blocks, up_width=up_width),
@@ -289,6 +293,15 @@ def restorer(
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight)
     snap = train_restorer(cfg, log=lambda m: out.print(escape(m), soft_wrap=True))
     out.print(f"done: {escape(str(snap))}", soft_wrap=True)
+
+
+def _realesrgan(threads: int):
+    from hitok.bench.realesrgan import RealESRGAN, find_model_files
+
+    try:
+        return RealESRGAN(*find_model_files(), threads=threads)
+    except ImportError:
+        raise UserError("the Real-ESRGAN teacher runs on the ncnn package: pip install -e '.[eval]'") from None
 
 
 @train_app.command()

@@ -107,9 +107,21 @@ class HiTok(nn.Module):
         return "tokenizer" in self._modules
 
     def ensure_token_path(self) -> None:
-        """Build a deferred token path now (before saving the whole model, say); nothing if it is built."""
-        if "_deferred_token_path" in self.__dict__:
-            self.__dict__.pop("_deferred_token_path")(self)
+        """Build a deferred token path now (before saving the whole model, say); nothing if it is built. A load
+        that fails (a damaged or changed file) leaves it unbuilt, so the next use fails the same way instead of
+        running randomly initialised weights; it is built outside inference mode (an Upscaler's first call may
+        be inside one), so its parameters are ordinary tensors."""
+        loader = self.__dict__.pop("_deferred_token_path", None)
+        if loader is None:
+            return
+        try:
+            with torch.inference_mode(False):
+                loader(self)
+        except BaseException:
+            for name in ("tokenizer", "generator"):
+                self._modules.pop(name, None)
+            self._deferred_token_path = loader
+            raise
 
     def __getattr__(self, name: str):
         # Only reached for names that are not plain attributes: nn.Module's lookup of submodules and parameters.
@@ -239,12 +251,15 @@ class HiTok(nn.Module):
 
 
 def with_restorer(model: HiTok, restorer: Restorer, fidelity: float = 1.0) -> HiTok:
-    """A copy of a trained model whose faithful end is `restorer` (its LR guide, if any, dropped): the tokens,
-    generator and token-only decoder are kept as they are."""
+    """A copy of a trained model whose faithful end is `restorer` (its LR guide and texture restorer, if any,
+    dropped): the tokens, generator and token-only decoder are kept as they are."""
     tok = replace(model.config.tokenizer, guide_width=0)
-    cfg = replace(model.config, tokenizer=tok, restorer=restorer.config, fidelity=fidelity)
+    # a texture restorer of the base was fine-tuned from the base's restorer: it does not interpolate with this one
+    cfg = replace(model.config, tokenizer=tok, restorer=restorer.config, fidelity=fidelity, texture_restorer=False,
+                  texture=0.0)
     out = HiTok(cfg, with_encoder=model.has_encoder)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("tokenizer.decoder.guide.")}
+    state = {k: v for k, v in model.state_dict().items()
+             if not k.startswith(("tokenizer.decoder.guide.", "restorer.", "texture_restorer."))}
     state |= {f"restorer.{k}": v for k, v in restorer.state_dict().items()}
     out.load_state_dict(state)
     out.metadata = dict(model.metadata)

@@ -110,3 +110,27 @@ def test_a_file_changed_since_the_load_is_refused(restorer_model_path, tmp_path)
     path.write_bytes(path.read_bytes() + b" ")  # another size: another file
     with pytest.raises(ModelFileError, match="changed since"):
         model.tokenizer
+
+
+def test_a_failed_lazy_load_stays_failed_and_builds_outside_inference_mode(tmp_path):
+    """A damaged token path fails on every use (never runs random weights); a good one, first used inside
+    inference mode (as the Upscaler does), holds ordinary parameters."""
+    good = tmp_path / "good.safetensors"
+    save_model(with_restorer(HiTok(presets.tiny()), Restorer(RestorerConfig(8, 1, up_width=4))), good)
+    lr = torch.rand(1, 3, 8, 8)
+    lazy = load_model_file(good, lazy=True)
+    with torch.inference_mode():
+        lazy.upscale(lr, fidelity=0.5)
+    assert lazy.token_path_built and not any(p.is_inference() for p in lazy.parameters())
+
+    state = load_file(str(good))
+    name = next(k for k in state if k.startswith("generator.") and state[k].is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    bad = tmp_path / "bad.safetensors"
+    with safe_open(str(good), "pt") as f:
+        save_file(state, str(bad), metadata=f.metadata())
+    lazy = load_model_file(bad, lazy=True)
+    for _ in range(2):
+        with pytest.raises(ModelFileError, match="NaN"), torch.inference_mode():
+            lazy.upscale(lr, fidelity=0.5)
+        assert not lazy.token_path_built

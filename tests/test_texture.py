@@ -146,3 +146,20 @@ def test_a_lazily_loaded_model_keeps_its_texture_restorer(tmp_path):
     with torch.inference_mode():
         assert torch.allclose(lazy.upscale(lr, texture=0.5), model.upscale(lr, texture=0.5), atol=1e-6)
     assert not lazy.token_path_built  # fidelity 1 with texture still runs the restorers alone
+
+
+def test_texture_0_overrides_the_files_default():
+    model = _model(texture=0.3)
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.inference_mode():
+        assert torch.allclose(Upscaler(model, "cpu", "fp32", texture=0.0)._forward(lr, torch.float32),
+                              model.restorer(lr), atol=1e-6)
+        assert torch.allclose(Upscaler(model, "cpu", "fp32")._forward(lr, torch.float32),
+                              model.upscale(lr, texture=0.3), atol=1e-6)
+
+
+def test_a_new_restorer_drops_the_bases_texture_restorer():
+    """The base's texture restorer was fine-tuned from the base's restorer: it cannot pair with another one."""
+    replaced = with_restorer(_model(texture=0.3), _restorer(5))
+    assert replaced.texture_restorer is None and replaced.config.texture == 0
+    assert not any(k.startswith("texture_restorer.") for k in replaced.state_dict())

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -299,6 +300,9 @@ def _run_here(cfg: TrainConfig, on_step=None) -> RunResult:
     try:
         s = build(cfg, env)
         return Trainer(cfg, env, s).run(on_step)
+    except BaseException as e:
+        traceback.clear_frames(e.__traceback__)  # the failed run's frames hold the trainer and its DDP wrappers
+        raise
     finally:
         # The DDP wrappers hold the process group: free them first, or the interpreter tears them down after the
         # group is gone and a gloo thread aborts the process at exit (seen 4 times in 12 two-process runs).
