@@ -4,8 +4,8 @@ recipes can be compared at equal training minutes.
 
     python -m hitok.bench.curve runs/rA runs/rB --hr ../shared/data/val --out docs/curves.csv
 
-Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI) to the CSV and skips snapshots already in
-it, so it can be rerun while the runs go on."""
+Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI, NIQE) to the CSV and skips snapshots already
+in it, so it can be rerun while the runs go on (a CSV from before NIQE was scored gets the column, empty)."""
 from __future__ import annotations
 
 import argparse
@@ -22,8 +22,9 @@ from hitok.train.restorer import load_weights
 from .evaluate import SHAVE, TRACKS, centre_crop, image_seed, make_lr
 from .haarpsi import haarpsi
 from .metrics import psnr_y
+from .niqe import niqe
 
-FIELDS = ["run", "snapshot", "steps", "minutes", "track", "psnr_y", "haarpsi"]
+FIELDS = ["run", "snapshot", "steps", "minutes", "track", "psnr_y", "haarpsi", "niqe"]
 
 
 def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -38,9 +39,9 @@ def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, l
     return pairs
 
 
-def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
-    """Mean PSNR-Y and HaarPSI of the restorer (fp32) over (LR, HR) pairs."""
-    psnrs, haars = [], []
+def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float]:
+    """Mean PSNR-Y, HaarPSI and NIQE of the restorer (fp32) over (LR, HR) pairs."""
+    psnrs, haars, niqes = [], [], []
     for lr, hr in pairs:
         x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, h, w)
         with torch.inference_mode():
@@ -48,7 +49,8 @@ def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) ->
         sr = (y.permute(1, 2, 0) * 255.0).round().to(torch.uint8).numpy()
         psnrs.append(psnr_y(sr, hr, SHAVE))
         haars.append(haarpsi(hr, sr, SHAVE))
-    return float(np.mean(psnrs)), float(np.mean(haars))
+        niqes.append(niqe(sr, crop_border=SHAVE))
+    return float(np.mean(psnrs)), float(np.mean(haars)), float(np.mean(niqes))
 
 
 def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict]:
@@ -56,7 +58,13 @@ def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict
     done = set()
     if out_csv.exists():
         with open(out_csv, newline="") as f:
-            done = {(r["run"], r["snapshot"]) for r in csv.DictReader(f)}
+            rows = list(csv.DictReader(f))
+        done = {(r["run"], r["snapshot"]) for r in rows}
+        if rows and "niqe" not in rows[0]:
+            with open(out_csv, "w", newline="") as f:
+                writer = csv.DictWriter(f, FIELDS, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
     new = []
     with open(out_csv, "a", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
@@ -70,10 +78,10 @@ def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict
                 net = Restorer(cfg).eval()
                 net.load_state_dict(state)
                 for track in TRACKS:
-                    p, h = score_restorer(net, pairs[track])
+                    p, h, q = score_restorer(net, pairs[track])
                     row = {"run": run.name, "snapshot": snap.stem, "steps": meta.get("steps", ""),
                            "minutes": meta.get("minutes", ""), "track": track, "psnr_y": f"{p:.3f}",
-                           "haarpsi": f"{h:.4f}"}
+                           "haarpsi": f"{h:.4f}", "niqe": f"{q:.3f}"}
                     writer.writerow(row)
                     f.flush()
                     new.append(row)

@@ -1,0 +1,30 @@
+"""bench/curve.py: learning curves of restorer runs, one row per snapshot and track, resumable, NIQE included."""
+import csv
+
+import numpy as np
+from PIL import Image
+
+from hitok.bench.curve import FIELDS, score_runs
+from hitok.models import Restorer, RestorerConfig
+from hitok.train.restorer import save_weights
+
+
+def test_curve_rows_resume_and_an_old_csv_gains_niqe(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "val").mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "val" / f"v{i}.png")
+    run = tmp_path / "runA"
+    (run / "snapshots").mkdir(parents=True)
+    save_weights(run / "snapshots" / "min00010.0.safetensors", Restorer(RestorerConfig(8, 1, up_width=4)), None,
+                 {"steps": "7", "minutes": "10.0"})
+    out = tmp_path / "curves.csv"
+    with open(out, "w", newline="") as f:  # a CSV from before NIQE was scored
+        f.write("run,snapshot,steps,minutes,track,psnr_y,haarpsi\nold,min1,1,1.0,bicubic,30.0,0.7\n")
+    rows = score_runs([run], tmp_path / "val", out)
+    assert [r["track"] for r in rows] == ["bicubic", "realistic"] and rows[0]["steps"] == "7"
+    assert all(float(r["niqe"]) > 0 and 5 < float(r["psnr_y"]) < 40 for r in rows)
+    assert score_runs([run], tmp_path / "val", out) == []  # scored snapshots are skipped
+    with open(out, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == FIELDS and table[0]["niqe"] == "" and len(table) == 3
