@@ -268,6 +268,9 @@ def restorer(
                                                     "target.")] = None,
     teacher_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --teacher: share of the loss "
                                                   "on the teacher's image (the rest on the photo).")] = 1.0,
+    texture_weight: Annotated[float, typer.Option(min=0.0, help="With --teacher: weight of a loss on the local "
+                                                  "strength of fine detail (texture_energy), which asks for the "
+                                                  "teacher's texture without its exact placement.")] = 0.0,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -290,7 +293,8 @@ def restorer(
                            degradation=PhotoDegradation(clean_prob=clean_share), batch_size=batch_size,
                            lr_crop=lr_crop, learning_rate=learning_rate, minutes=minutes, save_every=save_every,
                            threads=threads, bf16=bf16, init=None if init is None else str(init), seed=seed,
-                           teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight)
+                           teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
+                           texture_weight=texture_weight)
     snap = train_restorer(cfg, log=lambda m: out.print(escape(m), soft_wrap=True))
     out.print(f"done: {escape(str(snap))}", soft_wrap=True)
 

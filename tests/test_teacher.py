@@ -103,8 +103,25 @@ def test_cli_trains_on_a_cached_teacher(photos, tmp_path):
     run = tmp_path / "run"
     r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(run), "--minutes", "0.1",
                                  "--width", "8", "--blocks", "1", "--up-width", "4", "--batch-size", "2",
-                                 "--lr-crop", "8", "--fp32", "--teacher", str(tmp_path / "cache")])
+                                 "--lr-crop", "8", "--fp32", "--teacher", str(tmp_path / "cache"),
+                                 "--texture-weight", "2"])
     assert r.exit_code == 0, r.output
     config = (run / "config.json").read_text()
-    assert '"teacher_weight": 1.0' in config and str(tmp_path / "cache") in config
+    assert '"teacher_weight": 1.0' in config and '"texture_weight": 2.0' in config and str(tmp_path / "cache") in config
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] > 0
+
+
+def test_texture_energy_asks_for_detail_of_the_teachers_strength_not_its_phase():
+    from hitok.train.restorer import restorer_loss, texture_energy
+
+    g = torch.Generator().manual_seed(0)
+    grass = 0.5 + 0.2 * torch.randn(1, 3, 64, 64, generator=g)
+    flat = torch.full_like(grass, 0.5)
+    assert texture_energy(flat).abs().max() < 1e-6 and texture_energy(grass).mean() > 0.05
+    other_grass = 0.5 + 0.2 * torch.randn(1, 3, 64, 64, generator=g)  # same strength, other blades
+    e = texture_energy(grass)
+    assert (texture_energy(other_grass) - e).abs().mean() < 0.2 * (other_grass - grass).abs().mean()
+    batch = {"hr": grass, "teacher": grass}
+    assert restorer_loss(other_grass, batch, 1.0, texture_weight=1.0) < restorer_loss(flat, batch, 1.0, 1.0) \
+        < restorer_loss(flat, batch, 1.0, 0.0) + 1.0  # the smooth guess pays for its missing texture
+    assert restorer_loss(flat, batch, 1.0, 1.0) - restorer_loss(flat, batch, 1.0, 0.0) > 0.05

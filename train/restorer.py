@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel
 
@@ -50,6 +51,7 @@ class RestorerTraining:
     init: str | None = None        # continuation file: start from its weights (and its EMA when it has one)
     teacher: str | None = None     # train/teacher.py cache folder: learn the teacher's output (distillation)
     teacher_weight: float = 1.0    # with a teacher: loss = (1 - w) L1(photo) + w L1(teacher's image)
+    texture_weight: float = 0.0    # with a teacher: + this x L1 between the local detail energies (texture_energy)
     seed: int = 0
 
 
@@ -76,13 +78,26 @@ def load_weights(path: str | Path) -> tuple[RestorerConfig, dict, dict, dict[str
     return cfg, model, ema, meta
 
 
-def restorer_loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], teacher_weight: float = 0.0) -> torch.Tensor:
-    """(1 - w) L1(pred, photo) + w L1(pred, teacher's image). The teacher gives one deterministic target per LR
-    where the photo is one of many, so its texture is not averaged away."""
+def texture_energy(x: torch.Tensor, pool: int = 8) -> torch.Tensor:
+    """How much fine detail each `pool` x `pool` region holds: the mean |x - blur(x)| (3x3 binomial blur), per
+    channel. Two textures with the same energy match here whatever their phase: a loss on it asks for texture of
+    the teacher's strength where a pixel loss, unable to predict where each blade of grass goes, asks for none."""
+    k = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
+    k = (k[:, None] * k[None, :] / 16).expand(x.shape[1], 1, 3, 3)
+    detail = x - F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=x.shape[1])
+    return F.avg_pool2d(detail.abs(), pool)
+
+
+def restorer_loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], teacher_weight: float = 0.0,
+                  texture_weight: float = 0.0) -> torch.Tensor:
+    """(1 - w) L1(pred, photo) + w L1(pred, teacher's image) [+ t L1 of their texture_energy]. The teacher gives
+    one deterministic target per LR where the photo is one of many, so its texture is not averaged away."""
     w = teacher_weight
     loss = (pred - batch["hr"]).abs().mean() if w < 1 else pred.new_zeros(())
     if w > 0:
         loss = (1 - w) * loss + w * (pred - batch["teacher"]).abs().mean()
+    if texture_weight > 0:
+        loss = loss + texture_weight * (texture_energy(pred) - texture_energy(batch["teacher"])).abs().mean()
     return loss
 
 
@@ -173,7 +188,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
                 g["lr"] = cfg.learning_rate * warm
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 pred = model(low_res)
-            loss = restorer_loss(pred.float(), batch, w)
+            loss = restorer_loss(pred.float(), batch, w, cfg.texture_weight if cfg.teacher else 0.0)
             if not math.isfinite(loss.item()):
                 raise RuntimeError(f"loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
