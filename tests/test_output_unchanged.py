@@ -21,7 +21,7 @@ from hitok import model_store
 from hitok.cli.app import app
 
 DATA = Path(__file__).parent / "data"
-REFERENCE_MODEL_ID = "bfe106182d2e"
+REFERENCE_MODEL_ID = "926831e1a70b"
 
 pytestmark = pytest.mark.skipif(not model_store.default_model_path().is_file(),
                                 reason="no shipped default in this checkout")
