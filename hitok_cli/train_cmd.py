@@ -271,14 +271,26 @@ def restorer(
     texture_weight: Annotated[float, typer.Option(min=0.0, help="With --teacher: weight of a loss on the local "
                                                   "strength of fine detail (texture_energy), which asks for the "
                                                   "teacher's texture without its exact placement.")] = 0.0,
+    adv_weight: Annotated[float, typer.Option(min=0.0, help="Weight of an adversarial loss (U-Net discriminator "
+                                              "with spectral norm, LDL artefact loss, Real-ESRGAN's recipe): "
+                                              "fine-tune a faithful restorer (--init) into a texture restorer. "
+                                              "0: no GAN.")] = 0.0,
+    ldl_weight: Annotated[float, typer.Option(min=0.0, help="With --adv-weight: weight of the LDL artefact "
+                                              "loss.")] = 1.0,
+    disc_channels: Annotated[int, typer.Option(min=4, help="With --adv-weight: discriminator width.")] = 32,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
-    --teacher (and --init from a faithful one) the texture restorer that `hitok train attach --texture` adds."""
+    --adv-weight or --teacher (and --init from a faithful one) the texture restorer that `hitok train attach
+    --texture-from` adds."""
     from hitok.train.degrade import PhotoDegradation
     from hitok.train.restorer import RestorerConfig, RestorerTraining, train_restorer
+    from hitok.train.restorer_gan import GanSettings
     from hitok.train.teacher import build_teacher_cache
 
+    if adv_weight > 0 and init is None and teacher is None:
+        print("warning: --adv-weight without --init trains a texture restorer from scratch: it will not "
+              "interpolate with a faithful restorer", file=sys.stderr)
     if teacher is not None:
         if teacher.exists() and not teacher.is_dir():
             raise UserError(f"--teacher {teacher}: a file; give the folder that holds (or will hold) the cache")
@@ -294,7 +306,8 @@ def restorer(
                            lr_crop=lr_crop, learning_rate=learning_rate, minutes=minutes, save_every=save_every,
                            threads=threads, bf16=bf16, init=None if init is None else str(init), seed=seed,
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
-                           texture_weight=texture_weight)
+                           texture_weight=texture_weight,
+                           gan=GanSettings(adv_weight, ldl_weight, disc_channels) if adv_weight > 0 else None)
     snap = train_restorer(cfg, log=lambda m: out.print(escape(m), soft_wrap=True))
     out.print(f"done: {escape(str(snap))}", soft_wrap=True)
 

@@ -49,3 +49,19 @@ def windowed_tiny():
                               generator=dataclasses.replace(cfg.generator, window=2, depth=2))
     torch.manual_seed(0)
     return HiTok(cfg, with_encoder=False).eval()
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    """Three 96 px sinusoid photos (restorer training runs)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        y, x = np.mgrid[0:96, 0:96]
+        img = 127 + 100 * np.sin(x * rng.uniform(0.05, 0.3) + y * rng.uniform(0.05, 0.3))[..., None] * np.ones(3)
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    return folder

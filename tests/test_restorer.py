@@ -139,18 +139,6 @@ def test_photo_degradation_clean_share_and_determinism():
     assert not torch.equal(a, degrade_photo(hr, 8, cfg))
 
 
-@pytest.fixture()
-def photos(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(3):
-        y, x = np.mgrid[0:96, 0:96]
-        img = 127 + 100 * np.sin(x * rng.uniform(0.05, 0.3) + y * rng.uniform(0.05, 0.3))[..., None] * np.ones(3)
-        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"p{i}.png")
-    return folder
-
-
 def test_train_resume_and_attach(photos, tmp_path):
     from hitok.train.restorer import RestorerTraining, attach_restorer, load_weights, train_restorer
 

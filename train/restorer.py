@@ -31,6 +31,7 @@ from hitok.models.restorer import Restorer, RestorerConfig
 from .data import CropStream
 from .degrade import PhotoDegradation
 from .ema import warmup_ema_fn
+from .restorer_gan import GanSettings, RestorerGan
 
 
 @dataclass
@@ -52,6 +53,7 @@ class RestorerTraining:
     teacher: str | None = None     # train/teacher.py cache folder: learn the teacher's output (distillation)
     teacher_weight: float = 1.0    # with a teacher: loss = (1 - w) L1(photo) + w L1(teacher's image)
     texture_weight: float = 0.0    # with a teacher: + this x L1 between the local detail energies (texture_energy)
+    gan: GanSettings | None = None  # the adversarial fine-tune (train/restorer_gan.py): a texture restorer
     seed: int = 0
 
 
@@ -122,9 +124,12 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     out = Path(cfg.out)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
     model_cfg = cfg.model
     init_state = init_ema = None
-    if cfg.init and not ckpt_path.exists():
+    if ck is not None:  # the network the run was started with (from --init), not cfg.model
+        model_cfg = RestorerConfig(**ck.get("model_config", asdict(cfg.model)))
+    elif cfg.init:
         model_cfg, init_state, init_ema, meta = load_weights(cfg.init)
         log(f"init from {cfg.init} ({meta.get('steps', '?')} steps, {meta.get('minutes', '?')} min before)")
     torch.manual_seed(cfg.seed)
@@ -136,12 +141,16 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
         ema.module.load_state_dict(init_ema)
         ema.n_averaged.fill_(10_000)  # a continued average: no warm-up again
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.99))
+    gan = RestorerGan(cfg.gan) if cfg.gan is not None else None
     step, minutes = 0, 0.0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
+        if gan is not None:
+            if "gan" not in ck:
+                raise ModelFileError(f"{ckpt_path}: a run without a GAN cannot be resumed with one")
+            gan.load_state_dict(ck["gan"])
         step, minutes = ck["step"], ck["minutes"]
         log(f"resumed {out} at step {step}, {minutes:.1f} min")
     (out / "config.json").write_text(json.dumps(asdict(cfg) | {"model": asdict(model_cfg)}, indent=1))
@@ -149,6 +158,9 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     params = sum(p.numel() for p in model.parameters())
     log(f"restorer {asdict(model_cfg)}: {params / 1e6:.2f} M params; batch {cfg.batch_size} x {cfg.lr_crop}px LR; "
         f"bf16 {cfg.bf16}; threads {cfg.threads}")
+    if gan is not None:
+        d_params = sum(p.numel() for p in gan.disc.parameters())
+        log(f"GAN {asdict(cfg.gan)}: U-Net discriminator {d_params / 1e6:.2f} M params")
 
     stream = CropStream(cfg.data, cfg.lr_crop * 4, cfg.batch_size, seed=cfg.seed, start_step=step,
                         with_low_res=True, degrade_cfg=cfg.degradation, teacher_cache=cfg.teacher)
@@ -156,12 +168,12 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     metrics = open(out / "metrics.csv", "a", newline="")
     writer = csv.writer(metrics)
     if metrics.tell() == 0:
-        writer.writerow(["step", "minutes", "l1", "sec_per_step"])
+        writer.writerow(["step", "minutes", "l1", "sec_per_step"] + (["g_adv", "ldl", "d_real", "d_fake"] if gan else []))
 
     def save(tag: str) -> Path:
         meta = {"steps": str(step), "minutes": f"{minutes:.2f}"}
         torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "minutes": minutes}, out / "checkpoint.tmp")
+                    "minutes": minutes, "model_config": asdict(model_cfg)} | ({"gan": gan.state_dict()} if gan else {}), out / "checkpoint.tmp")
         (out / "checkpoint.tmp").replace(ckpt_path)
         snap = out / "snapshots" / f"{tag}.safetensors"
         save_weights(snap, ema.module, None, meta)
@@ -174,6 +186,8 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     start, last_save = time.perf_counter(), minutes
     base_minutes = minutes
     running, count, t_log = 0.0, 0, time.perf_counter()
+    gan_sums: dict[str, float] = {}
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
     snap = None
     try:
         model.train()
@@ -186,23 +200,38 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
             for g in opt.param_groups:
                 g["lr"] = cfg.learning_rate * warm
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with autocast():
                 pred = model(low_res)
-            loss = restorer_loss(pred.float(), batch, w, cfg.texture_weight if cfg.teacher else 0.0)
+            pred = pred.float()
+            loss = restorer_loss(pred, batch, w, cfg.texture_weight if cfg.teacher else 0.0)
+            pixel = loss.item()
+            if gan is not None:
+                with torch.no_grad(), autocast():
+                    ema_pred = ema.module(low_res).float()
+                extra, terms = gan.generator_terms(pred, ema_pred, batch["hr"], autocast)
+                loss = loss + extra
             if not math.isfinite(loss.item()):
                 raise RuntimeError(f"loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             ema.update_parameters(model)
+            if gan is not None:
+                terms |= gan.discriminator_step(autocast)
+                for k in ("g_adv", "ldl", "d_real", "d_fake"):
+                    gan_sums[k] = gan_sums.get(k, 0.0) + terms[k]
             step += 1
-            running += loss.item()
+            running += pixel
             count += 1
             if step % 50 == 0:
                 sec = (time.perf_counter() - t_log) / count
-                writer.writerow([step, f"{minutes:.2f}", f"{running / count:.5f}", f"{sec:.3f}"])
-                log(f"step {step}  {minutes:.1f} min  L1 {running / count:.4f}  {sec:.2f} s/step")
+                means = {k: v / count for k, v in gan_sums.items()}
+                writer.writerow([step, f"{minutes:.2f}", f"{running / count:.5f}", f"{sec:.3f}"]
+                                + [f"{v:.5f}" for v in means.values()])
+                extra_log = "".join(f"  {k} {v:.4f}" for k, v in means.items())
+                log(f"step {step}  {minutes:.1f} min  L1 {running / count:.4f}{extra_log}  {sec:.2f} s/step")
                 running, count, t_log = 0.0, 0, time.perf_counter()
+                gan_sums.clear()
             if minutes - last_save >= cfg.save_every:
                 snap = save(f"min{minutes:07.1f}")
                 last_save = minutes

@@ -1,0 +1,98 @@
+"""The adversarial fine-tune of a restorer (train/restorer_gan.py) and LDL's artefact loss (train/losses/ldl.py)."""
+import csv
+
+import pytest
+import torch
+
+from hitok.models import Restorer, RestorerConfig
+from hitok.train.losses.ldl import artefact_map, ldl_loss
+
+TINY = RestorerConfig(width=8, blocks=2, up_width=4)
+
+
+def _checkerboard(n: int) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    return ((yy + xx) % 2).float()[None, None].expand(1, 3, n, n)  # 0 / 1
+
+
+def test_ldl_weighs_a_pattern_not_an_even_error():
+    """The same mean error: spread evenly (a shift) gets no weight, drawn as a checkerboard in one corner gets a
+    lot -- and a pixel the EMA network gets more wrong than the current one is not an artefact."""
+    photo = torch.full((1, 3, 32, 32), 0.5)
+    shifted = photo + 0.05
+    pattern = photo.clone()
+    pattern[..., :16, :16] += 0.4 * _checkerboard(16)  # an eighth of the pixels, 8x the error: same mean |error|
+    assert torch.allclose((shifted - photo).abs().mean(), (pattern - photo).abs().mean())
+    assert ldl_loss(shifted, photo, photo).item() < 1e-8
+    assert ldl_loss(pattern, photo, photo).item() > 1e-5
+    assert artefact_map(pattern, photo, photo)[..., :14, :14].min() > 0  # inside the pattern
+    worse_ema = pattern + 0.5
+    assert artefact_map(pattern, worse_ema, photo).abs().max() == 0
+
+
+def test_ldl_gradient_pulls_the_pattern_towards_the_photo():
+    photo = torch.full((1, 3, 16, 16), 0.5)
+    out = (photo + 0.4 * _checkerboard(16)).requires_grad_(True)
+    ldl_loss(out, photo, photo).backward()
+    step = out.detach() - 100.0 * out.grad
+    assert (step - photo).abs().mean() < (out.detach() - photo).abs().mean()
+
+
+def test_gan_run_logs_its_terms_resumes_and_refuses_a_non_gan_checkpoint(photos, tmp_path):
+    from hitok.models.io import ModelFileError
+    from hitok.train.restorer import RestorerTraining, load_weights, save_weights, train_restorer
+    from hitok.train.restorer_gan import GanSettings
+
+    faithful = tmp_path / "faithful.safetensors"
+    torch.manual_seed(3)
+    save_weights(faithful, Restorer(TINY), None, {"steps": "0"})
+    run = tmp_path / "gan"
+    cfg = RestorerTraining(data=str(photos), out=str(run), batch_size=2, lr_crop=12, minutes=0.05,
+                           save_every=0.02, bf16=False, warmup_steps=1, init=str(faithful),
+                           gan=GanSettings(adv_weight=0.1, disc_channels=4))
+    train_restorer(cfg, log=lambda _m: None)
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ck["step"] > 0 and set(ck["gan"]) == {"disc", "d_opt"}
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    d_weights = {k: v.clone() for k, v in ck["gan"]["disc"].items()}
+    train_restorer(cfg, log=lambda _m: None)  # resumes, discriminator included
+    ck2 = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ck2["step"] > ck["step"]
+    assert any(not torch.equal(d_weights[k], v) for k, v in ck2["gan"]["disc"].items())  # D trained on
+    if rows:  # a row each 50 steps: on a slow machine the tiny run may not get there
+        assert {"g_adv", "ldl", "d_real", "d_fake"} <= rows[0].keys() and float(rows[0]["d_real"]) > 0
+    rcfg, state, ema, _ = load_weights(run / "continuation.safetensors")
+    assert rcfg == TINY and ema
+
+    plain = tmp_path / "plain"
+    train_restorer(RestorerTraining(data=str(photos), out=str(plain), model=TINY, batch_size=2, lr_crop=12,
+                                    minutes=0.02, bf16=False), log=lambda _m: None)
+    with pytest.raises(ModelFileError, match="without a GAN"):
+        train_restorer(RestorerTraining(data=str(photos), out=str(plain), model=TINY, batch_size=2, lr_crop=12,
+                                        minutes=0.02, bf16=False, gan=GanSettings(disc_channels=4)),
+                       log=lambda _m: None)
+
+
+def test_a_gan_step_moves_the_restorer_towards_what_the_discriminator_calls_real():
+    """One generator step on the adversarial term alone raises D's logits on the restorer's output."""
+    from hitok.train.restorer_gan import GanSettings, RestorerGan
+
+    torch.manual_seed(0)
+    net = Restorer(TINY)
+    gan = RestorerGan(GanSettings(adv_weight=1.0, ldl_weight=0.0, disc_channels=4))
+    lr = torch.rand(2, 3, 8, 8)
+    photo = torch.rand(2, 3, 32, 32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    nocast = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    with torch.no_grad():
+        before = gan.disc(net(lr)).mean()
+    pred = net(lr)
+    loss, terms = gan.generator_terms(pred, pred.detach(), photo, nocast)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        after = gan.disc(net(lr)).mean()
+    assert after > before and terms.keys() == {"g_adv", "ldl"}
+    d_terms = gan.discriminator_step(nocast)
+    assert {"d_real", "d_fake"} <= d_terms.keys()

@@ -1,0 +1,62 @@
+"""The adversarial fine-tune of a restorer into a texture restorer (issue "Detail that looks real", lever 3: a GAN
+on the image the low end of the dial shows), with the defences against the regular patterns a naive GAN draws:
+
+- the generator cannot checkerboard at the start: ICNR-initialised pixel shuffle over a bicubic skip, fine-tuned
+  from the faithful restorer (models/restorer.py), so the GAN only adds to a good image;
+- Real-ESRGAN's U-Net discriminator with spectral norm (train/losses/discriminator.py): one logit per pixel;
+- LDL's artefact-weighted pixel loss against the EMA network (train/losses/ldl.py);
+- the EMA of the weights is what ships (train/restorer.py keeps it).
+
+The generator-side loss is  pixel (L1, to the photo or the teacher)  +  ldl_weight * LDL  +  adv_weight * GAN,
+with the vanilla (non-saturating) GAN loss, as Real-ESRGAN. The discriminator sees the photos as real, and takes
+its own Adam step after each generator step (train/gan.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from .distributed import DistEnv
+from .gan import Adversarial
+from .losses.discriminator import Discriminator, DiscriminatorConfig
+from .losses.ldl import ldl_loss
+
+
+@dataclass
+class GanSettings:
+    adv_weight: float = 0.1         # Real-ESRGAN's GAN weight
+    ldl_weight: float = 1.0         # LDL's weight in its paper
+    disc_channels: int = 32         # U-Net discriminator width (Real-ESRGAN: 64)
+    d_learning_rate: float = 1e-4   # Real-ESRGAN's (the generator's rate is the run's learning_rate)
+    kind: str = "vanilla"
+
+
+class RestorerGan:
+    """The discriminator, its optimizer and the adversarial + LDL terms of one restorer training step."""
+
+    def __init__(self, settings: GanSettings):
+        self.settings = settings
+        self.disc = Discriminator(DiscriminatorConfig(base_channels=settings.disc_channels)).train()
+        self.disc = self.disc.to(memory_format=torch.channels_last)
+        self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=settings.d_learning_rate, betas=(0.9, 0.99))
+        self.adv = Adversarial(self.disc, self.d_opt, settings.adv_weight, settings.kind, DistEnv(), grad_clip=0.0)
+
+    def generator_terms(self, pred: torch.Tensor, ema_pred: torch.Tensor, photo: torch.Tensor,
+                        autocast) -> tuple[torch.Tensor, dict[str, float]]:
+        """adv_weight * GAN(pred) + ldl_weight * LDL(pred); keeps (pred, photo) for `discriminator_step`."""
+        s = self.settings
+        with autocast():
+            adv = self.adv.generator_term(pred, photo)
+        ldl = ldl_loss(pred, ema_pred, photo)
+        total = s.adv_weight * adv.float() + s.ldl_weight * ldl
+        return total, {"g_adv": adv.item(), "ldl": ldl.item()}
+
+    def discriminator_step(self, autocast) -> dict[str, float]:
+        return self.adv.discriminator_step(autocast)
+
+    def state_dict(self) -> dict:
+        return {"disc": self.disc.state_dict(), "d_opt": self.d_opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.disc.load_state_dict(state["disc"])
+        self.d_opt.load_state_dict(state["d_opt"])
+
