@@ -4,8 +4,9 @@ recipes can be compared at equal training minutes.
 
     python -m hitok.bench.curve runs/rA runs/rB --hr ../shared/data/val --out docs/curves.csv
 
-Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI, NIQE) to the CSV and skips snapshots already
-in it, so it can be rerun while the runs go on (a CSV from before NIQE was scored gets the column, empty)."""
+Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI, NIQE, periodic) to the CSV and skips snapshots
+already in it, so it can be rerun while the runs go on (a CSV from before a column was scored gets it, empty).
+`periodic` is bench/artefacts.py's score of the worst crop (above its FLAG: a regular pattern the photo lacks)."""
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,13 @@ from hitok.imageio import list_images, load_rgb8
 from hitok.models.restorer import Restorer
 from hitok.train.restorer import load_weights
 
-from .evaluate import SHAVE, TRACKS, centre_crop, image_seed, make_lr
+from .artefacts import periodic_score
+from .evaluate import SHAVE, TRACKS, Bicubic, centre_crop, image_seed, make_lr
 from .haarpsi import haarpsi
 from .metrics import psnr_y
 from .niqe import niqe
 
-FIELDS = ["run", "snapshot", "steps", "minutes", "track", "psnr_y", "haarpsi", "niqe"]
+FIELDS = ["run", "snapshot", "steps", "minutes", "track", "psnr_y", "haarpsi", "niqe", "periodic"]
 
 
 def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -39,9 +41,9 @@ def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, l
     return pairs
 
 
-def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float]:
-    """Mean PSNR-Y, HaarPSI and NIQE of the restorer (fp32) over (LR, HR) pairs."""
-    psnrs, haars, niqes = [], [], []
+def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float, float]:
+    """Mean PSNR-Y, HaarPSI and NIQE of the restorer (fp32) over (LR, HR) pairs, and the worst periodic score."""
+    psnrs, haars, niqes, periodic = [], [], [], []
     for lr, hr in pairs:
         x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, h, w)
         with torch.inference_mode():
@@ -50,7 +52,8 @@ def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) ->
         psnrs.append(psnr_y(sr, hr, SHAVE))
         haars.append(haarpsi(hr, sr, SHAVE))
         niqes.append(niqe(sr, crop_border=SHAVE))
-    return float(np.mean(psnrs)), float(np.mean(haars)), float(np.mean(niqes))
+        periodic.append(periodic_score(sr, hr, Bicubic()(lr)))
+    return float(np.mean(psnrs)), float(np.mean(haars)), float(np.mean(niqes)), float(np.max(periodic))
 
 
 def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict]:
@@ -60,7 +63,7 @@ def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict
         with open(out_csv, newline="") as f:
             rows = list(csv.DictReader(f))
         done = {(r["run"], r["snapshot"]) for r in rows}
-        if rows and "niqe" not in rows[0]:
+        if rows and any(k not in rows[0] for k in FIELDS):
             with open(out_csv, "w", newline="") as f:
                 writer = csv.DictWriter(f, FIELDS, restval="")
                 writer.writeheader()
@@ -78,10 +81,10 @@ def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict
                 net = Restorer(cfg).eval()
                 net.load_state_dict(state)
                 for track in TRACKS:
-                    p, h, q = score_restorer(net, pairs[track])
+                    p, h, q, a = score_restorer(net, pairs[track])
                     row = {"run": run.name, "snapshot": snap.stem, "steps": meta.get("steps", ""),
                            "minutes": meta.get("minutes", ""), "track": track, "psnr_y": f"{p:.3f}",
-                           "haarpsi": f"{h:.4f}", "niqe": f"{q:.3f}"}
+                           "haarpsi": f"{h:.4f}", "niqe": f"{q:.3f}", "periodic": f"{a:.2f}"}
                     writer.writerow(row)
                     f.flush()
                     new.append(row)

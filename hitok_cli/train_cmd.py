@@ -278,6 +278,11 @@ def restorer(
     ldl_weight: Annotated[float, typer.Option(min=0.0, help="With --adv-weight: weight of the LDL artefact "
                                               "loss.")] = 1.0,
     disc_channels: Annotated[int, typer.Option(min=4, help="With --adv-weight: discriminator width.")] = 32,
+    d_learning_rate: Annotated[float, typer.Option(min=0.0, help="With --adv-weight: the discriminator's Adam "
+                                                   "rate.")] = 1e-4,
+    pixel_pool: Annotated[int, typer.Option(min=1, help="With --adv-weight: the pixel loss compares the images "
+                                            "average-pooled by this factor, leaving the finest detail to the "
+                                            "discriminator (1: full resolution).")] = 1,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -307,7 +312,8 @@ def restorer(
                            threads=threads, bf16=bf16, init=None if init is None else str(init), seed=seed,
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight,
-                           gan=GanSettings(adv_weight, ldl_weight, disc_channels) if adv_weight > 0 else None)
+                           gan=GanSettings(adv_weight, ldl_weight, disc_channels, d_learning_rate,
+                                           pixel_pool) if adv_weight > 0 else None)
     snap = train_restorer(cfg, log=lambda m: out.print(escape(m), soft_wrap=True))
     out.print(f"done: {escape(str(snap))}", soft_wrap=True)
 

@@ -96,3 +96,21 @@ def test_a_gan_step_moves_the_restorer_towards_what_the_discriminator_calls_real
     assert after > before and terms.keys() == {"g_adv", "ldl"}
     d_terms = gan.discriminator_step(nocast)
     assert {"d_real", "d_fake"} <= d_terms.keys()
+
+
+def test_the_pooled_pixel_loss_leaves_the_finest_octave_to_the_discriminator():
+    """With pixel_pool 2 a zero-mean 2 x 2 pattern costs nothing in the pixel loss (full resolution: its size),
+    while a change of colour costs as much as at full resolution."""
+    from hitok.train.restorer import restorer_loss
+    from hitok.train.restorer_gan import GanSettings, pool_for_pixel_loss
+
+    photo = torch.rand(1, 3, 16, 16)
+    grain = photo + 0.1 * (2 * _checkerboard(16) - 1)
+    tint = photo + 0.1
+    for pred, pooled_loss in ((grain, 0.0), (tint, 0.1)):
+        full = restorer_loss(pred, {"hr": photo}).item()
+        pooled = restorer_loss(pool_for_pixel_loss({"p": pred}, 2)["p"], pool_for_pixel_loss({"hr": photo}, 2))
+        assert full == pytest.approx(0.1, abs=1e-6) and pooled.item() == pytest.approx(pooled_loss, abs=1e-6)
+    assert pool_for_pixel_loss({"hr": photo}, 1)["hr"] is photo
+    with pytest.raises(ValueError):
+        GanSettings(pixel_pool=0)

@@ -31,7 +31,7 @@ from hitok.models.restorer import Restorer, RestorerConfig
 from .data import CropStream
 from .degrade import PhotoDegradation
 from .ema import warmup_ema_fn
-from .restorer_gan import GanSettings, RestorerGan
+from .restorer_gan import GanSettings, RestorerGan, pool_for_pixel_loss
 
 
 @dataclass
@@ -203,7 +203,13 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             with autocast():
                 pred = model(low_res)
             pred = pred.float()
-            loss = restorer_loss(pred, batch, w, cfg.texture_weight if cfg.teacher else 0.0)
+            if gan is None:
+                loss = restorer_loss(pred, batch, w, cfg.texture_weight if cfg.teacher else 0.0)
+            else:
+                pool = cfg.gan.pixel_pool
+                targets = pool_for_pixel_loss({k: v for k, v in batch.items() if k != "low_res"}, pool)
+                loss = restorer_loss(pool_for_pixel_loss({"pred": pred}, pool)["pred"], targets, w,
+                                     cfg.texture_weight if cfg.teacher else 0.0)
             pixel = loss.item()
             if gan is not None:
                 with torch.no_grad(), autocast():

@@ -8,13 +8,18 @@ on the image the low end of the dial shows), with the defences against the regul
 - the EMA of the weights is what ships (train/restorer.py keeps it).
 
 The generator-side loss is  pixel (L1, to the photo or the teacher)  +  ldl_weight * LDL  +  adv_weight * GAN,
-with the vanilla (non-saturating) GAN loss, as Real-ESRGAN. The discriminator sees the photos as real, and takes
+with the vanilla (non-saturating) GAN loss, as Real-ESRGAN. Real-ESRGAN also has a VGG perceptual loss, which
+pushes towards sharp detail; no ImageNet weights can be had here, so instead the pixel loss may compare the two
+images average-pooled by `pixel_pool` (`pool_for_pixel_loss`): it then holds colour and shape and leaves the
+finest octave -- where the photo's detail is one of many and L1 asks for its blurred average -- to the
+discriminator and LDL, which see the full resolution. The discriminator sees the photos as real, and takes
 its own Adam step after each generator step (train/gan.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from .distributed import DistEnv
 from .gan import Adversarial
 from .losses.discriminator import Discriminator, DiscriminatorConfig
@@ -27,7 +32,17 @@ class GanSettings:
     ldl_weight: float = 1.0         # LDL's weight in its paper
     disc_channels: int = 32         # U-Net discriminator width (Real-ESRGAN: 64)
     d_learning_rate: float = 1e-4   # Real-ESRGAN's (the generator's rate is the run's learning_rate)
+    pixel_pool: int = 1             # the pixel loss compares average-pooled images (1: full resolution)
     kind: str = "vanilla"
+
+    def __post_init__(self):
+        if self.pixel_pool < 1 or self.disc_channels < 1:
+            raise ValueError(f"pixel_pool and disc_channels must be >= 1, got {self}")
+
+
+def pool_for_pixel_loss(images: dict[str, torch.Tensor], pool: int) -> dict[str, torch.Tensor]:
+    """Each (B, 3, H, W) image average-pooled by `pool` (itself at 1)."""
+    return images if pool == 1 else {k: F.avg_pool2d(v, pool) for k, v in images.items()}
 
 
 class RestorerGan:
