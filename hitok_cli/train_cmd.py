@@ -280,6 +280,8 @@ def restorer(
     disc_channels: Annotated[int, typer.Option(min=4, help="With --adv-weight: discriminator width.")] = 32,
     d_learning_rate: Annotated[float, typer.Option(min=0.0, help="With --adv-weight: the discriminator's Adam "
                                                    "rate.")] = 1e-4,
+    d_betas: Annotated[tuple[float, float], typer.Option(help="With --adv-weight: the discriminator's Adam "
+                                                         "betas (Real-ESRGAN: 0.9 0.99; TTUR: 0 0.9).")] = (0.9, 0.99),
     pixel_pool: Annotated[int, typer.Option(min=1, help="With --adv-weight: the pixel loss compares the images "
                                             "average-pooled by this factor, leaving the finest detail to the "
                                             "discriminator (1: full resolution).")] = 1,
@@ -312,7 +314,7 @@ def restorer(
                            threads=threads, bf16=bf16, init=None if init is None else str(init), seed=seed,
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight,
-                           gan=GanSettings(adv_weight, ldl_weight, disc_channels, d_learning_rate,
+                           gan=GanSettings(adv_weight, ldl_weight, disc_channels, d_learning_rate, d_betas,
                                            pixel_pool) if adv_weight > 0 else None)
     snap = train_restorer(cfg, log=lambda m: out.print(escape(m), soft_wrap=True))
     out.print(f"done: {escape(str(snap))}", soft_wrap=True)

@@ -114,3 +114,26 @@ def test_the_pooled_pixel_loss_leaves_the_finest_octave_to_the_discriminator():
     assert pool_for_pixel_loss({"hr": photo}, 1)["hr"] is photo
     with pytest.raises(ValueError):
         GanSettings(pixel_pool=0)
+
+
+def test_cli_gan_options_reach_the_run(photos, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hitok.cli.app import app
+    from hitok.train.restorer import save_weights
+
+    init = tmp_path / "faithful.safetensors"
+    save_weights(init, Restorer(TINY), None, {"steps": "0"})
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(run), "--minutes", "0.1",
+                                 "--init", str(init), "--batch-size", "2", "--lr-crop", "12", "--fp32",
+                                 "--adv-weight", "0.5", "--ldl-weight", "2", "--disc-channels", "4",
+                                 "--d-learning-rate", "4e-4", "--d-betas", "0", "0.9", "--pixel-pool", "4"])
+    assert r.exit_code == 0, r.output
+    gan = json.loads((run / "config.json").read_text())["gan"]
+    assert gan == {"adv_weight": 0.5, "ldl_weight": 2.0, "disc_channels": 4, "d_learning_rate": 4e-4,
+                   "d_betas": [0.0, 0.9], "pixel_pool": 4, "kind": "vanilla"}
+    assert "discriminator" in r.output
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["gan"]["d_opt"]["param_groups"][0]["betas"] == (0.0, 0.9)

@@ -32,6 +32,7 @@ class GanSettings:
     ldl_weight: float = 1.0         # LDL's weight in its paper
     disc_channels: int = 32         # U-Net discriminator width (Real-ESRGAN: 64)
     d_learning_rate: float = 1e-4   # Real-ESRGAN's (the generator's rate is the run's learning_rate)
+    d_betas: tuple[float, float] = (0.9, 0.99)  # Real-ESRGAN's; SAGAN's TTUR (Heusel et al. 2017): (0, 0.9)
     pixel_pool: int = 1             # the pixel loss compares average-pooled images (1: full resolution)
     kind: str = "vanilla"
 
@@ -52,7 +53,8 @@ class RestorerGan:
         self.settings = settings
         self.disc = Discriminator(DiscriminatorConfig(base_channels=settings.disc_channels)).train()
         self.disc = self.disc.to(memory_format=torch.channels_last)
-        self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=settings.d_learning_rate, betas=(0.9, 0.99))
+        self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=settings.d_learning_rate,
+                                      betas=tuple(settings.d_betas))
         self.adv = Adversarial(self.disc, self.d_opt, settings.adv_weight, settings.kind, DistEnv(), grad_clip=0.0)
 
     def generator_terms(self, pred: torch.Tensor, ema_pred: torch.Tensor, photo: torch.Tensor,
