@@ -130,10 +130,30 @@ def test_cli_gan_options_reach_the_run(photos, tmp_path):
     r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(run), "--minutes", "0.1",
                                  "--init", str(init), "--batch-size", "2", "--lr-crop", "12", "--fp32",
                                  "--adv-weight", "0.5", "--ldl-weight", "2", "--disc-channels", "4",
-                                 "--d-learning-rate", "4e-4", "--d-betas", "0", "0.9", "--pixel-pool", "4"])
+                                 "--d-learning-rate", "4e-4", "--d-betas", "0", "0.9", "--pixel-pool", "4", "--shift", "3"])
     assert r.exit_code == 0, r.output
     gan = json.loads((run / "config.json").read_text())["gan"]
     assert gan == {"adv_weight": 0.5, "ldl_weight": 2.0, "disc_channels": 4, "d_learning_rate": 4e-4,
-                   "d_betas": [0.0, 0.9], "pixel_pool": 4, "kind": "vanilla"}
+                   "d_betas": [0.0, 0.9], "pixel_pool": 4, "shift": 3, "kind": "vanilla"}
     assert "discriminator" in r.output
     assert torch.load(run / "checkpoint.pt", weights_only=False)["gan"]["d_opt"]["param_groups"][0]["betas"] == (0.0, 0.9)
+
+
+def test_the_discriminator_sees_output_and_photo_cut_at_one_random_offset():
+    from hitok.train.restorer_gan import GanSettings, RestorerGan, random_offset_crop
+
+    a = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16)
+    offsets = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        x, y = random_offset_crop(a, a + 1, 4)
+        assert x.shape == (2, 3, 12, 12) and torch.equal(y, x + 1)  # the same offset for both
+        offsets.add(int(x[0, 0, 0, 0]))
+    assert len(offsets) > 10  # many of the 25 (dy, dx)
+    assert random_offset_crop(a, a, 0)[0] is a
+    gan = RestorerGan(GanSettings(disc_channels=4, shift=4))
+    pred, photo = torch.rand(1, 3, 24, 24, requires_grad=True), torch.rand(1, 3, 24, 24)
+    nocast = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    gan.generator_terms(pred, pred.detach(), photo, nocast)
+    fake, real = gan.adv.pending[0]
+    assert fake.shape[-2:] == real.shape[-2:] == (20, 20)

@@ -5,6 +5,10 @@ on the image the low end of the dial shows), with the defences against the regul
   from the faithful restorer (models/restorer.py), so the GAN only adds to a good image;
 - Real-ESRGAN's U-Net discriminator with spectral norm (train/losses/discriminator.py): one logit per pixel;
 - LDL's artefact-weighted pixel loss against the EMA network (train/losses/ldl.py);
+- the discriminator sees each (output, photo) pair cut at a random offset of 0..`shift` px, the same for both
+  (DiffAugment's translation, Zhao et al. 2020). Without it the discriminator's stride-2 grid sits at one phase
+  of the restorer's pixel-shuffle grid, and its gradient pushes the four sub-pixel phases apart: measured, a
+  4 px-period pattern in the live weights within 300 steps (MODEL_CARD.md);
 - the EMA of the weights is what ships (train/restorer.py keeps it).
 
 The generator-side loss is  pixel (L1, to the photo or the teacher)  +  ldl_weight * LDL  +  adv_weight * GAN,
@@ -34,11 +38,21 @@ class GanSettings:
     d_learning_rate: float = 1e-4   # Real-ESRGAN's (the generator's rate is the run's learning_rate)
     d_betas: tuple[float, float] = (0.9, 0.99)  # Real-ESRGAN's; SAGAN's TTUR (Heusel et al. 2017): (0, 0.9)
     pixel_pool: int = 1             # the pixel loss compares average-pooled images (1: full resolution)
+    shift: int = 0                  # the discriminator's input is cut at a random offset of 0..shift px
     kind: str = "vanilla"
 
     def __post_init__(self):
-        if self.pixel_pool < 1 or self.disc_channels < 1:
-            raise ValueError(f"pixel_pool and disc_channels must be >= 1, got {self}")
+        if self.pixel_pool < 1 or self.disc_channels < 1 or self.shift < 0:
+            raise ValueError(f"pixel_pool and disc_channels must be >= 1 and shift >= 0, got {self}")
+
+
+def random_offset_crop(a: torch.Tensor, b: torch.Tensor, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """a and b (same size) cut to (H - shift, W - shift) at one random offset (torch's generator)."""
+    if shift == 0:
+        return a, b
+    dy, dx = (int(v) for v in torch.randint(0, shift + 1, (2,)))
+    h, w = a.shape[-2] - shift, a.shape[-1] - shift
+    return a[..., dy:dy + h, dx:dx + w], b[..., dy:dy + h, dx:dx + w]
 
 
 def pool_for_pixel_loss(images: dict[str, torch.Tensor], pool: int) -> dict[str, torch.Tensor]:
@@ -61,8 +75,9 @@ class RestorerGan:
                         autocast) -> tuple[torch.Tensor, dict[str, float]]:
         """adv_weight * GAN(pred) + ldl_weight * LDL(pred); keeps (pred, photo) for `discriminator_step`."""
         s = self.settings
+        fake, real = random_offset_crop(pred, photo, s.shift)
         with autocast():
-            adv = self.adv.generator_term(pred, photo)
+            adv = self.adv.generator_term(fake, real)
         ldl = ldl_loss(pred, ema_pred, photo)
         total = s.adv_weight * adv.float() + s.ldl_weight * ldl
         return total, {"g_adv": adv.item(), "ldl": ldl.item()}
