@@ -288,6 +288,8 @@ def restorer(
     shift: Annotated[int, typer.Option(min=0, help="With --adv-weight: the discriminator sees output and photo "
                                        "cut at one random offset of 0..SHIFT px, so its stride grid cannot push "
                                        "the upsampler's sub-pixel phases apart (0: off).")] = 8,
+    grid_weight: Annotated[float, typer.Option(min=0.0, help="With --adv-weight: weight of a loss on a regular "
+                                               "pattern on the upsampler's 2 and 4 px grids (a checkerboard).")] = 0.0,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -318,7 +320,7 @@ def restorer(
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight,
                            gan=GanSettings(adv_weight, ldl_weight, disc_channels, d_learning_rate, d_betas,
-                                           pixel_pool, shift) if adv_weight > 0 else None)
+                                           pixel_pool, shift, grid_weight) if adv_weight > 0 else None)
     snap = train_restorer(cfg, log=lambda m: out.print(escape(m), soft_wrap=True))
     out.print(f"done: {escape(str(snap))}", soft_wrap=True)
 

@@ -93,7 +93,7 @@ def test_a_gan_step_moves_the_restorer_towards_what_the_discriminator_calls_real
     opt.step()
     with torch.no_grad():
         after = gan.disc(net(lr)).mean()
-    assert after > before and terms.keys() == {"g_adv", "ldl"}
+    assert after > before and terms.keys() == {"g_adv", "ldl", "grid"}
     d_terms = gan.discriminator_step(nocast)
     assert {"d_real", "d_fake"} <= d_terms.keys()
 
@@ -130,11 +130,12 @@ def test_cli_gan_options_reach_the_run(photos, tmp_path):
     r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(run), "--minutes", "0.1",
                                  "--init", str(init), "--batch-size", "2", "--lr-crop", "12", "--fp32",
                                  "--adv-weight", "0.5", "--ldl-weight", "2", "--disc-channels", "4",
-                                 "--d-learning-rate", "4e-4", "--d-betas", "0", "0.9", "--pixel-pool", "4", "--shift", "3"])
+                                 "--d-learning-rate", "4e-4", "--d-betas", "0", "0.9", "--pixel-pool", "4", "--shift", "3",
+                                 "--grid-weight", "5"])
     assert r.exit_code == 0, r.output
     gan = json.loads((run / "config.json").read_text())["gan"]
     assert gan == {"adv_weight": 0.5, "ldl_weight": 2.0, "disc_channels": 4, "d_learning_rate": 4e-4,
-                   "d_betas": [0.0, 0.9], "pixel_pool": 4, "shift": 3, "kind": "vanilla"}
+                   "d_betas": [0.0, 0.9], "pixel_pool": 4, "shift": 3, "grid_weight": 5.0, "kind": "vanilla"}
     assert "discriminator" in r.output
     assert torch.load(run / "checkpoint.pt", weights_only=False)["gan"]["d_opt"]["param_groups"][0]["betas"] == (0.0, 0.9)
 
@@ -157,3 +158,24 @@ def test_the_discriminator_sees_output_and_photo_cut_at_one_random_offset():
     gan.generator_terms(pred, pred.detach(), photo, nocast)
     fake, real = gan.adv.pending[0]
     assert fake.shape[-2:] == real.shape[-2:] == (20, 20)
+
+
+def test_grid_loss_weighs_a_pattern_on_the_upsampler_grid_above_texture_of_its_strength():
+    from hitok.train.losses.grid import grid_loss
+
+    torch.manual_seed(0)
+    photo = torch.rand(2, 3, 64, 64)
+    checker = 2 * _checkerboard(64) - 1  # +-1 on the 2 px grid
+    stripes = torch.arange(64).remainder(4).lt(2).float().mul(2).sub(1).expand(2, 3, 64, 64)  # 4 px grid
+    texture = torch.randn(2, 3, 64, 64).sign()  # the same amplitude, sign changing from cell to cell
+    pattern_loss = grid_loss(photo + 0.02 * checker, photo).item()
+    assert grid_loss(photo, photo).item() == 0.0
+    assert pattern_loss > 3 * grid_loss(photo + 0.02 * texture, photo).item()
+    assert grid_loss(photo + 0.02 * stripes, photo).item() > 3 * grid_loss(photo + 0.02 * texture, photo).item()
+    out = (photo + 0.02 * checker).requires_grad_(True)
+    opt = torch.optim.Adam([out], lr=1e-3)
+    for _ in range(30):  # descending it removes the pattern
+        opt.zero_grad()
+        grid_loss(out, photo).backward()
+        opt.step()
+    assert grid_loss(out, photo).item() < 0.3 * pattern_loss

@@ -168,7 +168,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     metrics = open(out / "metrics.csv", "a", newline="")
     writer = csv.writer(metrics)
     if metrics.tell() == 0:
-        writer.writerow(["step", "minutes", "l1", "sec_per_step"] + (["g_adv", "ldl", "d_real", "d_fake"] if gan else []))
+        writer.writerow(["step", "minutes", "l1", "sec_per_step"] + (["g_adv", "ldl", "grid", "d_real", "d_fake"] if gan else []))
 
     def save(tag: str) -> Path:
         meta = {"steps": str(step), "minutes": f"{minutes:.2f}"}
@@ -224,7 +224,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             ema.update_parameters(model)
             if gan is not None:
                 terms |= gan.discriminator_step(autocast)
-                for k in ("g_adv", "ldl", "d_real", "d_fake"):
+                for k in ("g_adv", "ldl", "grid", "d_real", "d_fake"):
                     gan_sums[k] = gan_sums.get(k, 0.0) + terms[k]
             step += 1
             running += pixel

@@ -6,9 +6,9 @@ on the image the low end of the dial shows), with the defences against the regul
 - Real-ESRGAN's U-Net discriminator with spectral norm (train/losses/discriminator.py): one logit per pixel;
 - LDL's artefact-weighted pixel loss against the EMA network (train/losses/ldl.py);
 - the discriminator sees each (output, photo) pair cut at a random offset of 0..`shift` px, the same for both
-  (DiffAugment's translation, Zhao et al. 2020). Without it the discriminator's stride-2 grid sits at one phase
-  of the restorer's pixel-shuffle grid, and its gradient pushes the four sub-pixel phases apart: measured, a
-  4 px-period pattern in the live weights within 300 steps (MODEL_CARD.md);
+  (DiffAugment's translation, Zhao et al. 2020), so its stride-2 grid does not sit at one phase of the
+  restorer's pixel-shuffle grid (measured: alone, it does not stop the pattern below; MODEL_CARD.md);
+- a loss on a regular pattern on the upsampler's 2 px and 4 px grids (train/losses/grid.py);
 - the EMA of the weights is what ships (train/restorer.py keeps it).
 
 The generator-side loss is  pixel (L1, to the photo or the teacher)  +  ldl_weight * LDL  +  adv_weight * GAN,
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from .distributed import DistEnv
 from .gan import Adversarial
 from .losses.discriminator import Discriminator, DiscriminatorConfig
+from .losses.grid import grid_loss
 from .losses.ldl import ldl_loss
 
 
@@ -39,6 +40,7 @@ class GanSettings:
     d_betas: tuple[float, float] = (0.9, 0.99)  # Real-ESRGAN's; SAGAN's TTUR (Heusel et al. 2017): (0, 0.9)
     pixel_pool: int = 1             # the pixel loss compares average-pooled images (1: full resolution)
     shift: int = 0                  # the discriminator's input is cut at a random offset of 0..shift px
+    grid_weight: float = 0.0        # weight of the loss on a pattern on the upsampler's grid (losses/grid.py)
     kind: str = "vanilla"
 
     def __post_init__(self):
@@ -79,8 +81,9 @@ class RestorerGan:
         with autocast():
             adv = self.adv.generator_term(fake, real)
         ldl = ldl_loss(pred, ema_pred, photo)
-        total = s.adv_weight * adv.float() + s.ldl_weight * ldl
-        return total, {"g_adv": adv.item(), "ldl": ldl.item()}
+        grid = grid_loss(pred, photo)
+        total = s.adv_weight * adv.float() + s.ldl_weight * ldl + s.grid_weight * grid
+        return total, {"g_adv": adv.item(), "ldl": ldl.item(), "grid": grid.item()}
 
     def discriminator_step(self, autocast) -> dict[str, float]:
         return self.adv.discriminator_step(autocast)
