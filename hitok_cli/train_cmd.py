@@ -288,8 +288,9 @@ def restorer(
     shift: Annotated[int, typer.Option(min=0, help="With --adv-weight: the discriminator sees output and photo "
                                        "cut at one random offset of 0..SHIFT px, so its stride grid cannot push "
                                        "the upsampler's sub-pixel phases apart (0: off).")] = 8,
-    grid_weight: Annotated[float, typer.Option(min=0.0, help="With --adv-weight: weight of a loss on a regular "
-                                               "pattern on the upsampler's 2 and 4 px grids (a checkerboard).")] = 0.0,
+    grid_weight: Annotated[float, typer.Option(min=0.0, help="With --adv-weight: weight of a loss on power at "
+                                               "the frequencies of a 2 or 4 px grid beyond the photo's (a "
+                                               "checkerboard or stripes from the pixel shuffles).")] = 0.0,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with

@@ -8,7 +8,8 @@ on the image the low end of the dial shows), with the defences against the regul
 - the discriminator sees each (output, photo) pair cut at a random offset of 0..`shift` px, the same for both
   (DiffAugment's translation, Zhao et al. 2020), so its stride-2 grid does not sit at one phase of the
   restorer's pixel-shuffle grid (measured: alone, it does not stop the pattern below; MODEL_CARD.md);
-- a loss on a regular pattern on the upsampler's 2 px and 4 px grids (train/losses/grid.py);
+- a loss on the output's excess spectral power over the photo's at the frequencies of a 2 px and 4 px grid,
+  at any offset (train/losses/grid.py);
 - the EMA of the weights is what ships (train/restorer.py keeps it).
 
 The generator-side loss is  pixel (L1, to the photo or the teacher)  +  ldl_weight * LDL  +  adv_weight * GAN,
