@@ -42,7 +42,7 @@ from PIL import Image, ImageDraw, ImageFont
 from hitok.errors import UserError, one_line
 from hitok.imageio import Picture, list_images, load_rgb8
 
-from .artefacts import FLAG, periodic_score
+from .artefacts import BLOCK_FLAG, FLAG, blockiness_score, periodic_score
 from .haarpsi import haarpsi
 from .metrics import psnr_y, ssim_y, to_y
 from .niqe import imresize_matlab, niqe
@@ -50,9 +50,9 @@ from .niqe import imresize_matlab, niqe
 SCALE = 4
 SHAVE = 4
 TRACKS = ("bicubic", "realistic")
-METRICS = ("psnr_y", "ssim_y", "haarpsi", "niqe", "periodic", "lpips", "dists", "seconds")
+METRICS = ("psnr_y", "ssim_y", "haarpsi", "niqe", "periodic", "blocky", "lpips", "dists", "seconds")
 HEADERS = {"psnr_y": "PSNR-Y (dB) ↑", "ssim_y": "SSIM-Y ↑", "haarpsi": "HaarPSI ↑", "niqe": "NIQE ↓",
-           "periodic": "periodic ↓", "lpips": "LPIPS ↓", "dists": "DISTS ↓", "seconds": "s / image"}
+           "periodic": "periodic ↓", "blocky": "blocky ↓", "lpips": "LPIPS ↓", "dists": "DISTS ↓", "seconds": "s / image"}
 DISTS_NA = "no DISTS implementation in hitok (it needs ImageNet VGG16 and DISTS weights; none offline)"
 DETAIL = 128  # side of the full-resolution detail region in the panels
 MAX_ROW = 1600  # px, widest panel row
@@ -270,6 +270,7 @@ class Score:
     dists: float | None
     seconds: float
     periodic: float | None = None  # bench/artefacts.py: a regular pattern the photo lacks scores above FLAG
+    blocky: float | None = None  # bench/artefacts.py: pixelation on the LR grid scores above BLOCK_FLAG
 
 
 @dataclass
@@ -299,13 +300,14 @@ class EvalResults:
         return out
 
     def flagged(self) -> list[str]:
-        """One line per method with a periodic pattern on some image (bench/artefacts.py FLAG)."""
+        """One line per method and artefact with the crops past its flag (bench/artefacts.py FLAG, BLOCK_FLAG)."""
         lines = []
         for m in self.methods:
-            bad = [f"{s.image} ({s.track}, {s.periodic:.1f})" for s in self.scores
-                   if s.method == m and s.periodic is not None and s.periodic > FLAG]
-            if bad:
-                lines.append(f"- **{m}: a regular pattern** on {len(bad)} crop(s): {', '.join(bad)}")
+            for metric, flag, what in (("periodic", FLAG, "a regular pattern"), ("blocky", BLOCK_FLAG, "pixelated")):
+                bad = [f"{s.image} ({s.track}, {getattr(s, metric):.1f})" for s in self.scores
+                       if s.method == m and getattr(s, metric) is not None and getattr(s, metric) > flag]
+                if bad:
+                    lines.append(f"- **{m}: {what}** on {len(bad)} crop(s): {', '.join(bad)}")
         return lines
 
     def to_json(self) -> dict:
@@ -346,6 +348,8 @@ class EvalResults:
                   f"- periodic: the strongest isolated spectral peak of the output beyond the photo's "
                   f"(bench/artefacts.py); about 2-5 for honest upscalers, above {FLAG:g} a regular pattern "
                   f"(cross-hatch, checkerboard) the photo lacks.",
+                  f"- blocky: how much more the output steps across the borders of the LR pixels' 4x4 cells than "
+                  f"inside them, over the photo's; about 1-1.3 for honest upscalers, above {BLOCK_FLAG:g} pixelated.",
                   *self.flagged(),
                   "- s / image: wall seconds per LR input in this process, after one untimed warm-up call."]
         return "\n".join(lines) + "\n"
@@ -360,7 +364,7 @@ def _md_row(labels: list[str], values: dict) -> str:
 def fmt_metric(metric: str, v: float | None) -> str:
     if v is None:
         return "n/a"
-    if metric in ("psnr_y", "periodic"):
+    if metric in ("psnr_y", "periodic", "blocky"):
         return f"{v:.2f}"
     return f"{v:.4f}" if metric in ("ssim_y", "haarpsi", "lpips", "dists") else f"{v:.3f}"
 
@@ -544,7 +548,7 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
                     raise RuntimeError(f"{m.name} returned {sr.dtype} {sr.shape} for a {lr.shape} input")
                 score = Score(name, track, m.name, psnr_y(sr, hr, SHAVE), ssim_y(sr, hr, SHAVE),
                               haarpsi(hr, sr, SHAVE), _niqe_or_none(sr, res), _lpips(lpips_net, sr, hr), None,
-                              seconds, _periodic_or_none(sr, hr, baseline, res))
+                              seconds, _periodic_or_none(sr, hr, baseline, res), blockiness_score(sr, hr))
                 res.scores.append(score)
                 log(f"{name} {track:9s} {m.name:14s} PSNR-Y {score.psnr_y:6.2f}  HaarPSI {score.haarpsi:.4f}  "
                     f"{seconds:7.2f} s")

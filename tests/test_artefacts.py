@@ -1,5 +1,6 @@
-"""The periodic-pattern check of `hitok eval` (bench/artefacts.py): it flags a cross-hatch or checkerboard laid
-over a picture, at any frequency, and passes blur, sharpening, noise and the photo's own stripes."""
+"""The artefact checks of `hitok eval` (bench/artefacts.py): the periodic one flags a cross-hatch or checkerboard laid
+over a picture, at any frequency, and passes blur, sharpening, noise and the photo's own stripes; the blockiness
+one flags pixelation on the LR grid."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -69,3 +70,19 @@ def test_the_photos_own_stripes_and_bicubics_imaging_divide_out(freq):
     assert periodic_score(_add(soft, hatch), photo, baseline=soft) > FLAG  # still seen beside the stripes
     with pytest.raises(ValueError, match="smaller than"):
         periodic_score(photo[:32, :32], photo[:32, :32])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_blockiness_flags_pixelation_on_the_lr_grid_and_passes_honest_upscales(seed):
+    from hitok.bench.artefacts import BLOCK_FLAG, blockiness_score
+
+    photo = _photo(seed)
+    small = Image.fromarray(photo).resize((64, 64), Image.BICUBIC)
+    assert blockiness_score(photo, photo) == pytest.approx(1.0)
+    assert blockiness_score(_softened(photo), photo) < BLOCK_FLAG
+    blocks = np.asarray(small.resize((256, 256), Image.NEAREST))  # every LR pixel a flat 4 x 4 block
+    assert blockiness_score(blocks, photo) > BLOCK_FLAG
+    half = ((blocks.astype(float) + _softened(photo)) / 2).round().astype(np.uint8)  # a GAN half-way there
+    assert blockiness_score(half, photo) > BLOCK_FLAG
+    shifted = np.roll(blocks, 2, axis=(0, 1))  # blocks off the LR grid are not the upsampler's
+    assert blockiness_score(shifted, photo) < blockiness_score(blocks, photo)

@@ -26,7 +26,8 @@ from hitok.bench.metrics import psnr_y
 from hitok.cli.eval_cmd import eval_command
 
 torch.set_num_threads(1)
-COLS = "| PSNR-Y (dB) ↑ | SSIM-Y ↑ | HaarPSI ↑ | NIQE ↓ | periodic ↓ | LPIPS ↓ | DISTS ↓ | s / image |"
+COLS = ("| PSNR-Y (dB) ↑ | SSIM-Y ↑ | HaarPSI ↑ | NIQE ↓ | periodic ↓ | blocky ↓ | LPIPS ↓ | DISTS ↓ "
+        "| s / image |")
 
 
 def _photo(h: int, w: int, seed: int) -> np.ndarray:
