@@ -291,6 +291,8 @@ def restorer(
     grid_weight: Annotated[float, typer.Option(min=0.0, help="With --adv-weight: weight of a loss on power at "
                                                "the frequencies of a 2 or 4 px grid beyond the photo's (a "
                                                "checkerboard or stripes from the pixel shuffles).")] = 0.0,
+    freeze_upsampler: Annotated[bool, typer.Option("--freeze-upsampler", help="With --adv-weight: keep the "
+                                                   "initial restorer's pixel-shuffle convs fixed.")] = False,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -321,7 +323,7 @@ def restorer(
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight,
                            gan=GanSettings(adv_weight, ldl_weight, disc_channels, d_learning_rate, d_betas,
-                                           pixel_pool, shift, grid_weight) if adv_weight > 0 else None)
+                                           pixel_pool, shift, grid_weight, freeze_upsampler) if adv_weight > 0 else None)
     snap = train_restorer(cfg, log=lambda m: out.print(escape(m), soft_wrap=True))
     out.print(f"done: {escape(str(snap))}", soft_wrap=True)
 

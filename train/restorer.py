@@ -140,6 +140,9 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     if init_ema:
         ema.module.load_state_dict(init_ema)
         ema.n_averaged.fill_(10_000)  # a continued average: no warm-up again
+    if cfg.gan is not None and cfg.gan.freeze_upsampler:
+        model.up1.requires_grad_(False)
+        model.up2.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.99))
     gan = RestorerGan(cfg.gan) if cfg.gan is not None else None
     step, minutes = 0, 0.0

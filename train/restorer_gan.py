@@ -10,6 +10,8 @@ on the image the low end of the dial shows), with the defences against the regul
   restorer's pixel-shuffle grid (measured: alone, it does not stop the pattern below; MODEL_CARD.md);
 - a loss on the output's excess spectral power over the photo's at the frequencies of a 2 px and 4 px grid,
   at any offset (train/losses/grid.py);
+- optionally the faithful restorer's two pixel-shuffle convs stay as they are (`freeze_upsampler`): every pattern
+  above is a difference between sub-pixel phases, which those convs own;
 - the EMA of the weights is what ships (train/restorer.py keeps it).
 
 The generator-side loss is  pixel (L1, to the photo or the teacher)  +  ldl_weight * LDL  +  adv_weight * GAN,
@@ -42,6 +44,7 @@ class GanSettings:
     pixel_pool: int = 1             # the pixel loss compares average-pooled images (1: full resolution)
     shift: int = 0                  # the discriminator's input is cut at a random offset of 0..shift px
     grid_weight: float = 0.0        # weight of the loss on a pattern on the upsampler's grid (losses/grid.py)
+    freeze_upsampler: bool = False  # keep the faithful restorer's pixel-shuffle convs: only LR features move
     kind: str = "vanilla"
 
     def __post_init__(self):
