@@ -286,8 +286,8 @@ def restorer(
                                             "average-pooled by this factor, leaving the finest detail to the "
                                             "discriminator (1: full resolution).")] = 1,
     shift: Annotated[int, typer.Option(min=0, help="With --adv-weight: the discriminator sees output and photo "
-                                       "cut at one random offset of 0..SHIFT px, so its stride grid cannot push "
-                                       "the upsampler's sub-pixel phases apart (0: off).")] = 8,
+                                       "cut at one random offset of 0..SHIFT px (DiffAugment's translation; 0: "
+                                       "off).")] = 8,
     grid_weight: Annotated[float, typer.Option(min=0.0, help="With --adv-weight: weight of a loss on power at "
                                                "the frequencies of a 2 or 4 px grid beyond the photo's (a "
                                                "checkerboard or stripes from the pixel shuffles).")] = 0.0,
