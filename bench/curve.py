@@ -4,9 +4,10 @@ recipes can be compared at equal training minutes.
 
     python -m hitok.bench.curve runs/rA runs/rB --hr ../shared/data/val --out docs/curves.csv
 
-Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI, NIQE, periodic) to the CSV and skips snapshots
-already in it, so it can be rerun while the runs go on (a CSV from before a column was scored gets it, empty).
-`periodic` is bench/artefacts.py's score of the worst crop (above its FLAG: a regular pattern the photo lacks)."""
+Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI, NIQE, periodic, blocky) to the CSV and skips
+snapshots already in it, so it can be rerun while the runs go on (a CSV from before a column was scored gets it,
+empty). `periodic` and `blocky` are bench/artefacts.py's scores of the worst crop (above FLAG: a regular pattern
+the photo lacks; above BLOCK_FLAG: pixelated)."""
 from __future__ import annotations
 
 import argparse
@@ -20,13 +21,13 @@ from hitok.imageio import list_images, load_rgb8
 from hitok.models.restorer import Restorer
 from hitok.train.restorer import load_weights
 
-from .artefacts import periodic_score
+from .artefacts import blockiness_score, periodic_score
 from .evaluate import SHAVE, TRACKS, Bicubic, centre_crop, image_seed, make_lr
 from .haarpsi import haarpsi
 from .metrics import psnr_y
 from .niqe import niqe
 
-FIELDS = ["run", "snapshot", "steps", "minutes", "track", "psnr_y", "haarpsi", "niqe", "periodic"]
+FIELDS = ["run", "snapshot", "steps", "minutes", "track", "psnr_y", "haarpsi", "niqe", "periodic", "blocky"]
 
 
 def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -41,9 +42,10 @@ def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, l
     return pairs
 
 
-def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float, float]:
-    """Mean PSNR-Y, HaarPSI and NIQE of the restorer (fp32) over (LR, HR) pairs, and the worst periodic score."""
-    psnrs, haars, niqes, periodic = [], [], [], []
+def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Mean PSNR-Y, HaarPSI and NIQE of the restorer (fp32) over (LR, HR) pairs, and the worst periodic and
+    blockiness scores."""
+    psnrs, haars, niqes, periodic, blocky = [], [], [], [], []
     for lr, hr in pairs:
         x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, h, w)
         with torch.inference_mode():
@@ -53,7 +55,9 @@ def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) ->
         haars.append(haarpsi(hr, sr, SHAVE))
         niqes.append(niqe(sr, crop_border=SHAVE))
         periodic.append(periodic_score(sr, hr, Bicubic()(lr)))
-    return float(np.mean(psnrs)), float(np.mean(haars)), float(np.mean(niqes)), float(np.max(periodic))
+        blocky.append(blockiness_score(sr, hr))
+    return {"psnr_y": float(np.mean(psnrs)), "haarpsi": float(np.mean(haars)), "niqe": float(np.mean(niqes)),
+            "periodic": float(np.max(periodic)), "blocky": float(np.max(blocky))}
 
 
 def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict]:
@@ -81,10 +85,11 @@ def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict
                 net = Restorer(cfg).eval()
                 net.load_state_dict(state)
                 for track in TRACKS:
-                    p, h, q, a = score_restorer(net, pairs[track])
+                    sc = score_restorer(net, pairs[track])
                     row = {"run": run.name, "snapshot": snap.stem, "steps": meta.get("steps", ""),
-                           "minutes": meta.get("minutes", ""), "track": track, "psnr_y": f"{p:.3f}",
-                           "haarpsi": f"{h:.4f}", "niqe": f"{q:.3f}", "periodic": f"{a:.2f}"}
+                           "minutes": meta.get("minutes", ""), "track": track, "psnr_y": f"{sc['psnr_y']:.3f}",
+                           "haarpsi": f"{sc['haarpsi']:.4f}", "niqe": f"{sc['niqe']:.3f}",
+                           "periodic": f"{sc['periodic']:.2f}", "blocky": f"{sc['blocky']:.2f}"}
                     writer.writerow(row)
                     f.flush()
                     new.append(row)

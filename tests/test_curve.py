@@ -24,8 +24,9 @@ def test_curve_rows_resume_and_an_old_csv_gains_the_new_columns(tmp_path):
         f.write("run,snapshot,steps,minutes,track,psnr_y,haarpsi\nold,min1,1,1.0,bicubic,30.0,0.7\n")
     rows = score_runs([run], tmp_path / "val", out)
     assert [r["track"] for r in rows] == ["bicubic", "realistic"] and rows[0]["steps"] == "7"
-    assert all(float(r["niqe"]) > 0 and 5 < float(r["psnr_y"]) < 40 and float(r["periodic"]) >= 1 for r in rows)
+    assert all(float(r["niqe"]) > 0 and 5 < float(r["psnr_y"]) < 40 and float(r["periodic"]) >= 1
+               and float(r["blocky"]) > 0 for r in rows)
     assert score_runs([run], tmp_path / "val", out) == []  # scored snapshots are skipped
     with open(out, newline="") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == FIELDS and table[0]["niqe"] == table[0]["periodic"] == "" and len(table) == 3
+    assert list(table[0]) == FIELDS and table[0]["niqe"] == table[0]["periodic"] == table[0]["blocky"] == "" and len(table) == 3
