@@ -64,6 +64,7 @@ def periodic_score(out: np.ndarray, photo: np.ndarray, baseline: np.ndarray | No
 
 
 BLOCK_FLAG = 1.5  # blockiness above this: the output is pixelated on the LR grid
+MAX_BLOCKY = 100.0  # the ratio of an image that steps only at the cell borders (and a cap on any other)
 
 
 def _border_ratio(y: np.ndarray, axis: int, scale: int) -> float:
@@ -72,7 +73,9 @@ def _border_ratio(y: np.ndarray, axis: int, scale: int) -> float:
     phase = np.arange(steps.shape[axis]) % scale
     border = steps.take(np.flatnonzero(phase == scale - 1), axis=axis).mean()
     inside = steps.take(np.flatnonzero(phase != scale - 1), axis=axis).mean()
-    return float(border / max(inside, 1e-6))
+    if inside < 1e-6:  # flat inside the cells: no steps at all (a flat image) is no preference, only borders is
+        return 1.0 if border < 1e-6 else MAX_BLOCKY
+    return float(min(border / inside, MAX_BLOCKY))
 
 
 def blockiness_score(out: np.ndarray, photo: np.ndarray, scale: int = 4) -> float:

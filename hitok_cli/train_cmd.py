@@ -322,8 +322,10 @@ def restorer(
                            threads=threads, bf16=bf16, init=None if init is None else str(init), seed=seed,
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight,
-                           gan=GanSettings(adv_weight, ldl_weight, disc_channels, d_learning_rate, d_betas,
-                                           pixel_pool, shift, grid_weight, freeze_upsampler) if adv_weight > 0 else None)
+                           gan=GanSettings(adv_weight=adv_weight, ldl_weight=ldl_weight, disc_channels=disc_channels,
+                                           d_learning_rate=d_learning_rate, d_betas=d_betas, pixel_pool=pixel_pool,
+                                           shift=shift, grid_weight=grid_weight,
+                                           freeze_upsampler=freeze_upsampler) if adv_weight > 0 else None)
     snap = train_restorer(cfg, log=lambda m: out.print(escape(m), soft_wrap=True))
     out.print(f"done: {escape(str(snap))}", soft_wrap=True)
 

@@ -86,3 +86,13 @@ def test_blockiness_flags_pixelation_on_the_lr_grid_and_passes_honest_upscales(s
     assert blockiness_score(half, photo) > BLOCK_FLAG
     shifted = np.roll(blocks, 2, axis=(0, 1))  # blocks off the LR grid are not the upsampler's
     assert blockiness_score(shifted, photo) < blockiness_score(blocks, photo)
+
+
+def test_blockiness_of_a_flat_photo_is_defined():
+    from hitok.bench.artefacts import BLOCK_FLAG, blockiness_score
+
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    assert blockiness_score(flat, flat) == 1.0
+    blocks = flat.copy()
+    blocks[:, 3::4] = 140  # steps only at the cell borders
+    assert blockiness_score(blocks, flat) > BLOCK_FLAG

@@ -38,7 +38,9 @@ def test_ldl_gradient_pulls_the_pattern_towards_the_photo():
     assert (step - photo).abs().mean() < (out.detach() - photo).abs().mean()
 
 
-def test_gan_run_logs_its_terms_resumes_and_refuses_a_non_gan_checkpoint(photos, tmp_path):
+def test_gan_run_logs_its_terms_resumes_and_refuses_a_switch(photos, tmp_path):
+    import dataclasses
+
     from hitok.models.io import ModelFileError
     from hitok.train.restorer import RestorerTraining, load_weights, save_weights, train_restorer
     from hitok.train.restorer_gan import GanSettings
@@ -53,24 +55,56 @@ def test_gan_run_logs_its_terms_resumes_and_refuses_a_non_gan_checkpoint(photos,
     train_restorer(cfg, log=lambda _m: None)
     ck = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ck["step"] > 0 and set(ck["gan"]) == {"disc", "d_opt"}
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
     d_weights = {k: v.clone() for k, v in ck["gan"]["disc"].items()}
-    train_restorer(cfg, log=lambda _m: None)  # resumes, discriminator included
+    resumed = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, d_learning_rate=3e-3, d_betas=(0.0, 0.9)))
+    train_restorer(resumed, log=lambda _m: None)  # resumes, discriminator included, at the new D settings
     ck2 = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ck2["step"] > ck["step"]
     assert any(not torch.equal(d_weights[k], v) for k, v in ck2["gan"]["disc"].items())  # D trained on
-    if rows:  # a row each 50 steps: on a slow machine the tiny run may not get there
-        assert {"g_adv", "ldl", "d_real", "d_fake"} <= rows[0].keys() and float(rows[0]["d_real"]) > 0
+    group = ck2["gan"]["d_opt"]["param_groups"][0]
+    assert group["lr"] == 3e-3 and tuple(group["betas"]) == (0.0, 0.9)
+    with open(run / "metrics.csv", newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["step", "minutes", "l1", "sec_per_step", "g_adv", "ldl", "grid", "d_real", "d_fake"]
+    assert all(len(row) == len(table[0]) for row in table[1:])
     rcfg, state, ema, _ = load_weights(run / "continuation.safetensors")
     assert rcfg == TINY and ema
+    with pytest.raises(ModelFileError, match="with a GAN must be resumed with one"):
+        train_restorer(dataclasses.replace(cfg, gan=None), log=lambda _m: None)
 
     plain = tmp_path / "plain"
     train_restorer(RestorerTraining(data=str(photos), out=str(plain), model=TINY, batch_size=2, lr_crop=12,
                                     minutes=0.02, bf16=False), log=lambda _m: None)
-    with pytest.raises(ModelFileError, match="without a GAN"):
+    with pytest.raises(ModelFileError, match="without a GAN must be resumed without one"):
         train_restorer(RestorerTraining(data=str(photos), out=str(plain), model=TINY, batch_size=2, lr_crop=12,
                                         minutes=0.02, bf16=False, gan=GanSettings(disc_channels=4)),
                        log=lambda _m: None)
+
+
+def test_a_frozen_upsampler_is_the_faithful_restorers_as_shipped(photos, tmp_path):
+    """With --freeze-upsampler from a continuation file (live + EMA), the pixel-shuffle convs of both the live
+    and the averaged texture restorer are the init's EMA ones (what attach ships as the faithful end)."""
+    from hitok.train.restorer import RestorerTraining, load_weights, save_weights, train_restorer
+    from hitok.train.restorer_gan import GanSettings
+
+    torch.manual_seed(5)
+    live, avg = Restorer(TINY), Restorer(TINY)
+    with torch.no_grad():
+        for p in avg.parameters():
+            p.add_(0.1)
+    init = tmp_path / "continuation.safetensors"
+    from torch.optim.swa_utils import AveragedModel
+    save_weights(init, live, AveragedModel(avg), {"steps": "0"})
+    run = tmp_path / "run"
+    train_restorer(RestorerTraining(data=str(photos), out=str(run), batch_size=2, lr_crop=12, minutes=0.05,
+                                    bf16=False, init=str(init), gan=GanSettings(disc_channels=4,
+                                                                                freeze_upsampler=True)),
+                   log=lambda _m: None)
+    _, state, ema, _ = load_weights(run / "continuation.safetensors")
+    _, _, start_ema, _ = load_weights(init)
+    up = [k for k in start_ema if k.startswith(("up1.", "up2."))]
+    assert up and all(torch.equal(state[k], start_ema[k]) and torch.equal(ema[k], start_ema[k]) for k in up)
+    assert any(not torch.equal(state[k], start_ema[k]) for k in state if k.startswith("body."))
 
 
 def test_a_gan_step_moves_the_restorer_towards_what_the_discriminator_calls_real():
@@ -186,3 +220,20 @@ def test_grid_loss_weighs_a_pattern_on_the_upsampler_grid_at_any_offset_above_te
         grid_loss(out, photo).backward()
         opt.step()
     assert grid_loss(out, photo).item() < 0.3 * first
+
+
+def test_an_older_checkpoint_resumes_with_the_network_its_run_recorded(photos, tmp_path):
+    """Checkpoints written before they held their network config resume from the run's config.json."""
+    from hitok.train.restorer import RestorerTraining, save_weights, train_restorer
+
+    init = tmp_path / "init.safetensors"
+    save_weights(init, Restorer(TINY), None, {"steps": "0"})
+    run = tmp_path / "run"
+    cfg = RestorerTraining(data=str(photos), out=str(run), batch_size=2, lr_crop=12, minutes=0.02, bf16=False,
+                           init=str(init))  # cfg.model is the default network, not TINY
+    train_restorer(cfg, log=lambda _m: None)
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    del ck["model_config"]
+    torch.save(ck, run / "checkpoint.pt")
+    train_restorer(cfg, log=lambda _m: None)
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] > ck["step"]

@@ -80,6 +80,14 @@ def load_weights(path: str | Path) -> tuple[RestorerConfig, dict, dict, dict[str
     return cfg, model, ema, meta
 
 
+def _run_model_config(out: Path, fallback: RestorerConfig) -> dict:
+    """The network config a run folder's config.json recorded (checkpoints before 2026-12-05 lack their own)."""
+    try:
+        return json.loads((out / "config.json").read_text())["model"]
+    except (OSError, ValueError, KeyError):
+        return asdict(fallback)
+
+
 def texture_energy(x: torch.Tensor, pool: int = 8) -> torch.Tensor:
     """How much fine detail each `pool` x `pool` region holds: the mean |x - blur(x)| (3x3 binomial blur), per
     channel. Two textures with the same energy match here whatever their phase: a loss on it asks for texture of
@@ -128,7 +136,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     model_cfg = cfg.model
     init_state = init_ema = None
     if ck is not None:  # the network the run was started with (from --init), not cfg.model
-        model_cfg = RestorerConfig(**ck.get("model_config", asdict(cfg.model)))
+        model_cfg = RestorerConfig(**ck.get("model_config") or _run_model_config(out, cfg.model))
     elif cfg.init:
         model_cfg, init_state, init_ema, meta = load_weights(cfg.init)
         log(f"init from {cfg.init} ({meta.get('steps', '?')} steps, {meta.get('minutes', '?')} min before)")
@@ -136,11 +144,14 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     model = Restorer(model_cfg)
     if init_state is not None:
         model.load_state_dict(init_state)
+    freeze = cfg.gan is not None and cfg.gan.freeze_upsampler
+    if freeze and init_ema:  # the frozen convs are the faithful restorer's as shipped (its EMA), live and averaged
+        model.load_state_dict({k: v for k, v in init_ema.items() if k.startswith(("up1.", "up2."))}, strict=False)
     ema = AveragedModel(model, multi_avg_fn=warmup_ema_fn(cfg.ema_decay), use_buffers=False)
     if init_ema:
         ema.module.load_state_dict(init_ema)
         ema.n_averaged.fill_(10_000)  # a continued average: no warm-up again
-    if cfg.gan is not None and cfg.gan.freeze_upsampler:
+    if freeze:
         model.up1.requires_grad_(False)
         model.up2.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.99))
@@ -150,9 +161,10 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
+        if (gan is not None) != ("gan" in ck):
+            raise ModelFileError(f"{ckpt_path}: a run {'with' if 'gan' in ck else 'without'} a GAN must be "
+                                 f"resumed {'with' if 'gan' in ck else 'without'} one (--adv-weight)")
         if gan is not None:
-            if "gan" not in ck:
-                raise ModelFileError(f"{ckpt_path}: a run without a GAN cannot be resumed with one")
             gan.load_state_dict(ck["gan"])
         step, minutes = ck["step"], ck["minutes"]
         log(f"resumed {out} at step {step}, {minutes:.1f} min")

@@ -14,7 +14,8 @@ on the image the low end of the dial shows), with the defences against the regul
   above is a difference between sub-pixel phases, which those convs own;
 - the EMA of the weights is what ships (train/restorer.py keeps it).
 
-The generator-side loss is  pixel (L1, to the photo or the teacher)  +  ldl_weight * LDL  +  adv_weight * GAN,
+The generator-side loss is  pixel (L1, to the photo or the teacher) + ldl_weight * LDL + grid_weight * grid
++ adv_weight * GAN,
 with the vanilla (non-saturating) GAN loss, as Real-ESRGAN. Real-ESRGAN also has a VGG perceptual loss, which
 pushes towards sharp detail; no ImageNet weights can be had here, so instead the pixel loss may compare the two
 images average-pooled by `pixel_pool` (`pool_for_pixel_loss`): it then holds colour and shape and leaves the
@@ -42,7 +43,7 @@ class GanSettings:
     d_learning_rate: float = 1e-4   # Real-ESRGAN's (the generator's rate is the run's learning_rate)
     d_betas: tuple[float, float] = (0.9, 0.99)  # Real-ESRGAN's; SAGAN's TTUR (Heusel et al. 2017): (0, 0.9)
     pixel_pool: int = 1             # the pixel loss compares average-pooled images (1: full resolution)
-    shift: int = 0                  # the discriminator's input is cut at a random offset of 0..shift px
+    shift: int = 8                  # the discriminator's input is cut at a random offset of 0..shift px
     grid_weight: float = 0.0        # weight of the loss on a pattern on the upsampler's grid (losses/grid.py)
     freeze_upsampler: bool = False  # keep the faithful restorer's pixel-shuffle convs: only LR features move
     kind: str = "vanilla"
@@ -79,7 +80,8 @@ class RestorerGan:
 
     def generator_terms(self, pred: torch.Tensor, ema_pred: torch.Tensor, photo: torch.Tensor,
                         autocast) -> tuple[torch.Tensor, dict[str, float]]:
-        """adv_weight * GAN(pred) + ldl_weight * LDL(pred); keeps (pred, photo) for `discriminator_step`."""
+        """adv_weight * GAN(pred) + ldl_weight * LDL(pred) + grid_weight * grid(pred); keeps the (offset-cut)
+        (pred, photo) for `discriminator_step`."""
         s = self.settings
         fake, real = random_offset_crop(pred, photo, s.shift)
         with autocast():
@@ -96,6 +98,9 @@ class RestorerGan:
         return {"disc": self.disc.state_dict(), "d_opt": self.d_opt.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """The discriminator and its Adam state; its rate and betas stay this run's settings."""
         self.disc.load_state_dict(state["disc"])
         self.d_opt.load_state_dict(state["d_opt"])
+        for group in self.d_opt.param_groups:
+            group["lr"], group["betas"] = self.settings.d_learning_rate, tuple(self.settings.d_betas)
 
