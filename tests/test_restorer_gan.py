@@ -164,19 +164,22 @@ def test_cli_gan_options_reach_the_run(photos, tmp_path):
     r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(run), "--minutes", "0.1",
                                  "--init", str(init), "--batch-size", "2", "--lr-crop", "12", "--fp32",
                                  "--adv-weight", "0.5", "--ldl-weight", "2", "--disc-channels", "4",
-                                 "--d-learning-rate", "4e-4", "--d-betas", "0", "0.9", "--pixel-pool", "4", "--shift", "3",
+                                 "--d-learning-rate", "4e-4", "--d-betas", "0", "0.9", "--pixel-pool", "4",
+                                 "--shift", "3",
                                  "--grid-weight", "5", "--freeze-upsampler"])
     assert r.exit_code == 0, r.output
     gan = json.loads((run / "config.json").read_text())["gan"]
     assert gan == {"adv_weight": 0.5, "ldl_weight": 2.0, "disc_channels": 4, "d_learning_rate": 4e-4,
-                   "d_betas": [0.0, 0.9], "pixel_pool": 4, "shift": 3, "grid_weight": 5.0, "freeze_upsampler": True, "kind": "vanilla"}
+                   "d_betas": [0.0, 0.9], "pixel_pool": 4, "shift": 3, "grid_weight": 5.0, "freeze_upsampler": True,
+                   "kind": "vanilla"}
     assert "discriminator" in r.output
     from hitok.train.restorer import load_weights as _load
     _, state, _, _ = _load(run / "continuation.safetensors")
     _, start, _, _ = _load(init)
     assert all(torch.equal(state[k], start[k]) for k in start if k.startswith(("up1.", "up2.")))
     assert any(not torch.equal(state[k], start[k]) for k in start if k.startswith("body."))
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["gan"]["d_opt"]["param_groups"][0]["betas"] == (0.0, 0.9)
+    d_opt = torch.load(run / "checkpoint.pt", weights_only=False)["gan"]["d_opt"]
+    assert d_opt["param_groups"][0]["betas"] == (0.0, 0.9)
 
 
 def test_the_discriminator_sees_output_and_photo_cut_at_one_random_offset():

@@ -31,7 +31,7 @@ from hitok.models.restorer import Restorer, RestorerConfig
 from .data import CropStream
 from .degrade import PhotoDegradation
 from .ema import warmup_ema_fn
-from .restorer_gan import GanSettings, RestorerGan, pool_for_pixel_loss
+from .restorer_gan import GAN_TERMS, GanSettings, RestorerGan, pool_for_pixel_loss
 
 
 @dataclass
@@ -180,15 +180,18 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     stream = CropStream(cfg.data, cfg.lr_crop * 4, cfg.batch_size, seed=cfg.seed, start_step=step,
                         with_low_res=True, degrade_cfg=cfg.degradation, teacher_cache=cfg.teacher)
     w = cfg.teacher_weight if cfg.teacher else 0.0
+    texture_w = cfg.texture_weight if cfg.teacher else 0.0
+    pool = cfg.gan.pixel_pool if gan is not None else 1
     metrics = open(out / "metrics.csv", "a", newline="")
     writer = csv.writer(metrics)
     if metrics.tell() == 0:
-        writer.writerow(["step", "minutes", "l1", "sec_per_step"] + (["g_adv", "ldl", "grid", "d_real", "d_fake"] if gan else []))
+        writer.writerow(["step", "minutes", "l1", "sec_per_step"] + (list(GAN_TERMS) if gan else []))
 
     def save(tag: str) -> Path:
         meta = {"steps": str(step), "minutes": f"{minutes:.2f}"}
-        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "minutes": minutes, "model_config": asdict(model_cfg)} | ({"gan": gan.state_dict()} if gan else {}), out / "checkpoint.tmp")
+        state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
+                 "minutes": minutes, "model_config": asdict(model_cfg)}
+        torch.save(state | ({"gan": gan.state_dict()} if gan else {}), out / "checkpoint.tmp")
         (out / "checkpoint.tmp").replace(ckpt_path)
         snap = out / "snapshots" / f"{tag}.safetensors"
         save_weights(snap, ema.module, None, meta)
@@ -218,13 +221,8 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             with autocast():
                 pred = model(low_res)
             pred = pred.float()
-            if gan is None:
-                loss = restorer_loss(pred, batch, w, cfg.texture_weight if cfg.teacher else 0.0)
-            else:
-                pool = cfg.gan.pixel_pool
-                targets = pool_for_pixel_loss({k: v for k, v in batch.items() if k != "low_res"}, pool)
-                loss = restorer_loss(pool_for_pixel_loss({"pred": pred}, pool)["pred"], targets, w,
-                                     cfg.texture_weight if cfg.teacher else 0.0)
+            images = pool_for_pixel_loss({"pred": pred} | {k: v for k, v in batch.items() if k != "low_res"}, pool)
+            loss = restorer_loss(images.pop("pred"), images, w, texture_w)
             pixel = loss.item()
             if gan is not None:
                 with torch.no_grad(), autocast():
@@ -239,7 +237,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             ema.update_parameters(model)
             if gan is not None:
                 terms |= gan.discriminator_step(autocast)
-                for k in ("g_adv", "ldl", "grid", "d_real", "d_fake"):
+                for k in GAN_TERMS:
                     gan_sums[k] = gan_sums.get(k, 0.0) + terms[k]
             step += 1
             running += pixel

@@ -35,6 +35,9 @@ from .losses.grid import grid_loss
 from .losses.ldl import ldl_loss
 
 
+GAN_TERMS = ("g_adv", "ldl", "grid", "d_real", "d_fake")  # logged per step, in this order
+
+
 @dataclass
 class GanSettings:
     adv_weight: float = 0.1         # Real-ESRGAN's GAN weight
@@ -63,8 +66,8 @@ def random_offset_crop(a: torch.Tensor, b: torch.Tensor, shift: int) -> tuple[to
 
 
 def pool_for_pixel_loss(images: dict[str, torch.Tensor], pool: int) -> dict[str, torch.Tensor]:
-    """Each (B, 3, H, W) image average-pooled by `pool` (itself at 1)."""
-    return images if pool == 1 else {k: F.avg_pool2d(v, pool) for k, v in images.items()}
+    """Each (B, 3, H, W) image average-pooled by `pool` (a new dict either way)."""
+    return dict(images) if pool == 1 else {k: F.avg_pool2d(v, pool) for k, v in images.items()}
 
 
 class RestorerGan:
