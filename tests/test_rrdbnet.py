@@ -1,10 +1,10 @@
-"""bench/rrdbnet.py: Real-ESRGAN x4plus in torch, read from the ncnn files."""
+"""models/rrdbnet.py: Real-ESRGAN x4plus in torch, read from the ncnn files."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from hitok.bench.rrdbnet import FP16_TAG, RRDBNet, load_ncnn
+from hitok.models.rrdbnet import FP16_TAG, RRDBNet, load_ncnn
 
 
 def _write_ncnn(net: RRDBNet, param, bin, fp16_every: int = 2) -> None:

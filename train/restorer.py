@@ -27,10 +27,12 @@ from torch.optim.swa_utils import AveragedModel
 from hitok.models.errors import one_line
 from hitok.models.io import ModelFileError, read_metadata
 from hitok.models.restorer import Restorer, RestorerConfig
+from hitok.models.rrdbnet import load_ncnn
 
 from .data import CropStream
 from .degrade import PhotoDegradation
 from .ema import warmup_ema_fn
+from .losses.texture_stats import DetailFeatures, sliced_texture_loss
 from .restorer_gan import GAN_TERMS, GanSettings, RestorerGan, pool_for_pixel_loss
 
 
@@ -54,6 +56,8 @@ class RestorerTraining:
     teacher_weight: float = 1.0    # with a teacher: loss = (1 - w) L1(photo) + w L1(teacher's image)
     texture_weight: float = 0.0    # with a teacher: + this x L1 between the local detail energies (texture_energy)
     gan: GanSettings | None = None  # the adversarial fine-tune (train/restorer_gan.py): a texture restorer
+    stats_weight: float = 0.0      # + this x the patch-wise texture statistics loss (train/losses/texture_stats.py)
+    stats_model: list[str] | None = None  # its features' weights: Real-ESRGAN x4plus's ncnn (.param, .bin) files
     seed: int = 0
 
 
@@ -179,13 +183,20 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
 
     stream = CropStream(cfg.data, cfg.lr_crop * 4, cfg.batch_size, seed=cfg.seed, start_step=step,
                         with_low_res=True, degrade_cfg=cfg.degradation, teacher_cache=cfg.teacher)
+    stats = None
+    if cfg.stats_weight > 0:
+        if not cfg.stats_model:
+            raise ValueError("stats_weight > 0 needs stats_model (Real-ESRGAN x4plus's .param and .bin files)")
+        stats = DetailFeatures(load_ncnn(*cfg.stats_model).conv_first)
+        stats_gen = torch.Generator().manual_seed(cfg.seed + step)
     w = cfg.teacher_weight if cfg.teacher else 0.0
     texture_w = cfg.texture_weight if cfg.teacher else 0.0
     pool = cfg.gan.pixel_pool if gan is not None else 1
+    terms_logged = (list(GAN_TERMS) if gan else []) + (["stats"] if stats else [])
     metrics = open(out / "metrics.csv", "a", newline="")
     writer = csv.writer(metrics)
     if metrics.tell() == 0:
-        writer.writerow(["step", "minutes", "l1", "sec_per_step"] + (list(GAN_TERMS) if gan else []))
+        writer.writerow(["step", "minutes", "l1", "sec_per_step"] + terms_logged)
 
     def save(tag: str) -> Path:
         meta = {"steps": str(step), "minutes": f"{minutes:.2f}"}
@@ -204,7 +215,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     start, last_save = time.perf_counter(), minutes
     base_minutes = minutes
     running, count, t_log = 0.0, 0, time.perf_counter()
-    gan_sums: dict[str, float] = {}
+    term_sums: dict[str, float] = {}  # the GAN's and the texture statistics' terms, logged as running means
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
     snap = None
     try:
@@ -224,6 +235,10 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             images = pool_for_pixel_loss({"pred": pred} | {k: v for k, v in batch.items() if k != "low_res"}, pool)
             loss = restorer_loss(images.pop("pred"), images, w, texture_w)
             pixel = loss.item()
+            if stats is not None:
+                term = sliced_texture_loss(pred, batch["hr"], stats, generator=stats_gen)
+                loss = loss + cfg.stats_weight * term
+                term_sums["stats"] = term_sums.get("stats", 0.0) + term.item()
             if gan is not None:
                 with torch.no_grad(), autocast():
                     ema_pred = ema.module(low_res).float()
@@ -238,19 +253,19 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             if gan is not None:
                 terms |= gan.discriminator_step(autocast)
                 for k in GAN_TERMS:
-                    gan_sums[k] = gan_sums.get(k, 0.0) + terms[k]
+                    term_sums[k] = term_sums.get(k, 0.0) + terms[k]
             step += 1
             running += pixel
             count += 1
             if step % 50 == 0:
                 sec = (time.perf_counter() - t_log) / count
-                means = {k: v / count for k, v in gan_sums.items()}
+                means = {k: term_sums[k] / count for k in terms_logged}
                 writer.writerow([step, f"{minutes:.2f}", f"{running / count:.5f}", f"{sec:.3f}"]
                                 + [f"{v:.5f}" for v in means.values()])
                 extra_log = "".join(f"  {k} {v:.4f}" for k, v in means.items())
                 log(f"step {step}  {minutes:.1f} min  L1 {running / count:.4f}{extra_log}  {sec:.2f} s/step")
                 running, count, t_log = 0.0, 0, time.perf_counter()
-                gan_sums.clear()
+                term_sums.clear()
             if minutes - last_save >= cfg.save_every:
                 snap = save(f"min{minutes:07.1f}")
                 last_save = minutes
