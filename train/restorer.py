@@ -32,6 +32,7 @@ from hitok.models.rrdbnet import load_ncnn
 from .data import CropStream
 from .degrade import PhotoDegradation
 from .ema import warmup_ema_fn
+from .losses.subpixel import phase_moments_loss
 from .losses.texture_stats import DetailFeatures, sliced_texture_loss
 from .restorer_gan import GAN_TERMS, GanSettings, RestorerGan, pool_for_pixel_loss
 
@@ -57,6 +58,8 @@ class RestorerTraining:
     texture_weight: float = 0.0    # with a teacher: + this x L1 between the local detail energies (texture_energy)
     gan: GanSettings | None = None  # the adversarial fine-tune (train/restorer_gan.py): a texture restorer
     stats_weight: float = 0.0      # + this x the patch-wise texture statistics loss (train/losses/texture_stats.py)
+                                   # to the photo's statistics, or with a teacher to the teacher image's
+    phase_weight: float = 0.0      # + this x the sub-pixel phase loss (train/losses/subpixel.py phase_moments_loss)
     stats_model: list[str] | None = None  # its features' weights: Real-ESRGAN x4plus's ncnn (.param, .bin) files
     seed: int = 0
 
@@ -192,7 +195,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     w = cfg.teacher_weight if cfg.teacher else 0.0
     texture_w = cfg.texture_weight if cfg.teacher else 0.0
     pool = cfg.gan.pixel_pool if gan is not None else 1
-    terms_logged = (list(GAN_TERMS) if gan else []) + (["stats"] if stats else [])
+    terms_logged = (list(GAN_TERMS) if gan else []) + (["stats"] if stats else []) + (["phase"] if cfg.phase_weight else [])
     metrics = open(out / "metrics.csv", "a", newline="")
     writer = csv.writer(metrics)
     if metrics.tell() == 0:
@@ -236,9 +239,13 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             loss = restorer_loss(images.pop("pred"), images, w, texture_w)
             pixel = loss.item()
             if stats is not None:
-                term = sliced_texture_loss(pred, batch["hr"], stats, generator=stats_gen)
+                term = sliced_texture_loss(pred, batch["teacher" if cfg.teacher else "hr"], stats, generator=stats_gen)
                 loss = loss + cfg.stats_weight * term
                 term_sums["stats"] = term_sums.get("stats", 0.0) + term.item()
+            if cfg.phase_weight > 0:
+                term = phase_moments_loss(pred, batch["hr"])
+                loss = loss + cfg.phase_weight * term
+                term_sums["phase"] = term_sums.get("phase", 0.0) + term.item()
             if gan is not None:
                 with torch.no_grad(), autocast():
                     ema_pred = ema.module(low_res).float()

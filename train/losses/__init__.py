@@ -5,5 +5,8 @@ discriminator.py  the U-Net discriminator of the GAN terms (Real-ESRGAN)
 gan_loss.py       hinge / vanilla adversarial losses (Table 6)
 repa.py           REPA alignment of the LoRA-tuned VFM (Sec. 3.2)
 lpips.py          LPIPS (VGG16) perceptual distance (Eq. 6, Eq. 10); the benchmarks use it as a metric too
+ldl.py            LDL's artefact-weighted pixel loss (the restorer's GAN)
+grid.py           power at the 2 / 4 px grid frequencies beyond the photo's (the restorer's GAN)
+texture_stats.py  patch-wise statistics of detail (sliced Wasserstein): texture without its exact placement
 
 hitok.models (what inference and model files need) never imports these; tests/test_api.py holds it to that."""

@@ -1,0 +1,35 @@
+"""The sub-pixel phase loss (train/losses/subpixel.py): detail tied to the LR grid costs, the photo's does not."""
+import torch
+import torch.nn.functional as F
+
+from hitok.train.losses.subpixel import phase_moments_loss
+
+
+def _photo(n: int = 64, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (0.5 + 0.1 * F.avg_pool2d(torch.randn(1, 3, n + 1, n + 1, generator=g), 2, stride=1)).clamp(0, 1)
+
+
+def test_stripes_at_any_offset_and_pixelation_cost_what_texture_does_not():
+    photo = _photo()
+    smooth = F.avg_pool2d(F.pad(photo, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+    xx = torch.arange(64)
+    loss = {"photo": phase_moments_loss(photo, photo).item(),
+            "other texture": phase_moments_loss(_photo(seed=2), photo).item(),  # same kind, elsewhere
+            "smooth": phase_moments_loss(smooth, photo).item()}
+    for period, offset in [(2, 0), (4, 1), (4, 3)]:
+        stripes = smooth + 0.03 * torch.cos(2 * torch.pi * (xx - offset) / period)
+        loss[f"stripes {period} px +{offset}"] = phase_moments_loss(stripes, photo).item()
+    cells = F.avg_pool2d(photo, 4)  # each LR pixel a flat 4 x 4 block: detail only on the cells' borders
+    loss["pixelated"] = phase_moments_loss(F.interpolate(cells, scale_factor=4, mode="nearest"), photo).item()
+    allowed = loss["other texture"]  # the sampling noise of two textures' phase statistics
+    assert loss["photo"] == 0 and loss["smooth"] < 0.05 * allowed
+    assert all(loss[k] > 3 * allowed for k in loss if k.startswith(("stripes", "pixelated"))), loss
+
+
+def test_the_gradient_takes_stripes_out():
+    photo = _photo()
+    out = (photo + 0.03 * torch.cos(torch.pi * torch.arange(64))).requires_grad_(True)
+    phase_moments_loss(out, photo).backward()
+    stepped = out.detach() - 0.5 * out.grad
+    assert phase_moments_loss(stepped, photo) < phase_moments_loss(out.detach(), photo)
