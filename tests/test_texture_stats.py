@@ -84,3 +84,31 @@ def test_cli_stats_weight_without_the_model_files_is_a_user_error(photos, tmp_pa
     r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(tmp_path / "run"),
                                  "--minutes", "0.1", "--stats-weight", "5"])
     assert r.exit_code != 0 and "not found" in r.output
+
+
+def test_cli_texture_options_reach_the_run(photos, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hitok.bench import realesrgan
+    from hitok.cli.app import app
+    from hitok.train import restorer as restorer_mod
+    from hitok.train.restorer import save_weights
+
+    files = tmp_path / "re"
+    files.mkdir()
+    for name in (realesrgan.PARAM_NAME, realesrgan.BIN_NAME):
+        (files / name).write_text("")
+    monkeypatch.setenv(realesrgan.ENV_DIR, str(files))
+    monkeypatch.setattr(restorer_mod, "load_ncnn", lambda *files: RRDBNet(blocks=0))
+    init = tmp_path / "faithful.safetensors"
+    save_weights(init, Restorer(TINY), None, {"steps": "0"})
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(run), "--minutes", "0.1",
+                                 "--init", str(init), "--batch-size", "2", "--lr-crop", "12", "--fp32",
+                                 "--stats-weight", "40", "--phase-weight", "20"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["stats_weight"] == 40 and cfg["phase_weight"] == 20
+    assert cfg["stats_model"] == [str(files / realesrgan.PARAM_NAME), str(files / realesrgan.BIN_NAME)]
