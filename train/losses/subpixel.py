@@ -41,7 +41,7 @@ def _phase_moments(detail: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch
 
 def _spread(v: torch.Tensor) -> torch.Tensor:
     """RMS over the 16 phases (the last two dims) of v minus its phase mean."""
-    return (v - v.mean(dim=(-2, -1), keepdim=True)).pow(2).mean(dim=(-2, -1)).sqrt()
+    return (v - v.mean(dim=(-2, -1), keepdim=True)).pow(2).mean(dim=(-2, -1)).add(1e-12).sqrt()  # finite gradient at 0
 
 
 def phase_moments_loss(output: torch.Tensor, photo: torch.Tensor, tile: int = 16) -> torch.Tensor:
