@@ -30,28 +30,41 @@ def _differences(x: torch.Tensor) -> torch.Tensor:
 
 
 def _phase_moments(detail: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, C, H, W) -> per tile x tile tile, the mean and the RMS of the detail at each of the 16 sub-pixel
-    phases (position mod 4): two (B, C, tiles_h, tiles_w, 4, 4) tensors."""
+    """(B, C, H, W) -> per tile x tile tile, the mean and the mean square of the detail at each of the 16
+    sub-pixel phases (position mod 4): two (B, C, tiles_h, tiles_w, 4, 4) tensors."""
     b, c = detail.shape[:2]
     t = detail.unfold(2, tile, tile).unfold(3, tile, tile)  # (B, C, th, tw, tile, tile)
     th, tw = t.shape[2:4]
     t = t.reshape(b, c, th, tw, tile // SCALE, SCALE, tile // SCALE, SCALE)
-    return t.mean(dim=(4, 6)), t.pow(2).mean(dim=(4, 6)).add(1e-8).sqrt()
+    return t.mean(dim=(4, 6)), t.pow(2).mean(dim=(4, 6))
 
 
-def _spread(v: torch.Tensor) -> torch.Tensor:
-    """RMS over the 16 phases (the last two dims) of v minus its phase mean."""
-    return (v - v.mean(dim=(-2, -1), keepdim=True)).pow(2).mean(dim=(-2, -1)).add(1e-12).sqrt()  # finite gradient at 0
+def _pattern_power(mean: torch.Tensor, square: torch.Tensor, samples: int) -> torch.Tensor:
+    """Per image (B,): the power of a pattern tied to the phases, averaged over tiles and channels: the variance
+    of the 16 phase means less what sampling alone gives it (the within-phase variance / samples), so texture
+    that ignores the grid scores ~0 however strong, and a faint pattern repeated over the image adds up."""
+    spread = (mean - mean.mean(dim=(-2, -1), keepdim=True)).pow(2).mean(dim=(-2, -1))
+    noise = (square - mean.pow(2)).mean(dim=(-2, -1)) / samples
+    return (spread - noise).flatten(1).mean(dim=1)
+
+
+def _border_share(square: torch.Tensor) -> torch.Tensor:
+    """Per image (B,): the spread of the 16 phase RMS amplitudes relative to their mean (pixelation: all change
+    on the LR cells' borders), averaged over tiles and channels."""
+    rms = square.add(1e-8).sqrt()
+    spread = (rms - rms.mean(dim=(-2, -1), keepdim=True)).pow(2).mean(dim=(-2, -1)).add(1e-12).sqrt()
+    return (spread / (rms.mean(dim=(-2, -1)) + 2 / 255)).flatten(1).mean(dim=1)
 
 
 def phase_moments_loss(output: torch.Tensor, photo: torch.Tensor, tile: int = 16) -> torch.Tensor:
     """How much more the output's detail (first differences) depends on the sub-pixel phase than the photo's,
-    tile by tile: the spread over the 16 phases of the mean (stripes, checkerboards: the grid frequencies) and
-    of the RMS relative to its phase average (pixelation: all change on the LR cells' borders), each in excess
-    of the photo's, whose detail does not know where the LR grid is (its spreads are sampling noise)."""
-    def spreads(x):
-        mean, rms = _phase_moments(_differences(x.float()), tile)
-        return _spread(mean), _spread(rms) / (rms.mean(dim=(-2, -1)) + 2 / 255)
+    image by image (tiles of `tile` px, so a pattern that changes its phase across the image still counts): the
+    RMS amplitude of a pattern in the phase means (stripes, checkerboards: the grid frequencies) and the
+    relative spread of the phase amplitudes (pixelation), each in excess of the photo's."""
+    def moments(x):
+        mean, square = _phase_moments(_differences(x.float()), tile)
+        power = _pattern_power(mean, square, (tile // SCALE) ** 2)
+        return F.relu(power).add(1e-12).sqrt(), _border_share(square)
 
-    (m_out, r_out), (m_photo, r_photo) = spreads(output), spreads(photo)
-    return F.relu(m_out - m_photo).mean() + 0.02 * F.relu(r_out - r_photo).mean()
+    (a_out, b_out), (a_photo, b_photo) = moments(output), moments(photo)
+    return (F.relu(a_out - a_photo) + 0.005 * F.relu(b_out - b_photo)).mean()
