@@ -4,10 +4,17 @@ Measured on the restorer (models/restorer.py, two x2 pixel shuffles; MODEL_CARD.
 statistics loss, the cheapest detail it finds within a few hundred steps is a difference between its 16
 sub-pixel phases (position mod 4): stripes of period 2 px, then (with a loss on those frequencies) 4 px stripes
 at an offset, or flat 4 x 4 blocks with the detail piled on their borders. A photo's detail does not know where
-the LR grid is: tile by tile, its mean and its strength are the same at every phase, up to sampling noise. So
-this loss asks the same of the output, for both moments at once — the first sees stripes and checkerboards at
-any offset (it is the power at the grid frequencies, by Parseval), the second pixelation — and allows the
-photo's own spread in each tile.
+the LR grid is: its mean and its strength are the same at every phase, up to sampling noise. So this loss asks
+the same of the output's first differences, for both moments at once — the first sees stripes and
+checkerboards at any offset (the power at the grid frequencies, by Parseval), the second pixelation — image
+by image, in excess of the photo's.
+
+Measured in training (MODEL_CARD.md): at weight 200 it cut a GAN run's grid pattern 5-10x at equal steps (the
+eval's periodic score 8 / 6 where the same recipe without it had 38 / 122), and an earlier per-tile form
+(each tile allowed the photo's spread) let a faint pattern through. What it still misses: a faint
+checkerboard on flat areas beside busy ones (a texture statistics run showed one at 200 %), because the
+sampling-noise correction is only approximate on real photos (neighbouring pixels are correlated) and the busy
+tiles' scatter outweighs the flat tiles' pattern in the image's mean.
 
 (Tried first and dropped, measured on training crops: asking the outputs for the photo moved by 1-3 HR px to
 differ by that move only. Real-ESRGAN's texture changes under such a move as much as the stripes do: 0.017-0.022
@@ -16,8 +23,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from .texture_stats import highpass
 
 SCALE = 4
 
@@ -41,8 +46,9 @@ def _phase_moments(detail: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch
 
 def _pattern_power(mean: torch.Tensor, square: torch.Tensor, samples: int) -> torch.Tensor:
     """Per image (B,): the power of a pattern tied to the phases, averaged over tiles and channels: the variance
-    of the 16 phase means less what sampling alone gives it (the within-phase variance / samples), so texture
-    that ignores the grid scores ~0 however strong, and a faint pattern repeated over the image adds up."""
+    of the 16 phase means less what sampling alone would give it (the within-phase variance / samples), so
+    texture that ignores the grid scores ~0 or below however strong (below: on real photos neighbouring pixels
+    are correlated, which this correction overestimates), and a faint pattern repeated over the image adds up."""
     spread = (mean - mean.mean(dim=(-2, -1), keepdim=True)).pow(2).mean(dim=(-2, -1))
     noise = (square - mean.pow(2)).mean(dim=(-2, -1)) / samples
     return (spread - noise).flatten(1).mean(dim=1)
