@@ -12,9 +12,12 @@ patch grid starts at a random offset at every call, so no fixed grid is ever lea
 
 A pixel loss, unable to predict where each blade of grass goes, asks for none; this loss asks for blades of the
 photo's strength and orientation wherever the patch has them. Ranked on training-photo crops (192 px, clean LR,
-distance to the photo over the faithful restorer's, lower is closer; MODEL_CARD.md): Real-ESRGAN 0.67, bicubic
-1.18, the faithful restorer 1.00, the faithful output + a +-4-level cross-hatch 1.42, + Gaussian noise of 4
-levels 1.95 — the order a person gives, where the L1 distance puts Real-ESRGAN last (1.76)."""
+64 fixed directions; distance to the photo over the faithful restorer's, lower is closer; MODEL_CARD.md):
+Real-ESRGAN 0.67, bicubic 1.18, the faithful restorer 1.00, the faithful output + a +-4-level cross-hatch 1.42,
++ Gaussian noise of 4 levels 1.95 — the order a person gives, where the L1 distance puts Real-ESRGAN last
+(1.79). But the GAN runs' patterned outputs rank 0.81-0.83: it rewards detail of the right strength whatever
+draws it, so training with it wants a guard against grid patterns (losses/subpixel.py); measured in training,
+at the photo's statistics it draws stripes and then streaks (MODEL_CARD.md)."""
 from __future__ import annotations
 
 import torch
