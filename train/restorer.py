@@ -195,11 +195,19 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     w = cfg.teacher_weight if cfg.teacher else 0.0
     texture_w = cfg.texture_weight if cfg.teacher else 0.0
     pool = cfg.gan.pixel_pool if gan is not None else 1
-    terms_logged = (list(GAN_TERMS) if gan else []) + (["stats"] if stats else []) + (["phase"] if cfg.phase_weight else [])
+    terms_logged = ((list(GAN_TERMS) if gan else []) + (["stats"] if stats else [])
+                    + (["phase"] if cfg.phase_weight else []))
+    header = ["step", "minutes", "l1", "sec_per_step"] + terms_logged
+    if (out / "metrics.csv").exists():
+        with open(out / "metrics.csv", newline="") as f:
+            logged = next(csv.reader(f), header)
+        if logged != header:
+            raise ModelFileError(f"{out}: its run logged {logged[4:] or 'no extra loss terms'}; resume it with the "
+                                 f"same terms on (now {terms_logged or 'none'})")
     metrics = open(out / "metrics.csv", "a", newline="")
     writer = csv.writer(metrics)
     if metrics.tell() == 0:
-        writer.writerow(["step", "minutes", "l1", "sec_per_step"] + terms_logged)
+        writer.writerow(header)
 
     def save(tag: str) -> Path:
         meta = {"steps": str(step), "minutes": f"{minutes:.2f}"}
@@ -218,7 +226,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     start, last_save = time.perf_counter(), minutes
     base_minutes = minutes
     running, count, t_log = 0.0, 0, time.perf_counter()
-    term_sums: dict[str, float] = {}  # the GAN's and the texture statistics' terms, logged as running means
+    term_sums: dict[str, float] = {}  # the extra loss terms (GAN, statistics, phase), logged as running means
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
     snap = None
     try:
@@ -239,7 +247,8 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             loss = restorer_loss(images.pop("pred"), images, w, texture_w)
             pixel = loss.item()
             if stats is not None:
-                term = sliced_texture_loss(pred, batch["teacher" if cfg.teacher else "hr"], stats, generator=stats_gen)
+                target = batch["teacher" if cfg.teacher else "hr"]
+                term = sliced_texture_loss(pred, target, stats, generator=stats_gen)
                 loss = loss + cfg.stats_weight * term
                 term_sums["stats"] = term_sums.get("stats", 0.0) + term.item()
             if cfg.phase_weight > 0:
