@@ -259,6 +259,9 @@ def restorer(
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 4e-4,
     init: Annotated[Optional[Path], typer.Option(help="Start from a continuation file (trained weights).")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (auto: CUDA when there is one).")] = "auto",
+    workers: Annotated[int, typer.Option(min=0, help="Data-loading processes (0: crops are made between "
+                                         "steps; a GPU wants several).")] = 0,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (faster on CPUs with bf16 "
                                        "instructions; fp32 master weights either way).")] = True,
     save_every: Annotated[float, typer.Option(min=0.1, help="Minutes between checkpoints and snapshots.")] = 10.0,
@@ -328,7 +331,8 @@ def restorer(
     cfg = RestorerTraining(data=str(data), out=str(out_dir), model=RestorerConfig(width, blocks, up_width=up_width),
                            degradation=PhotoDegradation(clean_prob=clean_share), batch_size=batch_size,
                            lr_crop=lr_crop, learning_rate=learning_rate, minutes=minutes, save_every=save_every,
-                           threads=threads, bf16=bf16, init=None if init is None else str(init), seed=seed,
+                           threads=threads, device=device, workers=workers, bf16=bf16,
+                           init=None if init is None else str(init), seed=seed,
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight, stats_weight=stats_weight,
                            phase_weight=phase_weight,

@@ -200,3 +200,22 @@ def test_cli_train_restorer_then_attach(photos, tmp_path):
     assert load_model_file(model).config.restorer == RestorerConfig(8, 1, up_width=4)
     r = CliRunner().invoke(app, ["train", "attach", str(base), "-o", str(tmp_path / "x.safetensors")])
     assert r.exit_code == 1 and "not a restorer weights file" in r.output
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_train_with_data_workers_on_a_device_then_resume_without(photos, tmp_path, device):
+    """Crops made by worker processes arrive in step order (the loop checks each); a run made on a GPU resumes
+    on the CPU; what it saves loads anywhere."""
+    from hitok.train.restorer import RestorerTraining, load_weights, train_restorer
+
+    run = tmp_path / "run"
+    cfg = RestorerTraining(data=str(photos), out=str(run), model=TINY, batch_size=2, lr_crop=12, minutes=0.05,
+                           bf16=False, warmup_steps=1, device=device, workers=2)
+    train_restorer(cfg, log=lambda _m: None)
+    steps = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["step"]
+    assert steps > 0
+    train_restorer(RestorerTraining(**(vars(cfg) | {"device": "cpu", "workers": 0})), log=lambda _m: None)
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] > steps
+    _, state, ema, _ = load_weights(run / "continuation.safetensors")
+    assert all(v.device.type == "cpu" for v in (*state.values(), *ema.values()))

@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel
 
+from hitok.device import resolve_device
 from hitok.models.errors import one_line
 from hitok.models.io import ModelFileError, read_metadata
 from hitok.models.restorer import Restorer, RestorerConfig
 from hitok.models.rrdbnet import load_ncnn
 
-from .data import CropStream
+from .data import CropStream, make_loader
 from .degrade import PhotoDegradation
 from .ema import warmup_ema_fn
 from .losses.subpixel import phase_moments_loss
@@ -51,6 +52,8 @@ class RestorerTraining:
     minutes: float = 60.0          # wall-clock budget of this invocation (a resumed run adds to its total)
     save_every: float = 10.0       # minutes between checkpoints and EMA snapshots
     threads: int = 1
+    device: str = "cpu"            # cpu, cuda[:N], auto (hitok.device.resolve_device)
+    workers: int = 0               # data-loading processes (0: crops made in the training process)
     bf16: bool = True
     init: str | None = None        # continuation file: start from its weights (and its EMA when it has one)
     teacher: str | None = None     # train/teacher.py cache folder: learn the teacher's output (distillation)
@@ -66,9 +69,9 @@ class RestorerTraining:
 
 def save_weights(path: Path, model: Restorer, ema: AveragedModel | None, meta: dict[str, str]) -> None:
     """Trained parameters only (the continuation-file format): `model.*` and `ema.*`, config in the metadata."""
-    state = {f"model.{k}": v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    state = {f"model.{k}": v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     if ema is not None:
-        state |= {f"ema.{k}": v.detach().float().contiguous() for k, v in ema.module.state_dict().items()}
+        state |= {f"ema.{k}": v.detach().float().cpu().contiguous() for k, v in ema.module.state_dict().items()}
     save_file(state, str(path), metadata={"restorer": json.dumps(asdict(model.config)), **meta})
 
 
@@ -136,6 +139,7 @@ class _StopFlag:
 def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     """Run (or resume) the training in cfg.out; returns the path of the last EMA snapshot."""
     torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
@@ -151,6 +155,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     model = Restorer(model_cfg)
     if init_state is not None:
         model.load_state_dict(init_state)
+    model = model.to(device)
     freeze = cfg.gan is not None and cfg.gan.freeze_upsampler
     if freeze and init_ema:  # the frozen convs are the faithful restorer's as shipped (its EMA), live and averaged
         model.load_state_dict({k: v for k, v in init_ema.items() if k.startswith(("up1.", "up2."))}, strict=False)
@@ -162,7 +167,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
         model.up1.requires_grad_(False)
         model.up2.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.99))
-    gan = RestorerGan(cfg.gan) if cfg.gan is not None else None
+    gan = RestorerGan(cfg.gan, device) if cfg.gan is not None else None
     step, minutes = 0, 0.0
     if ck is not None:
         model.load_state_dict(ck["model"])
@@ -179,7 +184,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     log(f"restorer {asdict(model_cfg)}: {params / 1e6:.2f} M params; batch {cfg.batch_size} x {cfg.lr_crop}px LR; "
-        f"bf16 {cfg.bf16}; threads {cfg.threads}")
+        f"bf16 {cfg.bf16}; {device}, threads {cfg.threads}, data workers {cfg.workers}")
     if gan is not None:
         d_params = sum(p.numel() for p in gan.disc.parameters())
         log(f"GAN {asdict(cfg.gan)}: U-Net discriminator {d_params / 1e6:.2f} M params")
@@ -190,7 +195,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     if cfg.stats_weight > 0:
         if not cfg.stats_model:
             raise ValueError("stats_weight > 0 needs stats_model (Real-ESRGAN x4plus's .param and .bin files)")
-        stats = DetailFeatures(load_ncnn(*cfg.stats_model).conv_first)
+        stats = DetailFeatures(load_ncnn(*cfg.stats_model).conv_first).to(device)
         stats_gen = torch.Generator().manual_seed(cfg.seed + step)
     w = cfg.teacher_weight if cfg.teacher else 0.0
     texture_w = cfg.texture_weight if cfg.teacher else 0.0
@@ -227,7 +232,8 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     base_minutes = minutes
     running, count, t_log = 0.0, 0, time.perf_counter()
     term_sums: dict[str, float] = {}  # the extra loss terms (GAN, statistics, phase), logged as running means
-    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
+    batches = iter(make_loader(stream, cfg.workers)) if cfg.workers > 0 else None
     snap = None
     try:
         model.train()
@@ -235,7 +241,12 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             minutes = base_minutes + (time.perf_counter() - start) / 60
             if stop.stop or minutes - base_minutes >= cfg.minutes:
                 break
-            batch = stream.batch(step)
+            if batches is None:
+                batch = stream.batch(step)
+            else:
+                made_for, batch = next(batches)
+                assert made_for == step, (made_for, step)  # the loader's order is the steps'
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             low_res = batch["low_res"].contiguous(memory_format=torch.channels_last)
             warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
             for g in opt.param_groups:

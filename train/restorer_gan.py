@@ -73,10 +73,10 @@ def pool_for_pixel_loss(images: dict[str, torch.Tensor], pool: int) -> dict[str,
 class RestorerGan:
     """The discriminator, its optimizer and the adversarial + LDL terms of one restorer training step."""
 
-    def __init__(self, settings: GanSettings):
+    def __init__(self, settings: GanSettings, device: torch.device | str = "cpu"):
         self.settings = settings
         self.disc = Discriminator(DiscriminatorConfig(base_channels=settings.disc_channels)).train()
-        self.disc = self.disc.to(memory_format=torch.channels_last)
+        self.disc = self.disc.to(device, memory_format=torch.channels_last)
         self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=settings.d_learning_rate,
                                       betas=tuple(settings.d_betas))
         self.adv = Adversarial(self.disc, self.d_opt, settings.adv_weight, settings.kind, DistEnv(), grad_clip=0.0)
