@@ -204,18 +204,24 @@ def test_cli_train_restorer_then_attach(photos, tmp_path):
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device"))])
-def test_train_with_data_workers_on_a_device_then_resume_without(photos, tmp_path, device):
-    """Crops made by worker processes arrive in step order (the loop checks each); a run made on a GPU resumes
-    on the CPU; what it saves loads anywhere."""
-    from hitok.train.restorer import RestorerTraining, load_weights, train_restorer
+def test_train_with_every_term_and_data_workers_on_a_device_then_move(photos, tmp_path, device, monkeypatch):
+    """A texture run with all its terms (GAN, statistics, phase), crops made by worker processes (the loop
+    checks they arrive in step order), started on the CPU, resumed on `device` (optimizer and discriminator
+    state follow), then on the CPU again without workers."""
+    from hitok.models.rrdbnet import RRDBNet
+    from hitok.train import restorer as restorer_mod
+    from hitok.train.restorer import RestorerTraining, train_restorer
+    from hitok.train.restorer_gan import GanSettings
 
+    monkeypatch.setattr(restorer_mod, "load_ncnn", lambda *files: RRDBNet(blocks=0))  # Real-ESRGAN's, in CI absent
     run = tmp_path / "run"
     cfg = RestorerTraining(data=str(photos), out=str(run), model=TINY, batch_size=2, lr_crop=12, minutes=0.05,
-                           bf16=False, warmup_steps=1, device=device, workers=2)
-    train_restorer(cfg, log=lambda _m: None)
-    steps = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["step"]
-    assert steps > 0
-    train_restorer(RestorerTraining(**(vars(cfg) | {"device": "cpu", "workers": 0})), log=lambda _m: None)
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] > steps
-    _, state, ema, _ = load_weights(run / "continuation.safetensors")
-    assert all(v.device.type == "cpu" for v in (*state.values(), *ema.values()))
+                           bf16=False, warmup_steps=1, workers=2, gan=GanSettings(adv_weight=0.1, disc_channels=4),
+                           stats_weight=10.0, stats_model=["x.param", "x.bin"], phase_weight=10.0)
+    steps = []
+    for where, workers in [("cpu", 2), (device, 2), ("cpu", 0)]:
+        train_restorer(dataclasses.replace(cfg, device=where, workers=workers), log=lambda _m: None)
+        ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+        steps.append(ck["step"])
+    assert 0 < steps[0] < steps[1] < steps[2]
+    assert set(ck["gan"]) == {"disc", "d_opt"}

@@ -128,7 +128,8 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def make_loader(stream: CropStream, workers: int) -> DataLoader:
+def make_loader(stream: CropStream, workers: int, pin_memory: bool = False) -> DataLoader:
     return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=pin_memory,
                       prefetch_factor=4 if workers > 0 else None,
                       worker_init_fn=_ignore_sigint if workers > 0 else None)

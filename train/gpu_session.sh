@@ -30,4 +30,5 @@ run gan --adv-weight 0.2 --ldl-weight 10 --d-learning-rate 4e-4 --d-betas 0 0.9 
 gan=$!
 run stats --stats-weight 40 --phase-weight 200 --stats-model carry/re_first_conv.safetensors --learning-rate 1e-4 &
 stats=$!
-wait $gan && wait $stats
+wait $gan; gan_rc=$?; wait $stats; stats_rc=$?   # both waited for: one failing must not cut the other's files
+exit $((gan_rc | stats_rc))

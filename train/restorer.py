@@ -200,6 +200,15 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             gan.load_state_dict(ck["gan"])
         step, minutes = ck["step"], ck["minutes"]
         log(f"resumed {out} at step {step}, {minutes:.1f} min")
+    terms_logged = ((list(GAN_TERMS) if gan is not None else []) + (["stats"] if cfg.stats_weight > 0 else [])
+                    + (["phase"] if cfg.phase_weight > 0 else []))
+    header = ["step", "minutes", "l1", "sec_per_step"] + terms_logged
+    if (out / "metrics.csv").exists():  # before config.json is rewritten: a refused resume leaves the run as it was
+        with open(out / "metrics.csv", newline="") as f:
+            logged = next(csv.reader(f), header)
+        if logged != header:
+            raise ModelFileError(f"{out}: its run logged {logged[4:] or 'no extra loss terms'}; resume it with the "
+                                 f"same terms on (now {terms_logged or 'none'})")
     (out / "config.json").write_text(json.dumps(asdict(cfg) | {"model": asdict(model_cfg)}, indent=1))
     model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
@@ -220,15 +229,6 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     w = cfg.teacher_weight if cfg.teacher else 0.0
     texture_w = cfg.texture_weight if cfg.teacher else 0.0
     pool = cfg.gan.pixel_pool if gan is not None else 1
-    terms_logged = ((list(GAN_TERMS) if gan else []) + (["stats"] if stats else [])
-                    + (["phase"] if cfg.phase_weight else []))
-    header = ["step", "minutes", "l1", "sec_per_step"] + terms_logged
-    if (out / "metrics.csv").exists():
-        with open(out / "metrics.csv", newline="") as f:
-            logged = next(csv.reader(f), header)
-        if logged != header:
-            raise ModelFileError(f"{out}: its run logged {logged[4:] or 'no extra loss terms'}; resume it with the "
-                                 f"same terms on (now {terms_logged or 'none'})")
     metrics = open(out / "metrics.csv", "a", newline="")
     writer = csv.writer(metrics)
     if metrics.tell() == 0:
@@ -253,7 +253,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     running, count, t_log = 0.0, 0, time.perf_counter()
     term_sums: dict[str, float] = {}  # the extra loss terms (GAN, statistics, phase), logged as running means
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)  # noqa: E731
-    batches = iter(make_loader(stream, cfg.workers)) if cfg.workers > 0 else None
+    batches = iter(make_loader(stream, cfg.workers, pin_memory=device.type == "cuda")) if cfg.workers > 0 else None
     snap = None
     try:
         model.train()
@@ -265,7 +265,8 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
                 batch = stream.batch(step)
             else:
                 made_for, batch = next(batches)
-                assert made_for == step, (made_for, step)  # the loader's order is the steps'
+                if made_for != step:  # the loader's order is the steps' (CropStream); anything else is a bug
+                    raise RuntimeError(f"the data loader made step {made_for}'s crops for step {step}")
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             low_res = batch["low_res"].contiguous(memory_format=torch.channels_last)
             warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))

@@ -8,5 +8,6 @@ lpips.py          LPIPS (VGG16) perceptual distance (Eq. 6, Eq. 10); the benchma
 ldl.py            LDL's artefact-weighted pixel loss (the restorer's GAN)
 grid.py           power at the 2 / 4 px grid frequencies beyond the photo's (the restorer's GAN)
 texture_stats.py  patch-wise statistics of detail (sliced Wasserstein): texture without its exact placement
+subpixel.py       detail tied to the LR grid's sub-pixel phase (stripes, checkerboards, pixelation)
 
 hitok.models (what inference and model files need) never imports these; tests/test_api.py holds it to that."""

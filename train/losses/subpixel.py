@@ -28,7 +28,9 @@ SCALE = 4
 
 
 def _differences(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 2C, H, W): the horizontal and vertical first differences (zero past the last pixel)."""
+    """(B, C, H, W) -> (B, 2C, H, W): the horizontal and vertical first differences, zero past the last pixel
+    (that zero falls on phase 3 of the last column and row: a small bias, the same for output and photo; kept
+    as it is because it is the form the runs in MODEL_CARD.md measured)."""
     dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
     dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
     return torch.cat([dx, dy], dim=1)
@@ -67,6 +69,9 @@ def phase_moments_loss(output: torch.Tensor, photo: torch.Tensor, tile: int = 16
     image by image (tiles of `tile` px, so a pattern that changes its phase across the image still counts): the
     RMS amplitude of a pattern in the phase means (stripes, checkerboards: the grid frequencies) and the
     relative spread of the phase amplitudes (pixelation), each in excess of the photo's."""
+    if tile % SCALE:
+        raise ValueError(f"tile must be a multiple of {SCALE} (one tile holds whole LR cells), got {tile}")
+
     def moments(x):
         mean, square = _phase_moments(_differences(x.float()), tile)
         power = _pattern_power(mean, square, (tile // SCALE) ** 2)
