@@ -72,8 +72,10 @@ def test_a_run_with_stats_weight_logs_the_term_and_needs_the_model_files(photos,
         table = list(csv.reader(f))
     assert table[0] == ["step", "minutes", "l1", "sec_per_step", "stats"]
     from hitok.models.io import ModelFileError
+    recorded = (run / "config.json").read_text()
     with pytest.raises(ModelFileError, match="resume it with the same terms"):  # its log would lose a column
         train_restorer(RestorerTraining(out=str(run), **(cfg | {"stats_weight": 0.0})), log=lambda _m: None)
+    assert (run / "config.json").read_text() == recorded  # the refused resume changed nothing
 
 
 def test_cli_stats_weight_without_the_model_files_is_a_user_error(photos, tmp_path, monkeypatch):
