@@ -10,7 +10,7 @@ set -eu
 PYTHON=${PYTHON:-python3}; MIN=${MIN:-8}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-7}; BATCH=${BATCH:-32}
 PKG=/tmp/hitok_pkg; RUNS=/tmp/hitok_runs
 if ls carry/whl/*.whl >/dev/null 2>&1; then
-    $PYTHON -m pip install -q --no-index --no-deps --target /tmp/site carry/whl/*.whl
+    $PYTHON -m pip install -q --no-index --no-deps --upgrade --target /tmp/site carry/whl/*.whl
     export PYTHONPATH=/tmp/site
 fi
 rm -rf "$PKG" "$RUNS" && mkdir -p "$PKG/hitok" "$RUNS"   # the installed layout, without installing
