@@ -3,6 +3,7 @@ HR photos, both tracks of `hitok eval` (the same centre crops, LR and metrics), 
 recipes can be compared at equal training minutes.
 
     python -m hitok.bench.curve runs/rA runs/rB --hr ../shared/data/val --out docs/curves.csv
+    python -m hitok.bench.curve runs/gan --live ...   # the weights being trained (a short GAN run's EMA lags)
 
 Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI, NIQE, periodic, blocky) to the CSV and skips
 snapshots already in it, so it can be rerun while the runs go on (a CSV from before a column was scored gets it,
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hitok.imageio import list_images, load_rgb8
-from hitok.models.restorer import Restorer
+from hitok.models.restorer import Restorer, RestorerConfig
 from hitok.train.restorer import load_weights
 
 from .artefacts import blockiness_score, periodic_score
@@ -60,7 +62,20 @@ def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) ->
             "periodic": float(np.max(periodic)), "blocky": float(np.max(blocky))}
 
 
-def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict]:
+def _weights(run: Path, live: bool):
+    """(name, state, metadata) of what to score in a run: its EMA snapshots, or with `live` the weights being
+    trained (`model.*` of its continuation file; `run` may be that file itself, e.g. one a GPU session returned),
+    named by their step count so later calls add rows."""
+    if not live:
+        for snap in sorted((run / "snapshots").glob("*.safetensors")):
+            _, state, _, meta = load_weights(snap)
+            yield snap.stem, state, meta
+        return
+    _, state, _, meta = load_weights(run / "continuation.safetensors" if run.is_dir() else run)
+    yield f"live-{meta.get('steps', '?')}", state, meta
+
+
+def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path, live: bool = False) -> list[dict]:
     pairs = val_pairs(hr_dir)
     done = set()
     if out_csv.exists():
@@ -78,15 +93,15 @@ def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path) -> list[dict
         if f.tell() == 0:
             writer.writeheader()
         for run in runs:
-            for snap in sorted((run / "snapshots").glob("*.safetensors")):
-                if (run.name, snap.stem) in done:
+            name = run.name if run.is_dir() else run.stem
+            for snapshot, state, meta in _weights(run, live):
+                if (name, snapshot) in done:
                     continue
-                cfg, state, _, meta = load_weights(snap)
-                net = Restorer(cfg).eval()
+                net = Restorer(RestorerConfig(**json.loads(meta["restorer"]))).eval()
                 net.load_state_dict(state)
                 for track in TRACKS:
                     sc = score_restorer(net, pairs[track])
-                    row = {"run": run.name, "snapshot": snap.stem, "steps": meta.get("steps", ""),
+                    row = {"run": name, "snapshot": snapshot, "steps": meta.get("steps", ""),
                            "minutes": meta.get("minutes", ""), "track": track, "psnr_y": f"{sc['psnr_y']:.3f}",
                            "haarpsi": f"{sc['haarpsi']:.4f}", "niqe": f"{sc['niqe']:.3f}",
                            "periodic": f"{sc['periodic']:.2f}", "blocky": f"{sc['blocky']:.2f}"}
@@ -103,9 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hr", required=True, help="folder of HR photos (never the training photos)")
     ap.add_argument("--out", type=Path, default=Path("curves.csv"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--live", action="store_true", help="score the weights being trained (each run's continuation "
+                    "file, or such a file named directly) instead of the EMA snapshots")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    score_runs(args.runs, args.hr, args.out)
+    score_runs(args.runs, args.hr, args.out, live=args.live)
 
 
 if __name__ == "__main__":

@@ -30,3 +30,32 @@ def test_curve_rows_resume_and_an_old_csv_gains_the_new_columns(tmp_path):
     with open(out, newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == FIELDS and table[0]["niqe"] == table[0]["periodic"] == table[0]["blocky"] == "" and len(table) == 3
+
+
+def test_live_rows_score_the_weights_being_trained_not_the_average(tmp_path):
+    """--live: the continuation file's `model.*` (a run folder's, or the file named directly), one row per step
+    count; its EMA (another network here) must not be what is scored."""
+    import torch
+    from torch.optim.swa_utils import AveragedModel
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "val").mkdir()
+    Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "val" / "v.png")
+    cfg = RestorerConfig(8, 1, up_width=4)
+    torch.manual_seed(0)
+    live, avg = Restorer(cfg), Restorer(cfg)
+    with torch.no_grad():
+        live.up2.weight.mul_(3)  # a live network further from bicubic than its average
+    run = tmp_path / "runL"
+    run.mkdir()
+    save_weights(run / "continuation.safetensors", live, AveragedModel(avg), {"steps": "40", "minutes": "3.0"})
+    out = tmp_path / "curves.csv"
+    rows = score_runs([run], tmp_path / "val", out, live=True)
+    assert [(r["run"], r["snapshot"]) for r in rows] == [("runL", "live-40")] * 2
+    file_rows = score_runs([run / "continuation.safetensors"], tmp_path / "val", tmp_path / "other.csv", live=True)
+    assert [r["run"] for r in file_rows] == ["continuation"] * 2 and file_rows[0]["psnr_y"] == rows[0]["psnr_y"]
+    (run / "snapshots").mkdir()
+    save_weights(run / "snapshots" / "min00003.0.safetensors", avg, None, {"steps": "40", "minutes": "3.0"})
+    snap_rows = score_runs([run], tmp_path / "val", out)
+    assert float(snap_rows[0]["psnr_y"]) != float(rows[0]["psnr_y"])  # the live weights, not the EMA
+    assert score_runs([run], tmp_path / "val", out, live=True) == []  # scored once per step count
