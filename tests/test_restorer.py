@@ -209,11 +209,11 @@ def test_train_with_every_term_and_data_workers_on_a_device_then_move(photos, tm
     checks they arrive in step order), started on the CPU, resumed on `device` (optimizer and discriminator
     state follow), then on the CPU again without workers."""
     from hitok.models.rrdbnet import RRDBNet
-    from hitok.train import restorer as restorer_mod
+    from hitok.models import rrdbnet as rrdbnet_mod
     from hitok.train.restorer import RestorerTraining, train_restorer
     from hitok.train.restorer_gan import GanSettings
 
-    monkeypatch.setattr(restorer_mod, "load_ncnn", lambda *files: RRDBNet(blocks=0))  # Real-ESRGAN's, in CI absent
+    monkeypatch.setattr(rrdbnet_mod, "load_ncnn", lambda *files: RRDBNet(blocks=0))  # Real-ESRGAN's, in CI absent
     run = tmp_path / "run"
     cfg = RestorerTraining(data=str(photos), out=str(run), model=TINY, batch_size=2, lr_crop=12, minutes=0.05,
                            bf16=False, warmup_steps=1, workers=2, gan=GanSettings(adv_weight=0.1, disc_channels=4),

@@ -53,7 +53,7 @@ def test_gradients_reach_the_output_only():
 
 
 def test_a_run_with_stats_weight_logs_the_term_and_needs_the_model_files(photos, tmp_path, monkeypatch):
-    from hitok.train import restorer as restorer_mod
+    from hitok.models import rrdbnet as rrdbnet_mod
     from hitok.train.restorer import RestorerTraining, save_weights, train_restorer
 
     init = tmp_path / "faithful.safetensors"
@@ -63,7 +63,7 @@ def test_a_run_with_stats_weight_logs_the_term_and_needs_the_model_files(photos,
     with pytest.raises(ValueError, match="stats_model"):
         train_restorer(RestorerTraining(out=str(tmp_path / "none"), **cfg), log=lambda _m: None)
     loaded = []
-    monkeypatch.setattr(restorer_mod, "load_ncnn",
+    monkeypatch.setattr(rrdbnet_mod, "load_ncnn",
                         lambda *files: loaded.append(files) or RRDBNet(blocks=0))  # Real-ESRGAN's, in CI absent
     run = tmp_path / "run"
     train_restorer(RestorerTraining(out=str(run), stats_model=["x.param", "x.bin"], **cfg), log=lambda _m: None)
@@ -98,7 +98,7 @@ def test_cli_texture_options_reach_the_run(photos, tmp_path, monkeypatch):
 
     from hitok.bench import realesrgan
     from hitok.cli.app import app
-    from hitok.train import restorer as restorer_mod
+    from hitok.models import rrdbnet as rrdbnet_mod
     from hitok.train.restorer import save_weights
 
     files = tmp_path / "re"
@@ -106,7 +106,7 @@ def test_cli_texture_options_reach_the_run(photos, tmp_path, monkeypatch):
     for name in (realesrgan.PARAM_NAME, realesrgan.BIN_NAME):
         (files / name).write_text("")
     monkeypatch.setenv(realesrgan.ENV_DIR, str(files))
-    monkeypatch.setattr(restorer_mod, "load_ncnn", lambda *files: RRDBNet(blocks=0))
+    monkeypatch.setattr(rrdbnet_mod, "load_ncnn", lambda *files: RRDBNet(blocks=0))
     init = tmp_path / "faithful.safetensors"
     save_weights(init, Restorer(TINY), None, {"steps": "0"})
     run = tmp_path / "run"
@@ -117,7 +117,7 @@ def test_cli_texture_options_reach_the_run(photos, tmp_path, monkeypatch):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["stats_weight"] == 40 and cfg["phase_weight"] == 20
     assert cfg["stats_model"] == [str(files / realesrgan.PARAM_NAME), str(files / realesrgan.BIN_NAME)]
-    from hitok.train.restorer import save_first_conv
+    from hitok.models.rrdbnet import save_first_conv
     save_first_conv("x.param", "x.bin", tmp_path / "conv.safetensors")  # through the stand-in reader
     r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(tmp_path / "run2"),
                                  "--minutes", "0.1", "--init", str(init), "--batch-size", "2", "--lr-crop", "12",
@@ -129,15 +129,15 @@ def test_cli_texture_options_reach_the_run(photos, tmp_path, monkeypatch):
 
 def test_the_first_conv_alone_serves_the_statistics(tmp_path, monkeypatch):
     """What a GPU session carries instead of the 32 MB model: the conv, equal to the one the ncnn files give."""
-    from hitok.train import restorer as restorer_mod
-    from hitok.train.restorer import _first_conv, save_first_conv
+    from hitok.models import rrdbnet as rrdbnet_mod
+    from hitok.models.rrdbnet import first_conv, save_first_conv
 
     torch.manual_seed(0)
     net = RRDBNet(blocks=0)
-    monkeypatch.setattr(restorer_mod, "load_ncnn", lambda *files: net)  # stands in for the real files' reader
+    monkeypatch.setattr(rrdbnet_mod, "load_ncnn", lambda *files: net)  # stands in for the real files' reader
     save_first_conv("m.param", "m.bin", tmp_path / "first.safetensors")
-    full = _first_conv(["m.param", "m.bin"])
-    small = _first_conv([str(tmp_path / "first.safetensors")])
+    full = first_conv(["m.param", "m.bin"])
+    small = first_conv([str(tmp_path / "first.safetensors")])
     x = torch.rand(1, 3, 16, 16)
     assert small is not full and torch.equal(full(x), small(x))
     assert (tmp_path / "first.safetensors").stat().st_size < 10_000

@@ -4,7 +4,7 @@
 #   gan    the GAN recipe of MODEL_CARD.md's runs + the sub-pixel phase loss
 #   stats  the texture statistics loss (to the photo) + the phase loss
 # carry/ (git-ignored, named in the call's carry) holds photos/ (the training photos), re_first_conv.safetensors
-# (hitok.train.restorer.save_first_conv of Real-ESRGAN x4plus) and whl/ (wheels the device lacks: platformdirs).
+# (hitok.models.rrdbnet.save_first_conv of Real-ESRGAN x4plus) and whl/ (wheels the device lacks: platformdirs).
 # $OUT receives each run's continuation file (live + EMA weights, fp32, ~10 MB), metrics.csv and log.
 set -eu
 PYTHON=${PYTHON:-python3}; MIN=${MIN:-8}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-7}; BATCH=${BATCH:-32}

@@ -28,7 +28,7 @@ from hitok.device import resolve_device
 from hitok.models.errors import one_line
 from hitok.models.io import ModelFileError, read_metadata
 from hitok.models.restorer import Restorer, RestorerConfig
-from hitok.models.rrdbnet import load_ncnn
+from hitok.models.rrdbnet import first_conv
 
 from .data import CropStream, make_loader
 from .degrade import PhotoDegradation
@@ -64,7 +64,7 @@ class RestorerTraining:
                                    # to the photo's statistics, or with a teacher to the teacher image's
     phase_weight: float = 0.0      # + this x the sub-pixel phase loss (train/losses/subpixel.py phase_moments_loss)
     stats_model: list[str] | None = None  # its features' weights: Real-ESRGAN x4plus's ncnn (.param, .bin) files,
-                                          # or [its first conv's .safetensors] (save_first_conv)
+                                          # or [its first conv's .safetensors] (models/rrdbnet.py save_first_conv)
     seed: int = 0
 
 
@@ -97,25 +97,6 @@ def _run_model_config(out: Path, fallback: RestorerConfig) -> dict:
         return json.loads((out / "config.json").read_text())["model"]
     except (OSError, ValueError, KeyError):
         return asdict(fallback)
-
-
-def _first_conv(files: list[str]) -> torch.nn.Conv2d:
-    """Real-ESRGAN x4plus's first convolution from its ncnn (.param, .bin) files, or from one .safetensors file
-    holding just that conv's `weight` and `bias` (1.8 k numbers: what a GPU session carries instead of 32 MB;
-    `save_first_conv` writes it)."""
-    if len(files) == 1 and files[0].endswith(".safetensors"):
-        state = load_file(files[0])
-        conv = torch.nn.Conv2d(state["weight"].shape[1], state["weight"].shape[0], 3, padding=1)
-        conv.load_state_dict(state)
-        return conv
-    return load_ncnn(*files).conv_first
-
-
-def save_first_conv(param: str | Path, bin: str | Path, out: str | Path) -> None:
-    """The first convolution of Real-ESRGAN x4plus's ncnn files as a small .safetensors (see `_first_conv`)."""
-    conv = load_ncnn(param, bin).conv_first
-    save_file({k: v.detach().contiguous() for k, v in conv.state_dict().items()}, str(out),
-              metadata={"source": "Real-ESRGAN x4plus (BSD-3-Clause), conv_first"})
 
 
 def texture_energy(x: torch.Tensor, pool: int = 8) -> torch.Tensor:
@@ -224,7 +205,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     if cfg.stats_weight > 0:
         if not cfg.stats_model:
             raise ValueError("stats_weight > 0 needs stats_model (Real-ESRGAN x4plus's .param and .bin files)")
-        stats = DetailFeatures(_first_conv(cfg.stats_model)).to(device)
+        stats = DetailFeatures(first_conv(cfg.stats_model)).to(device)
         stats_gen = torch.Generator().manual_seed(cfg.seed + step)
     w = cfg.teacher_weight if cfg.teacher else 0.0
     texture_w = cfg.texture_weight if cfg.teacher else 0.0
