@@ -259,7 +259,8 @@ def restorer(
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 4e-4,
     init: Annotated[Optional[Path], typer.Option(help="Start from a continuation file (trained weights).")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (auto: CUDA, then MPS, then the CPU).")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (auto: CUDA, then MPS, then the "
+                                        "CPU).")] = "auto",
     workers: Annotated[int, typer.Option(min=0, help="Data-loading processes (0: crops are made between "
                                          "steps; a GPU wants several).")] = 0,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (faster on CPUs with bf16 "
