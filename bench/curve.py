@@ -3,7 +3,7 @@ HR photos, both tracks of `hitok eval` (the same centre crops, LR and metrics), 
 recipes can be compared at equal training minutes.
 
     python -m hitok.bench.curve runs/rA runs/rB --hr ../shared/data/val --out docs/curves.csv
-    python -m hitok.bench.curve runs/gan --live ...   # the weights being trained (a short GAN run's EMA lags)
+    python -m hitok.bench.curve runs/gan --live ...   # the weights being trained (a short fine-tune's EMA lags)
 
 Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI, NIQE, periodic, blocky) to the CSV and skips
 snapshots already in it, so it can be rerun while the runs go on (a CSV from before a column was scored gets it,
@@ -64,15 +64,18 @@ def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) ->
 
 def _weights(run: Path, live: bool):
     """(name, state, metadata) of what to score in a run: its EMA snapshots, or with `live` the weights being
-    trained (`model.*` of its continuation file; `run` may be that file itself, e.g. one a GPU session returned),
-    named by their step count so later calls add rows."""
+    trained (its `snapshots/live/` and the `model.*` of its continuation file; `run` may be that file itself,
+    e.g. one a GPU session returned), named by their step count so later calls add rows."""
     if not live:
         for snap in sorted((run / "snapshots").glob("*.safetensors")):
             _, state, _, meta = load_weights(snap)
             yield snap.stem, state, meta
         return
-    _, state, _, meta = load_weights(run / "continuation.safetensors" if run.is_dir() else run)
-    yield f"live-{meta.get('steps', '?')}", state, meta
+    files = sorted((run / "snapshots" / "live").glob("*.safetensors")) + [run / "continuation.safetensors"]
+    for path in files if run.is_dir() else [run]:
+        if path.exists():
+            _, state, _, meta = load_weights(path)
+            yield f"live-{meta.get('steps', '?')}", state, meta
 
 
 def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path, live: bool = False) -> list[dict]:
@@ -97,6 +100,7 @@ def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path, live: bool =
             for snapshot, state, meta in _weights(run, live):
                 if (name, snapshot) in done:
                     continue
+                done.add((name, snapshot))  # a run's last live snapshot and its continuation file: one row
                 net = Restorer(RestorerConfig(**json.loads(meta["restorer"]))).eval()
                 net.load_state_dict(state)
                 for track in TRACKS:
@@ -118,8 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hr", required=True, help="folder of HR photos (never the training photos)")
     ap.add_argument("--out", type=Path, default=Path("curves.csv"))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--live", action="store_true", help="score the weights being trained (each run's continuation "
-                    "file, or such a file named directly) instead of the EMA snapshots")
+    ap.add_argument("--live", action="store_true", help="score the weights being trained (each run's live "
+                    "snapshots and continuation file, or such a file named directly) instead of the EMA snapshots")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     score_runs(args.runs, args.hr, args.out, live=args.live)

@@ -309,6 +309,8 @@ def restorer(
     phase_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a loss on detail that depends on the "
                                                 "sub-pixel phase (position mod 4) more than the photo's: "
                                                 "stripes, checkerboards, pixelation on the LR grid. 0: off.")] = 0.0,
+    phase_tile_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the same loss tile by tile (16 px): "
+                                                     "a pattern on a flat area beside a busy one. 0: off.")] = 0.0,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -339,7 +341,7 @@ def restorer(
                            init=None if init is None else str(init), seed=seed,
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight, stats_weight=stats_weight,
-                           phase_weight=phase_weight,
+                           phase_weight=phase_weight, phase_tile_weight=phase_tile_weight,
                            stats_model=_stats_model(stats_model) if stats_weight > 0 else None,
                            gan=GanSettings(adv_weight=adv_weight, ldl_weight=ldl_weight, disc_channels=disc_channels,
                                            d_learning_rate=d_learning_rate, d_betas=d_betas, pixel_pool=pixel_pool,

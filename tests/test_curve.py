@@ -33,8 +33,8 @@ def test_curve_rows_resume_and_an_old_csv_gains_the_new_columns(tmp_path):
 
 
 def test_live_rows_score_the_weights_being_trained_not_the_average(tmp_path):
-    """--live: the continuation file's `model.*` (a run folder's, or the file named directly), one row per step
-    count; its EMA (another network here) must not be what is scored."""
+    """--live: the run's live snapshots and its continuation file's `model.*` (or the file named directly), one
+    row per step count; its EMA (another network here) must not be what is scored."""
     import torch
     from torch.optim.swa_utils import AveragedModel
 
@@ -59,3 +59,8 @@ def test_live_rows_score_the_weights_being_trained_not_the_average(tmp_path):
     snap_rows = score_runs([run], tmp_path / "val", out)
     assert float(snap_rows[0]["psnr_y"]) != float(rows[0]["psnr_y"])  # the live weights, not the EMA
     assert score_runs([run], tmp_path / "val", out, live=True) == []  # scored once per step count
+    (run / "snapshots" / "live").mkdir()  # what a run saves beside each EMA snapshot
+    save_weights(run / "snapshots" / "live" / "min00001.0.safetensors", avg, None, {"steps": "15", "minutes": "1.0"})
+    save_weights(run / "snapshots" / "live" / "min00003.0.safetensors", live, None, {"steps": "40", "minutes": "3.0"})
+    rows = score_runs([run], tmp_path / "val", tmp_path / "fresh.csv", live=True)
+    assert [r["snapshot"] for r in rows] == ["live-15"] * 2 + ["live-40"] * 2  # the last one once, not twice

@@ -1,8 +1,9 @@
 """The sub-pixel phase loss (train/losses/subpixel.py): detail tied to the LR grid costs, the photo's does not."""
+import pytest
 import torch
 import torch.nn.functional as F
 
-from hitok.train.losses.subpixel import phase_moments_loss
+from hitok.train.losses.subpixel import phase_moments_loss, phase_tile_loss
 
 
 def _photo(n: int = 64, seed: int = 1) -> torch.Tensor:
@@ -35,8 +36,24 @@ def test_the_gradient_takes_stripes_out():
     assert phase_moments_loss(stepped, photo) < phase_moments_loss(out.detach(), photo)
 
 
-def test_a_flat_tile_has_a_finite_gradient():
+@pytest.mark.parametrize("loss", [phase_moments_loss, phase_tile_loss])
+def test_a_flat_tile_has_a_finite_gradient(loss):
     """A clipped white sky: every phase statistic equal, so the spreads are 0 (sqrt's gradient there is inf)."""
     out = torch.ones(1, 3, 32, 32, requires_grad=True)
-    phase_moments_loss(out, torch.ones(1, 3, 32, 32)).backward()
+    loss(out, torch.ones(1, 3, 32, 32)).backward()
     assert torch.isfinite(out.grad).all()
+
+
+def test_the_tile_form_sees_a_faint_checkerboard_on_a_flat_area_beside_a_busy_one():
+    """What a texture run drew (MODEL_CARD.md): a 2.5/255 diagonal checkerboard on the sky, busy foliage beside
+    it. The per-image form scores it below another texture of the same kind (the busy half's scatter outweighs
+    it); the tile form scores it well above."""
+    n = 64
+    busy = (torch.arange(n) < n // 2).float()  # the left half busy, the right half nearly flat
+    photo = (0.5 + 3 * (_photo(seed=1) - 0.5) * busy + 0.05 * (_photo(seed=5) - 0.5)).clamp(0, 1)
+    other = (0.5 + 3 * (_photo(seed=2) - 0.5) * busy + 0.05 * (_photo(seed=6) - 0.5)).clamp(0, 1)
+    y, x = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    checkered = photo + 0.01 * torch.cos(torch.pi * (x + y) / 2) * (1 - busy)
+    assert phase_moments_loss(checkered, photo) < phase_moments_loss(other, photo)
+    assert phase_tile_loss(checkered, photo) > 1.3 * phase_tile_loss(other, photo)
+    assert phase_tile_loss(photo, photo) == 0

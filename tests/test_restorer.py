@@ -195,6 +195,8 @@ def test_cli_train_restorer_then_attach(photos, tmp_path):
                                  "--lr-crop", "12", "--fp32", "--save-every", "0.1"])
     assert r.exit_code == 0, r.output
     assert (run / "continuation.safetensors").exists() and list((run / "snapshots").glob("*.safetensors"))
+    names = lambda folder: sorted(p.name for p in folder.glob("*.safetensors"))  # noqa: E731
+    assert names(run / "snapshots" / "live") == names(run / "snapshots")  # the live weights beside each EMA one
     r = CliRunner().invoke(app, ["train", "attach", str(run), "-o", str(model), "--base", str(base)])
     assert r.exit_code == 0, r.output
     assert load_model_file(model).config.restorer == RestorerConfig(8, 1, up_width=4)
@@ -217,7 +219,8 @@ def test_train_with_every_term_and_data_workers_on_a_device_then_move(photos, tm
     run = tmp_path / "run"
     cfg = RestorerTraining(data=str(photos), out=str(run), model=TINY, batch_size=2, lr_crop=12, minutes=0.05,
                            bf16=False, warmup_steps=1, workers=2, gan=GanSettings(adv_weight=0.1, disc_channels=4),
-                           stats_weight=10.0, stats_model=["x.param", "x.bin"], phase_weight=10.0)
+                           stats_weight=10.0, stats_model=["x.param", "x.bin"], phase_weight=10.0,
+                           phase_tile_weight=10.0)
     steps = []
     for where, workers in [("cpu", 2), (device, 2), ("cpu", 0)]:
         train_restorer(dataclasses.replace(cfg, device=where, workers=workers), log=lambda _m: None)

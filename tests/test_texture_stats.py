@@ -112,10 +112,10 @@ def test_cli_texture_options_reach_the_run(photos, tmp_path, monkeypatch):
     run = tmp_path / "run"
     r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(run), "--minutes", "0.1",
                                  "--init", str(init), "--batch-size", "2", "--lr-crop", "12", "--fp32",
-                                 "--stats-weight", "40", "--phase-weight", "20"])
+                                 "--stats-weight", "40", "--phase-weight", "20", "--phase-tile-weight", "5"])
     assert r.exit_code == 0, r.output
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["stats_weight"] == 40 and cfg["phase_weight"] == 20
+    assert cfg["stats_weight"] == 40 and cfg["phase_weight"] == 20 and cfg["phase_tile_weight"] == 5
     assert cfg["stats_model"] == [str(files / realesrgan.PARAM_NAME), str(files / realesrgan.BIN_NAME)]
     from hitok.models.rrdbnet import save_first_conv
     save_first_conv("x.param", "x.bin", tmp_path / "conv.safetensors")  # through the stand-in reader

@@ -6,7 +6,7 @@ mixed with) the photo: the texture restorer, fine-tuned from the faithful one so
 Built for long CPU runs that continue across sessions: the run folder holds `checkpoint.pt` (weights, EMA,
 optimizer, step, minutes) written every `save_every` minutes and on SIGINT / SIGTERM, so a stopped run resumes
 where it was; `snapshots/` keeps the EMA weights at each save, named by training minutes, for a learning curve
-(bench/curve.py). `--init` starts from a continuation file (trained parameters only, see `save_weights`).
+(bench/curve.py), and `snapshots/live/` the weights being trained (a short fine-tune's EMA lags ~1000 steps). `--init` starts from a continuation file (trained parameters only, see `save_weights`).
 bf16 autocast (fp32 master weights) where the CPU has bf16 instructions: measured 1.8x the fp32 step rate on an
 AVX512-BF16 EPYC (MODEL_CARD.md)."""
 from __future__ import annotations
@@ -33,7 +33,7 @@ from hitok.models.rrdbnet import first_conv
 from .data import CropStream, make_loader
 from .degrade import PhotoDegradation
 from .ema import warmup_ema_fn
-from .losses.subpixel import phase_moments_loss
+from .losses.subpixel import phase_moments_loss, phase_tile_loss
 from .losses.texture_stats import DetailFeatures, sliced_texture_loss
 from .restorer_gan import GAN_TERMS, GanSettings, RestorerGan, pool_for_pixel_loss
 
@@ -63,6 +63,7 @@ class RestorerTraining:
     stats_weight: float = 0.0      # + this x the patch-wise texture statistics loss (train/losses/texture_stats.py)
                                    # to the photo's statistics, or with a teacher to the teacher image's
     phase_weight: float = 0.0      # + this x the sub-pixel phase loss (train/losses/subpixel.py phase_moments_loss)
+    phase_tile_weight: float = 0.0  # + this x its tile-by-tile form (phase_tile_loss: patterns on flat tiles)
     stats_model: list[str] | None = None  # its features' weights: Real-ESRGAN x4plus's ncnn (.param, .bin) files,
                                           # or [its first conv's .safetensors] (models/rrdbnet.py save_first_conv)
     seed: int = 0
@@ -142,7 +143,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
-    (out / "snapshots").mkdir(parents=True, exist_ok=True)
+    (out / "snapshots" / "live").mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
     model_cfg = cfg.model
@@ -182,7 +183,8 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
         step, minutes = ck["step"], ck["minutes"]
         log(f"resumed {out} at step {step}, {minutes:.1f} min")
     terms_logged = ((list(GAN_TERMS) if gan is not None else []) + (["stats"] if cfg.stats_weight > 0 else [])
-                    + (["phase"] if cfg.phase_weight > 0 else []))
+                    + (["phase"] if cfg.phase_weight > 0 else [])
+                    + (["phase_tile"] if cfg.phase_tile_weight > 0 else []))
     header = ["step", "minutes", "l1", "sec_per_step"] + terms_logged
     if (out / "metrics.csv").exists():  # before config.json is rewritten: a refused resume leaves the run as it was
         with open(out / "metrics.csv", newline="") as f:
@@ -223,6 +225,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
         (out / "checkpoint.tmp").replace(ckpt_path)
         snap = out / "snapshots" / f"{tag}.safetensors"
         save_weights(snap, ema.module, None, meta)
+        save_weights(out / "snapshots" / "live" / snap.name, model, None, meta)
         save_weights(out / "continuation.safetensors", model, ema, meta)
         metrics.flush()
         log(f"saved {snap.name} (step {step}, {minutes:.1f} min)")
@@ -268,6 +271,10 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
                 term = phase_moments_loss(pred, batch["hr"])
                 loss = loss + cfg.phase_weight * term
                 term_sums["phase"] = term_sums.get("phase", 0.0) + term.item()
+            if cfg.phase_tile_weight > 0:
+                term = phase_tile_loss(pred, batch["hr"])
+                loss = loss + cfg.phase_tile_weight * term
+                term_sums["phase_tile"] = term_sums.get("phase_tile", 0.0) + term.item()
             if gan is not None:
                 with torch.no_grad(), autocast():
                     ema_pred = ema.module(low_res).float()

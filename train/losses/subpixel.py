@@ -14,7 +14,8 @@ eval's periodic score 8 / 6 where the same recipe without it had 38 / 122), and 
 (each tile allowed the photo's spread) let a faint pattern through. What it still misses: a faint
 checkerboard on flat areas beside busy ones (a texture statistics run showed one at 200 %), because the
 sampling-noise correction is only approximate on real photos (neighbouring pixels are correlated) and the busy
-tiles' scatter outweighs the flat tiles' pattern in the image's mean.
+tiles' scatter outweighs the flat tiles' pattern in the image's mean. phase_tile_loss adds the tile-by-tile
+first moment for that (measured once beside the per-image form, MODEL_CARD.md).
 
 (Tried first and dropped, measured on training crops: asking the outputs for the photo moved by 1-3 HR px to
 differ by that move only. Real-ESRGAN's texture changes under such a move as much as the stripes do: 0.017-0.022
@@ -79,3 +80,18 @@ def phase_moments_loss(output: torch.Tensor, photo: torch.Tensor, tile: int = 16
 
     (a_out, b_out), (a_photo, b_photo) = moments(output), moments(photo)
     return (F.relu(a_out - a_photo) + 0.005 * F.relu(b_out - b_photo)).mean()
+
+
+def phase_tile_loss(output: torch.Tensor, photo: torch.Tensor, tile: int = 16) -> torch.Tensor:
+    """The first moment of phase_moments_loss tile by tile: how much more each tile's 16 phase means (of the
+    first differences) spread than the photo's same tile, averaged. No sampling-noise correction, so a busy tile
+    is allowed its own scatter and a pattern on a flat tile beside it is not hidden by that scatter (what the
+    per-image form misses). Added to it, not instead: alone this per-tile form let a faint pattern through."""
+    if tile % SCALE:
+        raise ValueError(f"tile must be a multiple of {SCALE} (one tile holds whole LR cells), got {tile}")
+
+    def spread(x):
+        mean, _ = _phase_moments(_differences(x.float()), tile)
+        return (mean - mean.mean(dim=(-2, -1), keepdim=True)).pow(2).mean(dim=(-2, -1)).add(1e-12).sqrt()
+
+    return F.relu(spread(output) - spread(photo)).mean()
