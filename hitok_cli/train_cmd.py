@@ -311,6 +311,9 @@ def restorer(
                                                 "stripes, checkerboards, pixelation on the LR grid. 0: off.")] = 0.0,
     phase_tile_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the same loss tile by tile (16 px): "
                                                      "a pattern on a flat area beside a busy one. 0: off.")] = 0.0,
+    grain: Annotated[int, typer.Option(min=0, help="With --init: add a branch that shapes per-pixel noise into "
+                                       "texture (this many maps at output resolution; the initial restorer's "
+                                       "output unchanged). 0: none.")] = 0,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -341,7 +344,7 @@ def restorer(
                            init=None if init is None else str(init), seed=seed,
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight, stats_weight=stats_weight,
-                           phase_weight=phase_weight, phase_tile_weight=phase_tile_weight,
+                           phase_weight=phase_weight, phase_tile_weight=phase_tile_weight, grain=grain,
                            stats_model=_stats_model(stats_model) if stats_weight > 0 else None,
                            gan=GanSettings(adv_weight=adv_weight, ldl_weight=ldl_weight, disc_channels=disc_channels,
                                            d_learning_rate=d_learning_rate, d_betas=d_betas, pixel_pool=pixel_pool,

@@ -9,16 +9,24 @@ the two images (as ESRGAN interpolates a PSNR-oriented and a GAN-trained network
     f   = x + tail(blocks(x))                    `blocks` residual blocks (conv-ReLU-conv, scaled by res_scale)
     out = bicubic_x4(lr) + up(f)                 up: conv -> pixel shuffle x2 -> ReLU -> conv -> pixel shuffle x2
 
+With `grain` > 0 the last shuffle also gives `grain` feature maps at output resolution, and
+    out += grain_out(relu(g + grain_scale * noise))   grain_out: 3x3 conv at output resolution, starting at 0
+so a texture restorer can shape per-pixel noise into texture the LR cannot predict (models/grain.py) instead of
+drawing a pattern on the shuffle's grid. `with_grain` adds the branch to a trained restorer without changing its
+output, so a faithful restorer and a texture restorer fine-tuned from it still interpolate.
+
 No normalisation and no global pooling (channel attention would make a tile's output depend on the whole
 tile, so tiles would no longer agree where they are blended). The first pixel-shuffle conv starts ICNR-
 initialised (Aitken et al. 2017: every sub-pixel of a shuffle group starts equal, so it cannot checkerboard);
 the last conv starts small, so the untrained net is close to bicubic and a short run only adds to it.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .grain import position_noise
 
 
 @dataclass
@@ -27,10 +35,11 @@ class RestorerConfig:
     blocks: int = 16       # residual blocks
     res_scale: float = 0.2  # EDSR's residual scaling: each block starts as a small step from identity
     up_width: int = 32     # channels at 2x LR resolution (the first pixel-shuffle stage)
+    grain: int = 0         # noise-fed feature maps at output resolution (0: none)
 
     def __post_init__(self):
-        if self.width < 1 or self.blocks < 0 or self.up_width < 1:
-            raise ValueError(f"restorer width/up_width must be >= 1 and blocks >= 0, got {self}")
+        if self.width < 1 or self.blocks < 0 or self.up_width < 1 or self.grain < 0:
+            raise ValueError(f"restorer width/up_width must be >= 1, blocks and grain >= 0, got {self}")
 
 
 class _Block(nn.Module):
@@ -69,11 +78,16 @@ class Restorer(nn.Module):
         self.body = nn.Sequential(*[_Block(c, cfg.res_scale) for _ in range(cfg.blocks)])
         self.tail = nn.Conv2d(c, c, 3, padding=1)
         self.up1 = nn.Conv2d(c, u * 4, 3, padding=1)
-        self.up2 = nn.Conv2d(u, 3 * 4, 3, padding=1)
+        self.up2 = nn.Conv2d(u, (3 + cfg.grain) * 4, 3, padding=1)
         _icnr_(self.up1, 2)
         with torch.no_grad():
             self.up2.weight.mul_(0.1)
             self.up2.bias.zero_()
+        if cfg.grain:
+            self.grain_scale = nn.Parameter(torch.ones(cfg.grain))
+            self.grain_out = nn.Conv2d(cfg.grain, 3, 3, padding=1)
+            nn.init.zeros_(self.grain_out.weight)
+            nn.init.zeros_(self.grain_out.bias)
 
     @property
     def reach(self) -> int:
@@ -85,6 +99,29 @@ class Restorer(nn.Module):
         x = self.head(lr - 0.5)
         x = self.tail(self.body(x)).add_(x)
         x = F.pixel_shuffle(self.up1(x), 2)  # (B, up_width, 2h, 2w)
-        x = F.pixel_shuffle(self.up2(F.relu_(x)), 2)  # (B, 3, 4h, 4w)
+        x = F.pixel_shuffle(self.up2(F.relu_(x)), 2)  # (B, 3 + grain, 4h, 4w)
+        if self.config.grain:
+            x, g = x[:, :3], x[:, 3:]
+            if self.training:
+                noise = torch.randn_like(g)
+            else:
+                noise = position_noise(g.shape[1], g.shape[2], g.shape[3], device=g.device, dtype=g.dtype)
+            x = x + self.grain_out(F.relu(g + self.grain_scale.view(1, -1, 1, 1).to(g.dtype) * noise))
         skip = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return skip + x.to(skip.dtype)
+
+
+def with_grain(restorer: Restorer, grain: int, seed: int = 0) -> Restorer:
+    """A copy of a trained restorer (without a grain branch) with `grain` noise-fed maps added, same output: the
+    new rows of the last conv start small and random, the branch's output conv at zero."""
+    if restorer.config.grain:
+        raise ValueError(f"the restorer already has a grain branch ({restorer.config.grain} maps)")
+    torch.manual_seed(seed)
+    out = Restorer(replace(restorer.config, grain=grain))
+    state = restorer.state_dict()
+    for name in ("weight", "bias"):  # up2's first 12 rows: the 3 colour channels' 4 sub-pixels (shuffle order)
+        new = getattr(out.up2, name).detach().clone()
+        new[: 3 * 4] = state[f"up2.{name}"]
+        state[f"up2.{name}"] = new
+    out.load_state_dict(state | {k: v for k, v in out.state_dict().items() if k.startswith("grain_")})
+    return out.to(next(restorer.parameters()).device)

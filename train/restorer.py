@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel
 from hitok.device import resolve_device
 from hitok.models.errors import one_line
 from hitok.models.io import ModelFileError, read_metadata
-from hitok.models.restorer import Restorer, RestorerConfig
+from hitok.models.restorer import Restorer, RestorerConfig, with_grain
 from hitok.models.rrdbnet import first_conv
 
 from .data import CropStream, make_loader
@@ -66,6 +66,7 @@ class RestorerTraining:
     phase_tile_weight: float = 0.0  # + this x its tile-by-tile form (phase_tile_loss: patterns on flat tiles)
     stats_model: list[str] | None = None  # its features' weights: Real-ESRGAN x4plus's ncnn (.param, .bin) files,
                                           # or [its first conv's .safetensors] (models/rrdbnet.py save_first_conv)
+    grain: int = 0                 # with init: add a noise-fed grain branch of this many maps (models/restorer.py)
     seed: int = 0
 
 
@@ -98,6 +99,12 @@ def _run_model_config(out: Path, fallback: RestorerConfig) -> dict:
         return json.loads((out / "config.json").read_text())["model"]
     except (OSError, ValueError, KeyError):
         return asdict(fallback)
+
+
+def _grain_state(model_cfg: RestorerConfig, state: dict, grain: int, seed: int) -> dict:
+    net = Restorer(model_cfg)
+    net.load_state_dict(state)
+    return with_grain(net, grain, seed).state_dict()
 
 
 def texture_energy(x: torch.Tensor, pool: int = 8) -> torch.Tensor:
@@ -153,6 +160,10 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     elif cfg.init:
         model_cfg, init_state, init_ema, meta = load_weights(cfg.init)
         log(f"init from {cfg.init} ({meta.get('steps', '?')} steps, {meta.get('minutes', '?')} min before)")
+        if cfg.grain and not model_cfg.grain:  # the same outputs, plus a grain branch to train
+            init_state, init_ema = (_grain_state(model_cfg, s, cfg.grain, cfg.seed) if s else s
+                                    for s in (init_state, init_ema))
+            model_cfg = RestorerConfig(**asdict(model_cfg) | {"grain": cfg.grain})
     torch.manual_seed(cfg.seed)
     model = Restorer(model_cfg)
     if init_state is not None:
