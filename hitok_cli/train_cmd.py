@@ -314,6 +314,12 @@ def restorer(
     grain: Annotated[int, typer.Option(min=0, help="With --init: add a branch that shapes per-pixel noise into "
                                        "texture (this many maps at output resolution; the initial restorer's "
                                        "output unchanged). 0: none.")] = 0,
+    grain_only: Annotated[bool, typer.Option("--grain-only", help="With --grain: train that branch alone, the "
+                                             "restorer's own weights fixed.")] = False,
+    body_noise: Annotated[bool, typer.Option("--body-noise", help="With --init: add per-pixel noise to the "
+                                             "restorer's body input (LR resolution).")] = False,
+    noise_scale: Annotated[float, typer.Option(min=0.0, help="With --body-noise: its per-channel scales' start "
+                                               "(at 0 it stays off).")] = 0.1,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -345,6 +351,8 @@ def restorer(
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight, stats_weight=stats_weight,
                            phase_weight=phase_weight, phase_tile_weight=phase_tile_weight, grain=grain,
+                           grain_only=grain_only, body_noise=body_noise,
+                           noise_scale=noise_scale,
                            stats_model=_stats_model(stats_model) if stats_weight > 0 else None,
                            gan=GanSettings(adv_weight=adv_weight, ldl_weight=ldl_weight, disc_channels=disc_channels,
                                            d_learning_rate=d_learning_rate, d_betas=d_betas, pixel_pool=pixel_pool,

@@ -12,8 +12,10 @@ the two images (as ESRGAN interpolates a PSNR-oriented and a GAN-trained network
 With `grain` > 0 the last shuffle also gives `grain` feature maps at output resolution, and
     out += grain_out(relu(g + grain_scale * noise))   grain_out: 3x3 conv at output resolution, starting at 0
 so a texture restorer can shape per-pixel noise into texture the LR cannot predict (models/grain.py) instead of
-drawing a pattern on the shuffle's grid. `with_grain` adds the branch to a trained restorer without changing its
-output, so a faithful restorer and a texture restorer fine-tuned from it still interpolate.
+drawing a pattern on the shuffle's grid. With `body_noise`, x = head(lr - 0.5) + noise_scale * noise at LR
+resolution (per channel, starting at 0; ESRGAN+, Rakotonirina & Rasoanaivo 2020): the 16 blocks can shape it.
+`with_grain` adds either to a trained restorer without changing its output, so a faithful restorer and a texture
+restorer fine-tuned from it still interpolate.
 
 No normalisation and no global pooling (channel attention would make a tile's output depend on the whole
 tile, so tiles would no longer agree where they are blended). The first pixel-shuffle conv starts ICNR-
@@ -36,6 +38,7 @@ class RestorerConfig:
     res_scale: float = 0.2  # EDSR's residual scaling: each block starts as a small step from identity
     up_width: int = 32     # channels at 2x LR resolution (the first pixel-shuffle stage)
     grain: int = 0         # noise-fed feature maps at output resolution (0: none)
+    body_noise: bool = False  # per-pixel noise added to the body's input at LR resolution (ESRGAN+)
 
     def __post_init__(self):
         if self.width < 1 or self.blocks < 0 or self.up_width < 1 or self.grain < 0:
@@ -83,11 +86,19 @@ class Restorer(nn.Module):
         with torch.no_grad():
             self.up2.weight.mul_(0.1)
             self.up2.bias.zero_()
+        if cfg.body_noise:
+            self.noise_scale = nn.Parameter(torch.zeros(c))
         if cfg.grain:
             self.grain_scale = nn.Parameter(torch.ones(cfg.grain))
             self.grain_out = nn.Conv2d(cfg.grain, 3, 3, padding=1)
             nn.init.zeros_(self.grain_out.weight)
             nn.init.zeros_(self.grain_out.bias)
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        """Fresh noise in training; at inference noise fixed by position (models/grain.py), the same every run."""
+        if self.training:
+            return torch.randn_like(like)
+        return position_noise(like.shape[1], like.shape[2], like.shape[3], device=like.device, dtype=like.dtype)
 
     @property
     def reach(self) -> int:
@@ -97,31 +108,36 @@ class Restorer(nn.Module):
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         x = self.head(lr - 0.5)
+        if self.config.body_noise:
+            x = x + self.noise_scale.view(1, -1, 1, 1).to(x.dtype) * self._noise(x)
         x = self.tail(self.body(x)).add_(x)
         x = F.pixel_shuffle(self.up1(x), 2)  # (B, up_width, 2h, 2w)
         x = F.pixel_shuffle(self.up2(F.relu_(x)), 2)  # (B, 3 + grain, 4h, 4w)
         if self.config.grain:
             x, g = x[:, :3], x[:, 3:]
-            if self.training:
-                noise = torch.randn_like(g)
-            else:
-                noise = position_noise(g.shape[1], g.shape[2], g.shape[3], device=g.device, dtype=g.dtype)
-            x = x + self.grain_out(F.relu(g + self.grain_scale.view(1, -1, 1, 1).to(g.dtype) * noise))
+            x = x + self.grain_out(F.relu(g + self.grain_scale.view(1, -1, 1, 1).to(g.dtype) * self._noise(g)))
         skip = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return skip + x.to(skip.dtype)
 
 
-def with_grain(restorer: Restorer, grain: int, seed: int = 0) -> Restorer:
-    """A copy of a trained restorer (without a grain branch) with `grain` noise-fed maps added, same output: the
-    new rows of the last conv start small and random, the branch's output conv at zero."""
-    if restorer.config.grain:
-        raise ValueError(f"the restorer already has a grain branch ({restorer.config.grain} maps)")
+def with_grain(restorer: Restorer, grain: int = 0, body_noise: bool = False, noise_scale: float = 0.0,
+               seed: int = 0) -> Restorer:
+    """A copy of a trained restorer (without noise inputs) with `grain` noise-fed maps and / or body noise added:
+    the new rows of the last conv start small and random, the grain's output conv at zero and the body noise's
+    scales at `noise_scale` — at 0 the output is the same (the faithful end of a dial), but a noise input at
+    zero is a saddle for training (any loss's first-order change from adding zero-mean noise is zero), so a
+    texture restorer's run starts it above."""
+    if restorer.config.grain or restorer.config.body_noise:
+        raise ValueError(f"the restorer already has noise inputs ({restorer.config})")
     torch.manual_seed(seed)
-    out = Restorer(replace(restorer.config, grain=grain))
+    out = Restorer(replace(restorer.config, grain=grain, body_noise=body_noise))
     state = restorer.state_dict()
     for name in ("weight", "bias"):  # up2's first 12 rows: the 3 colour channels' 4 sub-pixels (shuffle order)
         new = getattr(out.up2, name).detach().clone()
         new[: 3 * 4] = state[f"up2.{name}"]
         state[f"up2.{name}"] = new
-    out.load_state_dict(state | {k: v for k, v in out.state_dict().items() if k.startswith("grain_")})
+    out.load_state_dict(state | {k: v for k, v in out.state_dict().items() if k.startswith(("grain_", "noise_"))})
+    if body_noise:
+        with torch.no_grad():
+            out.noise_scale.fill_(noise_scale)
     return out.to(next(restorer.parameters()).device)

@@ -67,6 +67,9 @@ class RestorerTraining:
     stats_model: list[str] | None = None  # its features' weights: Real-ESRGAN x4plus's ncnn (.param, .bin) files,
                                           # or [its first conv's .safetensors] (models/rrdbnet.py save_first_conv)
     grain: int = 0                 # with init: add a noise-fed grain branch of this many maps (models/restorer.py)
+    grain_only: bool = False       # train the grain branch alone (its maps' rows of up2, its conv and scales)
+    body_noise: bool = False       # with init: add noise at the body's input (models/restorer.py)
+    noise_scale: float = 0.1       # its scales' start (at 0 the noise would stay off: a saddle)
     seed: int = 0
 
 
@@ -101,10 +104,22 @@ def _run_model_config(out: Path, fallback: RestorerConfig) -> dict:
         return asdict(fallback)
 
 
-def _grain_state(model_cfg: RestorerConfig, state: dict, grain: int, seed: int) -> dict:
+def _grain_state(model_cfg: RestorerConfig, state: dict, cfg: RestorerTraining) -> dict:
     net = Restorer(model_cfg)
     net.load_state_dict(state)
-    return with_grain(net, grain, seed).state_dict()
+    return with_grain(net, cfg.grain, cfg.body_noise, cfg.noise_scale, cfg.seed).state_dict()
+
+
+def _train_grain_only(model: Restorer) -> None:
+    """Fix every weight but the grain branch's: its conv and scales, and the rows of up2 that make its maps (the
+    first 3 x 4 rows, the colour channels' sub-pixels, get no gradient)."""
+    if not model.config.grain:
+        raise ValueError("grain_only needs a restorer with a grain branch (grain > 0)")
+    model.requires_grad_(False)
+    for p in (model.grain_out.weight, model.grain_out.bias, model.grain_scale, model.up2.weight, model.up2.bias):
+        p.requires_grad_(True)
+    for p in (model.up2.weight, model.up2.bias):
+        p.register_hook(lambda g: torch.cat([torch.zeros_like(g[:12]), g[12:]]))
 
 
 def texture_energy(x: torch.Tensor, pool: int = 8) -> torch.Tensor:
@@ -160,10 +175,10 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     elif cfg.init:
         model_cfg, init_state, init_ema, meta = load_weights(cfg.init)
         log(f"init from {cfg.init} ({meta.get('steps', '?')} steps, {meta.get('minutes', '?')} min before)")
-        if cfg.grain and not model_cfg.grain:  # the same outputs, plus a grain branch to train
-            init_state, init_ema = (_grain_state(model_cfg, s, cfg.grain, cfg.seed) if s else s
-                                    for s in (init_state, init_ema))
-            model_cfg = RestorerConfig(**asdict(model_cfg) | {"grain": cfg.grain})
+        if (cfg.grain or cfg.body_noise) and not (model_cfg.grain or model_cfg.body_noise):
+            # the same outputs, plus noise inputs to train
+            init_state, init_ema = (_grain_state(model_cfg, s, cfg) if s else s for s in (init_state, init_ema))
+            model_cfg = RestorerConfig(**asdict(model_cfg) | {"grain": cfg.grain, "body_noise": cfg.body_noise})
     torch.manual_seed(cfg.seed)
     model = Restorer(model_cfg)
     if init_state is not None:
@@ -179,7 +194,10 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     if freeze:
         model.up1.requires_grad_(False)
         model.up2.requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.99))
+    if cfg.grain_only:
+        _train_grain_only(model)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                           betas=(0.9, 0.99))
     gan = RestorerGan(cfg.gan, device) if cfg.gan is not None else None
     step, minutes = 0, 0.0
     if ck is not None:

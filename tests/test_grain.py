@@ -1,0 +1,100 @@
+"""The restorer's grain branch (models/restorer.py, models/grain.py): noise tied to output position, added to a
+trained restorer without changing its output, and trained from a continuation file with `--grain`."""
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hitok.models.grain import position_noise
+from hitok.models.restorer import Restorer, RestorerConfig, with_grain
+
+TINY = RestorerConfig(width=8, blocks=2, up_width=4)
+
+
+def _trained(cfg: RestorerConfig = TINY) -> Restorer:
+    torch.manual_seed(0)
+    net = Restorer(cfg)
+    with torch.no_grad():  # away from the small-started, zero-bias init, as a trained net is
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def test_position_noise_is_a_function_of_position_and_white():
+    whole = position_noise(3, 96, 80)
+    assert torch.equal(position_noise(3, 40, 24, top=30, left=50), whole[:, :, 30:70, 50:74])  # a tile of it
+    assert torch.equal(position_noise(3, 96, 80), whole)
+    assert abs(whole.mean()) < 0.03 and abs(whole.std() - 1) < 0.03
+    assert not torch.equal(whole[:, 0], whole[:, 1]) and not torch.equal(whole[:, :, :48], whole[:, :, 48:])
+    power = np.abs(np.fft.fft2(whole[0].numpy())) ** 2  # (3, 96, 80): flat, no peak a pattern would give
+    power[:, 0, 0] = power[:, 1:, :].mean()
+    assert power.max() / power.mean() < 15  # the largest of 23 k exponential samples is ~10x their mean
+
+
+@pytest.mark.parametrize("grain, body_noise", [(4, False), (0, True), (4, True)])
+def test_with_grain_keeps_the_output_and_trains_the_noise_inputs(grain, body_noise):
+    net = _trained().eval()
+    grained = with_grain(net, grain, body_noise).eval()
+    lr = torch.rand(2, 3, 12, 10)
+    assert grained.config == RestorerConfig(8, 2, up_width=4, grain=grain, body_noise=body_noise)
+    assert torch.equal(net(lr), grained(lr))
+    out = grained.train()(lr)
+    out.square().mean().backward()
+    if grain:
+        assert grained.grain_out.weight.grad.abs().sum() > 0  # the zero-started branch gets a gradient at once
+    if body_noise:
+        assert grained.noise_scale.grad.abs().sum() > 0  # and so do the zero-started noise scales
+    with pytest.raises(ValueError, match="already"):
+        with_grain(grained, 4)
+
+
+@pytest.mark.parametrize("grain, body_noise", [(4, False), (0, True)])
+def test_trained_noise_inputs_draw_noise_fixed_at_inference_random_in_training(grain, body_noise):
+    grained = with_grain(_trained(), grain, body_noise)
+    with torch.no_grad():
+        if grain:
+            grained.grain_out.weight.normal_(0, 0.1)
+        else:
+            grained.noise_scale.fill_(0.5)
+    lr = torch.rand(1, 3, 12, 10)
+    grained.eval()
+    assert torch.equal(grained(lr), grained(lr))  # the same image on every run
+    grained.train()
+    assert not torch.equal(grained(lr), grained(lr))
+    grained.eval()
+    without = with_grain(_trained(), grain, body_noise).eval()
+    assert (grained(lr) - without(lr)).abs().mean() > 1e-3
+
+
+def test_train_restorer_adds_grain_to_its_init(tmp_path, photos):
+    from hitok.train.restorer import RestorerTraining, load_weights, save_weights, train_restorer
+
+    init = tmp_path / "faithful.safetensors"
+    save_weights(init, _trained(), None, {"steps": "10"})
+    cfg = RestorerTraining(data=str(photos), out=str(tmp_path / "run"), batch_size=2, lr_crop=12, minutes=0.03,
+                           bf16=False, init=str(init), grain=4, stats_weight=0.0)
+    train_restorer(cfg, log=lambda _m: None)
+    model_cfg, state, _, _ = load_weights(tmp_path / "run" / "continuation.safetensors")
+    assert model_cfg.grain == 4 and state["up2.weight"].shape[0] == (3 + 4) * 4
+    assert not torch.equal(state["grain_out.weight"], torch.zeros_like(state["grain_out.weight"]))
+    before = load_file(str(init))["model.up2.weight"]
+    assert state["up2.weight"][:12].shape == before.shape
+    train_restorer(cfg, log=lambda _m: None)  # resumes with the branch (the checkpoint's network)
+
+
+def test_grain_only_trains_the_branch_and_nothing_else(tmp_path, photos):
+    from hitok.train.restorer import RestorerTraining, load_weights, save_weights, train_restorer
+
+    init = tmp_path / "faithful.safetensors"
+    save_weights(init, _trained(), None, {"steps": "10"})
+    cfg = RestorerTraining(data=str(photos), out=str(tmp_path / "run"), batch_size=2, lr_crop=12, minutes=0.03,
+                           bf16=False, init=str(init), grain=4, grain_only=True, learning_rate=1e-2)
+    train_restorer(cfg, log=lambda _m: None)
+    _, before, _, _ = load_weights(init)
+    _, after, _, _ = load_weights(tmp_path / "run" / "continuation.safetensors")
+    changed = {k for k in after if k not in before or not torch.equal(after[k][: len(before[k])], before[k])}
+    assert changed == {"grain_out.weight", "grain_out.bias", "grain_scale"}  # up2's colour rows untouched
+    assert not torch.equal(after["up2.weight"][12:], with_grain(_trained(), 4).up2.weight[12:])  # its maps' rows
+    with pytest.raises(ValueError, match="grain branch"):
+        train_restorer(RestorerTraining(data=str(photos), out=str(tmp_path / "r2"), init=str(init), grain_only=True,
+                                        minutes=0.01), log=lambda _m: None)
