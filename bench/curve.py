@@ -5,10 +5,11 @@ recipes can be compared at equal training minutes.
     python -m hitok.bench.curve runs/rA runs/rB --hr ../shared/data/val --out docs/curves.csv
     python -m hitok.bench.curve runs/gan --live ...   # the weights being trained (a short fine-tune's EMA lags)
 
-Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI, NIQE, periodic, blocky) to the CSV and skips
-snapshots already in it, so it can be rerun while the runs go on (a CSV from before a column was scored gets it,
-empty). `periodic` and `blocky` are bench/artefacts.py's scores of the worst crop (above FLAG: a regular pattern
-the photo lacks; above BLOCK_FLAG: pixelated)."""
+Appends rows (run, snapshot, steps, minutes, track, PSNR-Y, HaarPSI, NIQE, periodic, blocky, flat) to the CSV and
+skips snapshots already in it, so it can be rerun while the runs go on (a CSV from before a column was scored gets
+it, empty). `periodic`, `blocky` and `flat` are bench/artefacts.py's scores of the worst crop (above FLAG: a regular
+pattern the photo lacks; above BLOCK_FLAG: pixelated; above FLAT_FLAG: grain on flat areas; empty where no crop has
+flat areas)."""
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,13 @@ from hitok.imageio import list_images, load_rgb8
 from hitok.models.restorer import Restorer, RestorerConfig
 from hitok.train.restorer import load_weights
 
-from .artefacts import blockiness_score, periodic_score
+from .artefacts import blockiness_score, flat_noise_score, periodic_score
 from .evaluate import SHAVE, TRACKS, Bicubic, centre_crop, image_seed, make_lr
 from .haarpsi import haarpsi
 from .metrics import psnr_y
 from .niqe import niqe
 
-FIELDS = ["run", "snapshot", "steps", "minutes", "track", "psnr_y", "haarpsi", "niqe", "periodic", "blocky"]
+FIELDS = ["run", "snapshot", "steps", "minutes", "track", "psnr_y", "haarpsi", "niqe", "periodic", "blocky", "flat"]
 
 
 def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -45,9 +46,9 @@ def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, l
 
 
 def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Mean PSNR-Y, HaarPSI and NIQE of the restorer (fp32) over (LR, HR) pairs, and the worst periodic and
-    blockiness scores."""
-    psnrs, haars, niqes, periodic, blocky = [], [], [], [], []
+    """Mean PSNR-Y, HaarPSI and NIQE of the restorer (fp32) over (LR, HR) pairs, and the worst periodic,
+    blockiness and flat-noise scores (flat: None where no crop has flat areas)."""
+    psnrs, haars, niqes, periodic, blocky, flat = [], [], [], [], [], []
     for lr, hr in pairs:
         x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, h, w)
         with torch.inference_mode():
@@ -58,8 +59,10 @@ def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) ->
         niqes.append(niqe(sr, crop_border=SHAVE))
         periodic.append(periodic_score(sr, hr, Bicubic()(lr)))
         blocky.append(blockiness_score(sr, hr))
+        flat.append(flat_noise_score(sr, hr))
     return {"psnr_y": float(np.mean(psnrs)), "haarpsi": float(np.mean(haars)), "niqe": float(np.mean(niqes)),
-            "periodic": float(np.max(periodic)), "blocky": float(np.max(blocky))}
+            "periodic": float(np.max(periodic)), "blocky": float(np.max(blocky)),
+            "flat": max((f for f in flat if f is not None), default=None)}
 
 
 def _weights(run: Path, live: bool):
@@ -108,7 +111,8 @@ def score_runs(runs: list[Path], hr_dir: str | Path, out_csv: Path, live: bool =
                     row = {"run": name, "snapshot": snapshot, "steps": meta.get("steps", ""),
                            "minutes": meta.get("minutes", ""), "track": track, "psnr_y": f"{sc['psnr_y']:.3f}",
                            "haarpsi": f"{sc['haarpsi']:.4f}", "niqe": f"{sc['niqe']:.3f}",
-                           "periodic": f"{sc['periodic']:.2f}", "blocky": f"{sc['blocky']:.2f}"}
+                           "periodic": f"{sc['periodic']:.2f}", "blocky": f"{sc['blocky']:.2f}",
+                           "flat": "" if sc["flat"] is None else f"{sc['flat']:.2f}"}
                     writer.writerow(row)
                     f.flush()
                     new.append(row)

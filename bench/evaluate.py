@@ -42,7 +42,7 @@ from PIL import Image, ImageDraw, ImageFont
 from hitok.errors import UserError, one_line
 from hitok.imageio import Picture, list_images, load_rgb8
 
-from .artefacts import BLOCK_FLAG, FLAG, blockiness_score, periodic_score
+from .artefacts import BLOCK_FLAG, FLAG, FLAT_FLAG, blockiness_score, flat_noise_score, periodic_score
 from .haarpsi import haarpsi
 from .metrics import psnr_y, ssim_y, to_y
 from .niqe import imresize_matlab, niqe
@@ -50,9 +50,9 @@ from .niqe import imresize_matlab, niqe
 SCALE = 4
 SHAVE = 4
 TRACKS = ("bicubic", "realistic")
-METRICS = ("psnr_y", "ssim_y", "haarpsi", "niqe", "periodic", "blocky", "lpips", "dists", "seconds")
+METRICS = ("psnr_y", "ssim_y", "haarpsi", "niqe", "periodic", "blocky", "flat", "lpips", "dists", "seconds")
 HEADERS = {"psnr_y": "PSNR-Y (dB) ↑", "ssim_y": "SSIM-Y ↑", "haarpsi": "HaarPSI ↑", "niqe": "NIQE ↓",
-           "periodic": "periodic ↓", "blocky": "blocky ↓", "lpips": "LPIPS ↓", "dists": "DISTS ↓",
+           "periodic": "periodic ↓", "blocky": "blocky ↓", "flat": "flat noise ↓", "lpips": "LPIPS ↓", "dists": "DISTS ↓",
            "seconds": "s / image"}
 DISTS_NA = "no DISTS implementation in hitok (it needs ImageNet VGG16 and DISTS weights; none offline)"
 DETAIL = 128  # side of the full-resolution detail region in the panels
@@ -272,6 +272,7 @@ class Score:
     seconds: float
     periodic: float | None = None  # bench/artefacts.py: a regular pattern the photo lacks scores above FLAG
     blocky: float | None = None  # bench/artefacts.py: pixelation on the LR grid scores above BLOCK_FLAG
+    flat: float | None = None  # bench/artefacts.py: grain or mottle where the photo is flat scores above FLAT_FLAG
 
 
 @dataclass
@@ -301,10 +302,12 @@ class EvalResults:
         return out
 
     def flagged(self) -> list[str]:
-        """One line per method and artefact with the crops past its flag (bench/artefacts.py FLAG, BLOCK_FLAG)."""
+        """One line per method and artefact with the crops past its flag (bench/artefacts.py FLAG, BLOCK_FLAG,
+        FLAT_FLAG)."""
         lines = []
         for m in self.methods:
-            for metric, flag, what in (("periodic", FLAG, "a regular pattern"), ("blocky", BLOCK_FLAG, "pixelated")):
+            for metric, flag, what in (("periodic", FLAG, "a regular pattern"), ("blocky", BLOCK_FLAG, "pixelated"),
+                                       ("flat", FLAT_FLAG, "grain on flat areas")):
                 bad = [f"{s.image} ({s.track}, {getattr(s, metric):.1f})" for s in self.scores
                        if s.method == m and getattr(s, metric) is not None and getattr(s, metric) > flag]
                 if bad:
@@ -351,6 +354,8 @@ class EvalResults:
                   f"(cross-hatch, checkerboard) the photo lacks.",
                   f"- blocky: how much more the output steps across the borders of the LR pixels' 4x4 cells than "
                   f"inside them, over the photo's; about 1-1.3 for honest upscalers, above {BLOCK_FLAG:g} pixelated.",
+                  f"- flat noise: the output's detail (grey levels RMS) where the photo is flat; n/a on a crop "
+                  f"without flat areas; Real-ESRGAN up to ~0.8, above {FLAT_FLAG:g} grain or mottle a person sees.",
                   *self.flagged(),
                   "- s / image: wall seconds per LR input in this process, after one untimed warm-up call."]
         return "\n".join(lines) + "\n"
@@ -365,7 +370,7 @@ def _md_row(labels: list[str], values: dict) -> str:
 def fmt_metric(metric: str, v: float | None) -> str:
     if v is None:
         return "n/a"
-    if metric in ("psnr_y", "periodic", "blocky"):
+    if metric in ("psnr_y", "periodic", "blocky", "flat"):
         return f"{v:.2f}"
     return f"{v:.4f}" if metric in ("ssim_y", "haarpsi", "lpips", "dists") else f"{v:.3f}"
 
@@ -549,7 +554,8 @@ def evaluate(hr_dir: str | Path, methods: Sequence[Method], crop: int = 512, out
                     raise RuntimeError(f"{m.name} returned {sr.dtype} {sr.shape} for a {lr.shape} input")
                 score = Score(name, track, m.name, psnr_y(sr, hr, SHAVE), ssim_y(sr, hr, SHAVE),
                               haarpsi(hr, sr, SHAVE), _niqe_or_none(sr, res), _lpips(lpips_net, sr, hr), None,
-                              seconds, _periodic_or_none(sr, hr, baseline, res), blockiness_score(sr, hr))
+                              seconds, _periodic_or_none(sr, hr, baseline, res), blockiness_score(sr, hr),
+                              flat_noise_score(sr, hr))
                 res.scores.append(score)
                 log(f"{name} {track:9s} {m.name:14s} PSNR-Y {score.psnr_y:6.2f}  HaarPSI {score.haarpsi:.4f}  "
                     f"{seconds:7.2f} s")

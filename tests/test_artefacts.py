@@ -96,3 +96,29 @@ def test_blockiness_of_a_flat_photo_is_defined():
     blocks = flat.copy()
     blocks[:, 3::4] = 140  # steps only at the cell borders
     assert blockiness_score(blocks, flat) > BLOCK_FLAG
+
+
+def _with_sky(seed: int) -> np.ndarray:
+    """The textured photo with a flat, softly shaded band (a sky) across its top third."""
+    photo = _photo(seed).astype(float)
+    ramp = np.linspace(150, 170, 256)[None, :, None]
+    photo[:85] = ramp + np.array([0.0, 5.0, 20.0])
+    return np.clip(photo, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_flat_noise_flags_mottle_on_the_sky_and_passes_detail_on_texture(seed):
+    from hitok.bench.artefacts import FLAT_FLAG, flat_noise_score
+
+    photo = _with_sky(seed)
+    rng = np.random.default_rng(seed + 5)
+    sky = np.zeros((256, 256))
+    sky[:85] = 1.0
+    mottle = gaussian_filter(rng.normal(0, 1, (256, 256)), 1.5)
+    mottle *= 2.5 / mottle.std()  # +-2.5 grey levels of blotches: plain to the eye on a sky
+    busy = 1.0 - sky
+    assert flat_noise_score(photo, photo) < 0.3 * FLAT_FLAG
+    assert flat_noise_score(_softened(photo), photo) < FLAT_FLAG
+    assert flat_noise_score(_add(photo, 6 * mottle * busy), photo) < 0.3 * FLAT_FLAG  # invented texture: not here
+    assert flat_noise_score(_add(photo, mottle * sky), photo) > FLAT_FLAG
+    assert flat_noise_score(photo[85:], photo[85:]) is None  # no flat area, no score

@@ -29,7 +29,8 @@ def test_curve_rows_resume_and_an_old_csv_gains_the_new_columns(tmp_path):
     assert score_runs([run], tmp_path / "val", out) == []  # scored snapshots are skipped
     with open(out, newline="") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == FIELDS and table[0]["niqe"] == table[0]["periodic"] == table[0]["blocky"] == "" and len(table) == 3
+    assert list(table[0]) == FIELDS and len(table) == 3
+    assert table[0]["niqe"] == table[0]["periodic"] == table[0]["blocky"] == table[0]["flat"] == ""
 
 
 def test_live_rows_score_the_weights_being_trained_not_the_average(tmp_path):

@@ -26,7 +26,7 @@ from hitok.bench.metrics import psnr_y
 from hitok.cli.eval_cmd import eval_command
 
 torch.set_num_threads(1)
-COLS = ("| PSNR-Y (dB) ↑ | SSIM-Y ↑ | HaarPSI ↑ | NIQE ↓ | periodic ↓ | blocky ↓ | LPIPS ↓ | DISTS ↓ "
+COLS = ("| PSNR-Y (dB) ↑ | SSIM-Y ↑ | HaarPSI ↑ | NIQE ↓ | periodic ↓ | blocky ↓ | flat noise ↓ | LPIPS ↓ | DISTS ↓ "
         "| s / image |")
 
 
