@@ -320,6 +320,8 @@ def restorer(
                                              "restorer's body input (LR resolution).")] = False,
     noise_scale: Annotated[float, typer.Option(min=0.0, help="With --body-noise: its per-channel scales' start "
                                                "(at 0 it stays off).")] = 0.1,
+    noise_gate: Annotated[bool, typer.Option("--noise-gate", help="With --body-noise: let the restorer set the "
+                                             "noise's amplitude per pixel from the picture.")] = False,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -352,7 +354,7 @@ def restorer(
                            texture_weight=texture_weight, stats_weight=stats_weight,
                            phase_weight=phase_weight, phase_tile_weight=phase_tile_weight, grain=grain,
                            grain_only=grain_only, body_noise=body_noise,
-                           noise_scale=noise_scale,
+                           noise_scale=noise_scale, noise_gate=noise_gate,
                            stats_model=_stats_model(stats_model) if stats_weight > 0 else None,
                            gan=GanSettings(adv_weight=adv_weight, ldl_weight=ldl_weight, disc_channels=disc_channels,
                                            d_learning_rate=d_learning_rate, d_betas=d_betas, pixel_pool=pixel_pool,

@@ -14,6 +14,8 @@ With `grain` > 0 the last shuffle also gives `grain` feature maps at output reso
 so a texture restorer can shape per-pixel noise into texture the LR cannot predict (models/grain.py) instead of
 drawing a pattern on the shuffle's grid. With `body_noise`, x = head(lr - 0.5) + noise_scale * noise at LR
 resolution (per channel, starting at 0; ESRGAN+, Rakotonirina & Rasoanaivo 2020): the 16 blocks can shape it.
+With `noise_gate` that noise is also multiplied by relu(1 + gate(head output)), gate a 1x1 conv starting at 0, so
+the net can turn it off where the picture is flat (measured without it: mottle on skies, MODEL_CARD.md).
 `with_grain` adds either to a trained restorer without changing its output, so a faithful restorer and a texture
 restorer fine-tuned from it still interpolate.
 
@@ -39,6 +41,7 @@ class RestorerConfig:
     up_width: int = 32     # channels at 2x LR resolution (the first pixel-shuffle stage)
     grain: int = 0         # noise-fed feature maps at output resolution (0: none)
     body_noise: bool = False  # per-pixel noise added to the body's input at LR resolution (ESRGAN+)
+    noise_gate: bool = False  # with body_noise: its amplitude per pixel and channel set by the picture
 
     def __post_init__(self):
         if self.width < 1 or self.blocks < 0 or self.up_width < 1 or self.grain < 0:
@@ -88,6 +91,10 @@ class Restorer(nn.Module):
             self.up2.bias.zero_()
         if cfg.body_noise:
             self.noise_scale = nn.Parameter(torch.zeros(c))
+        if cfg.body_noise and cfg.noise_gate:
+            self.noise_gate = nn.Conv2d(c, c, 1)
+            nn.init.zeros_(self.noise_gate.weight)
+            nn.init.zeros_(self.noise_gate.bias)
         if cfg.grain:
             self.grain_scale = nn.Parameter(torch.ones(cfg.grain))
             self.grain_out = nn.Conv2d(cfg.grain, 3, 3, padding=1)
@@ -109,7 +116,10 @@ class Restorer(nn.Module):
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         x = self.head(lr - 0.5)
         if self.config.body_noise:
-            x = x + self.noise_scale.view(1, -1, 1, 1).to(x.dtype) * self._noise(x)
+            noise = self.noise_scale.view(1, -1, 1, 1).to(x.dtype) * self._noise(x)
+            if self.config.noise_gate:
+                noise = noise * F.relu(1 + self.noise_gate(x))
+            x = x + noise
         x = self.tail(self.body(x)).add_(x)
         x = F.pixel_shuffle(self.up1(x), 2)  # (B, up_width, 2h, 2w)
         x = F.pixel_shuffle(self.up2(F.relu_(x)), 2)  # (B, 3 + grain, 4h, 4w)
@@ -121,7 +131,7 @@ class Restorer(nn.Module):
 
 
 def with_grain(restorer: Restorer, grain: int = 0, body_noise: bool = False, noise_scale: float = 0.0,
-               seed: int = 0) -> Restorer:
+               seed: int = 0, noise_gate: bool = False) -> Restorer:
     """A copy of a trained restorer (without noise inputs) with `grain` noise-fed maps and / or body noise added:
     the new rows of the last conv start small and random, the grain's output conv at zero and the body noise's
     scales at `noise_scale` — at 0 the output is the same (the faithful end of a dial), but a noise input at
@@ -130,7 +140,7 @@ def with_grain(restorer: Restorer, grain: int = 0, body_noise: bool = False, noi
     if restorer.config.grain or restorer.config.body_noise:
         raise ValueError(f"the restorer already has noise inputs ({restorer.config})")
     torch.manual_seed(seed)
-    out = Restorer(replace(restorer.config, grain=grain, body_noise=body_noise))
+    out = Restorer(replace(restorer.config, grain=grain, body_noise=body_noise, noise_gate=noise_gate))
     state = restorer.state_dict()
     for name in ("weight", "bias"):  # up2's first 12 rows: the 3 colour channels' 4 sub-pixels (shuffle order)
         new = getattr(out.up2, name).detach().clone()

@@ -31,12 +31,12 @@ def test_position_noise_is_a_function_of_position_and_white():
     assert power.max() / power.mean() < 15  # the largest of 23 k exponential samples is ~10x their mean
 
 
-@pytest.mark.parametrize("grain, body_noise", [(4, False), (0, True), (4, True)])
-def test_with_grain_keeps_the_output_and_trains_the_noise_inputs(grain, body_noise):
+@pytest.mark.parametrize("grain, body_noise, gate", [(4, False, False), (0, True, False), (4, True, True)])
+def test_with_grain_keeps_the_output_and_trains_the_noise_inputs(grain, body_noise, gate):
     net = _trained().eval()
-    grained = with_grain(net, grain, body_noise).eval()
+    grained = with_grain(net, grain, body_noise, noise_gate=gate).eval()
     lr = torch.rand(2, 3, 12, 10)
-    assert grained.config == RestorerConfig(8, 2, up_width=4, grain=grain, body_noise=body_noise)
+    assert grained.config == RestorerConfig(8, 2, up_width=4, grain=grain, body_noise=body_noise, noise_gate=gate)
     assert torch.equal(net(lr), grained(lr))
     out = grained.train()(lr)
     out.square().mean().backward()
@@ -44,6 +44,12 @@ def test_with_grain_keeps_the_output_and_trains_the_noise_inputs(grain, body_noi
         assert grained.grain_out.weight.grad.abs().sum() > 0  # the zero-started branch gets a gradient at once
     if body_noise:
         assert grained.noise_scale.grad.abs().sum() > 0  # and so do the zero-started noise scales
+    if gate:  # at noise scale 0 the gate has nothing to gate; with noise on it learns at once
+        grained.zero_grad()
+        with torch.no_grad():
+            grained.noise_scale.fill_(0.1)
+        grained(lr).square().mean().backward()
+        assert grained.noise_gate.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="already"):
         with_grain(grained, 4)
 
@@ -98,3 +104,13 @@ def test_grain_only_trains_the_branch_and_nothing_else(tmp_path, photos):
     with pytest.raises(ValueError, match="grain branch"):
         train_restorer(RestorerTraining(data=str(photos), out=str(tmp_path / "r2"), init=str(init), grain_only=True,
                                         minutes=0.01), log=lambda _m: None)
+
+
+def test_the_noise_gate_can_shut_the_noise():
+    gated = with_grain(_trained(), 0, True, noise_scale=0.5, noise_gate=True).eval()
+    plain = with_grain(_trained(), 0, True, noise_scale=0.0).eval()
+    lr = torch.rand(1, 3, 12, 10)
+    assert (gated(lr) - plain(lr)).abs().mean() > 1e-3  # gate 1 at the start: the noise passes
+    with torch.no_grad():
+        gated.noise_gate.bias.fill_(-2.0)
+    torch.testing.assert_close(gated(lr), plain(lr))

@@ -70,6 +70,7 @@ class RestorerTraining:
     grain_only: bool = False       # train the grain branch alone (its maps' rows of up2, its conv and scales)
     body_noise: bool = False       # with init: add noise at the body's input (models/restorer.py)
     noise_scale: float = 0.1       # its scales' start (at 0 the noise would stay off: a saddle)
+    noise_gate: bool = False       # with body_noise: gated by the picture (models/restorer.py)
     seed: int = 0
 
 
@@ -107,7 +108,8 @@ def _run_model_config(out: Path, fallback: RestorerConfig) -> dict:
 def _grain_state(model_cfg: RestorerConfig, state: dict, cfg: RestorerTraining) -> dict:
     net = Restorer(model_cfg)
     net.load_state_dict(state)
-    return with_grain(net, cfg.grain, cfg.body_noise, cfg.noise_scale, cfg.seed).state_dict()
+    return with_grain(net, cfg.grain, cfg.body_noise, cfg.noise_scale, cfg.seed,
+                      cfg.body_noise and cfg.noise_gate).state_dict()
 
 
 def _train_grain_only(model: Restorer) -> None:
@@ -178,7 +180,8 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
         if (cfg.grain or cfg.body_noise) and not (model_cfg.grain or model_cfg.body_noise):
             # the same outputs, plus noise inputs to train
             init_state, init_ema = (_grain_state(model_cfg, s, cfg) if s else s for s in (init_state, init_ema))
-            model_cfg = RestorerConfig(**asdict(model_cfg) | {"grain": cfg.grain, "body_noise": cfg.body_noise})
+            model_cfg = RestorerConfig(**asdict(model_cfg) | {"grain": cfg.grain, "body_noise": cfg.body_noise,
+                                                              "noise_gate": cfg.body_noise and cfg.noise_gate})
     torch.manual_seed(cfg.seed)
     model = Restorer(model_cfg)
     if init_state is not None:
