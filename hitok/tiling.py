@@ -162,11 +162,14 @@ def _to_output(rows: torch.Tensor, dtype: np.dtype) -> np.ndarray:
 
 def tiled_apply(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: int, grid: int,
                 out_dtype: np.dtype = np.float32, progress: Progress | None = None,
-                balance: bool = False, align: int | None = None) -> tuple[np.ndarray, TilePlan]:
+                balance: bool = False, align: int | None = None,
+                with_origin: bool = False) -> tuple[np.ndarray, TilePlan]:
     """Run ``fn`` tile by tile over ``lr`` (1, C, h, w) in [0, 1]; return ((h*scale, w*scale, C) of out_dtype,
     the plan it used).
 
-    ``grid``: the tile grid; ``align``: what ``fn`` needs the sides to be multiples of (:func:`plan_image`)."""
+    ``grid``: the tile grid; ``align``: what ``fn`` needs the sides to be multiples of (:func:`plan_image`);
+    ``with_origin``: call ``fn(tile, (top, left))``, where the tile starts in ``lr`` (for noise tied to
+    picture position)."""
     _, c, h, w = lr.shape
     plan = plan_image(h, w, tile, overlap, grid, balance, align)
     hp, wp = plan.height, plan.width
@@ -202,7 +205,8 @@ def tiled_apply(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, overlap: in
         flush(y * s)
         wy = ramp(th * s, ramp_len, rise=y > 0, fall=y + th < hp)
         for x in plan.xs:
-            hr = fn(lr[:, :, y : y + th, x : x + tw])
+            tile_lr = lr[:, :, y : y + th, x : x + tw]
+            hr = fn(tile_lr, (y, x)) if with_origin else fn(tile_lr)
             if hr.shape[-2:] != (th * s, tw * s):
                 raise RuntimeError(f"tile function returned {tuple(hr.shape)} for a {th}x{tw} tile "
                                    f"(expected x{s}: {th * s}x{tw * s})")
@@ -237,12 +241,13 @@ def tiled_apply_with_retry(fn: TileFn, lr: torch.Tensor, scale: int, tile: int, 
                            device: torch.device, out_dtype: np.dtype = np.float32,
                            progress: Progress | None = None,
                            on_retry: Callable[[int, int], None] | None = None,
-                           balance: bool = False, align: int | None = None) -> tuple[np.ndarray, TilePlan]:
+                           balance: bool = False, align: int | None = None,
+                           with_origin: bool = False) -> tuple[np.ndarray, TilePlan]:
     """:func:`tiled_apply`, halving the tile on out-of-memory. Returns (output, the plan it used in the end)."""
     min_tile = 4 * grid
     while True:
         try:
-            return tiled_apply(fn, lr, scale, tile, overlap, grid, out_dtype, progress, balance, align)
+            return tiled_apply(fn, lr, scale, tile, overlap, grid, out_dtype, progress, balance, align, with_origin)
         except Exception as exc:  # noqa: BLE001 - only OOM is handled; everything else re-raises
             if not is_out_of_memory(exc) or tile <= min_tile:
                 raise

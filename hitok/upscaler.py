@@ -256,11 +256,12 @@ class Upscaler:
         return min(DEFAULT_OVERLAP, tiling.round_up(reach, self.grid))
 
     # -- per tile ---------------------------------------------------------------------------------
-    def _forward(self, lr: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def _forward(self, lr: torch.Tensor, dtype: torch.dtype, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         with torch.inference_mode():
             kw = dict(detail=self.detail, color_fix=self.color_fix, fidelity=self.fidelity)
             if getattr(self.model, "texture_restorer", None) is not None:  # 0 too: it overrides the file's default
                 kw["texture"] = self.texture
+                kw["origin"] = origin  # its noise is tied to picture position
             if dtype == torch.float32:
                 # the opt-in engines (hitok/accel.py) know nothing of the texture dial
                 if self.engine is not None and "texture" not in kw and (
@@ -270,13 +271,14 @@ class Upscaler:
             with torch.autocast(self.device.type, dtype=dtype):
                 return self.model.upscale(lr, **kw).float()
 
-    def tile_fn(self, lr: torch.Tensor) -> torch.Tensor:
+    def tile_fn(self, lr: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """One tile x4; origin: where it starts in the picture (LR pixels)."""
         lr = lr.to(self.device).contiguous(memory_format=self.memory_format)
-        out = self._forward(lr, self.dtype)
+        out = self._forward(lr, self.dtype, origin)
         if self.dtype != torch.float32 and not torch.isfinite(out).all():
             self.warnings.append(f"{precision_name(self.dtype)} produced NaN/inf; re-ran in fp32")
             self.dtype = torch.float32
-            out = self._forward(lr, self.dtype)
+            out = self._forward(lr, self.dtype, origin)
         if not torch.isfinite(out).all():
             raise UserError("the model produced NaN/inf even in fp32; the model file is probably broken")
         return out
@@ -316,7 +318,7 @@ class Upscaler:
         try:
             hr, plan = tiling.tiled_apply_with_retry(self.tile_fn, lr, scale, tile, overlap, grid, self.device,
                                                      out_dtype if not pic.grey else np.float32, progress, on_retry,
-                                                     balance, align)
+                                                     balance, align, with_origin=True)
         except Exception as exc:  # noqa: BLE001
             if tiling.is_out_of_memory(exc):
                 raise UserError(f"out of memory even with tile {4 * grid}; try --device cpu") from None

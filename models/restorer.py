@@ -101,11 +101,11 @@ class Restorer(nn.Module):
             nn.init.zeros_(self.grain_out.weight)
             nn.init.zeros_(self.grain_out.bias)
 
-    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+    def _noise(self, like: torch.Tensor, top: int, left: int) -> torch.Tensor:
         """Fresh noise in training; at inference noise fixed by position (models/grain.py), the same every run."""
         if self.training:
             return torch.randn_like(like)
-        return position_noise(like.shape[1], like.shape[2], like.shape[3], device=like.device, dtype=like.dtype)
+        return position_noise(like.shape[1], like.shape[2], like.shape[3], top, left, like.device, like.dtype)
 
     @property
     def reach(self) -> int:
@@ -113,10 +113,11 @@ class Restorer(nn.Module):
         half of up2 (it runs at 2x), plus the bicubic skip's two taps."""
         return 1 + 2 * self.config.blocks + 1 + 1 + 1 + 2
 
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """origin: where `lr` starts in the picture (LR pixels): the noise inputs' position (tiles agree)."""
         x = self.head(lr - 0.5)
         if self.config.body_noise:
-            noise = self.noise_scale.view(1, -1, 1, 1).to(x.dtype) * self._noise(x)
+            noise = self.noise_scale.view(1, -1, 1, 1).to(x.dtype) * self._noise(x, *origin)
             if self.config.noise_gate:
                 noise = noise * F.relu(1 + self.noise_gate(x))
             x = x + noise
@@ -125,7 +126,8 @@ class Restorer(nn.Module):
         x = F.pixel_shuffle(self.up2(F.relu_(x)), 2)  # (B, 3 + grain, 4h, 4w)
         if self.config.grain:
             x, g = x[:, :3], x[:, 3:]
-            x = x + self.grain_out(F.relu(g + self.grain_scale.view(1, -1, 1, 1).to(g.dtype) * self._noise(g)))
+            x = x + self.grain_out(F.relu(g + self.grain_scale.view(1, -1, 1, 1).to(g.dtype)
+                                         * self._noise(g, self.scale * origin[0], self.scale * origin[1])))
         skip = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return skip + x.to(skip.dtype)
 

@@ -54,6 +54,8 @@ class HiTokConfig:
     restorer: RestorerConfig | None = None  # the faithful end of the fidelity dial (models/restorer.py)
     texture_restorer: bool = False  # a second restorer of the same shape, trained on a teacher's texture
     texture: float = 0.0  # default share of the texture restorer in the restorer's weights
+    texture_noise: bool = False  # the texture restorer has body noise inputs (models/restorer.py), the
+    texture_noise_gate: bool = False  # faithful one none: they scale from 0 along the dial
 
     def __post_init__(self):
         t, g = self.tokenizer, self.generator
@@ -89,8 +91,14 @@ class HiTok(nn.Module):
         else:
             self._deferred_token_path = defer_token_path
         self.restorer = Restorer(cfg.restorer) if cfg.restorer is not None else None
-        self.texture_restorer = Restorer(cfg.restorer) if cfg.texture_restorer else None
+        self.texture_restorer = Restorer(self.texture_restorer_config) if cfg.texture_restorer else None
         self.metadata: dict[str, str] = {}  # provenance read from / written to the model file
+
+    @property
+    def texture_restorer_config(self) -> RestorerConfig:
+        """The texture restorer's shape: the restorer's, with the noise inputs the config names."""
+        cfg = self.config
+        return replace(cfg.restorer, body_noise=cfg.texture_noise, noise_gate=cfg.texture_noise_gate)
 
     def build_token_path(self) -> None:
         """Build the tokenizer and the generator (with its VFM) of the config, randomly initialised."""
@@ -182,16 +190,19 @@ class HiTok(nn.Module):
         """Whether ``texture`` moves :meth:`upscale`'s output at this fidelity (the restorer's image is in it)."""
         return self.texture_restorer is not None and fidelity > 0
 
-    def restore(self, lr: torch.Tensor, texture: float = 0.0) -> torch.Tensor:
+    def restore(self, lr: torch.Tensor, texture: float = 0.0, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """The restorer's image with its weights moved ``texture`` of the way to the texture restorer's (ESRGAN's
-        network interpolation of a PSNR-trained and a detail-trained net: one network's cost at any setting)."""
+        network interpolation of a PSNR-trained and a detail-trained net: one network's cost at any setting).
+        Weights only the texture restorer has (its noise inputs) start from 0, where they do nothing. ``origin``:
+        where ``lr`` starts in the picture (LR pixels), so that tiles draw the same noise where they overlap."""
         if texture == 0:
             return self.restorer(lr)
         if texture == 1:
-            return self.texture_restorer(lr)
-        mixed = {name: torch.lerp(a, b, texture) for (name, a), b in
-                 zip(self.restorer.named_parameters(), self.texture_restorer.parameters())}
-        return torch.func.functional_call(self.restorer, mixed, (lr,))
+            return self.texture_restorer(lr, origin)
+        faithful = dict(self.restorer.named_parameters())
+        mixed = {name: torch.lerp(faithful[name], b, texture) if name in faithful else b * texture
+                 for name, b in self.texture_restorer.named_parameters()}
+        return torch.func.functional_call(self.texture_restorer, mixed, (lr, origin))
 
     def uses_detail(self, fidelity: float) -> bool:
         """Whether ``detail`` moves :meth:`upscale`'s output at this fidelity: not at 1 on a model with a restorer,
@@ -225,7 +236,8 @@ class HiTok(nn.Module):
         return self.tokenizer.decode_indices(indices, detail, lr, fidelity)
 
     def upscale(self, lr: torch.Tensor, detail: int | None = None, color_fix: bool = False,
-                fidelity: float | None = None, texture: float | None = None) -> torch.Tensor:
+                fidelity: float | None = None, texture: float | None = None,
+                origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """lr (B, 3, h, w) in [0, 1], h and w multiples of lr_align -> (B, 3, 4h, 4w) in [0, 1].
 
         color_fix: take the token image's coarse band from the LR input (models/colorfix.py; not in the paper).
@@ -233,7 +245,8 @@ class HiTok(nn.Module):
         restorer, 1 is the restorer alone (the token path is skipped) and values between blend its image with
         the token image; with an LR-guided decoder, the guide's weight in the decoder (models/guide.py).
         texture: with a texture restorer, how far the restorer moves towards it (:meth:`restore`), 0 .. 1 (None:
-        the config's)."""
+        the config's). origin: where this tile starts in the picture, in LR pixels (the noise a texture restorer
+        may draw is tied to picture position, so tiles agree)."""
         r = self.lr_align
         if lr.shape[-1] % r or lr.shape[-2] % r:
             raise ValueError(f"LR sides must be multiples of {r}, got {tuple(lr.shape[-2:])}")
@@ -242,7 +255,7 @@ class HiTok(nn.Module):
             sr = self.decode_indices(self.predict_indices(lr), detail, lr, fidelity)
             return colorfix.color_fix(sr, lr) if color_fix else sr
         texture = self.texture_setting(texture)
-        faithful = self.restore(lr, texture).float() if fidelity > 0 else None
+        faithful = self.restore(lr, texture, origin).float() if fidelity > 0 else None
         if fidelity == 1:
             return faithful
         sr = self.decode_indices(self.predict_indices(lr), detail).float()
@@ -267,11 +280,14 @@ def with_restorer(model: HiTok, restorer: Restorer, fidelity: float = 1.0) -> Hi
 
 
 def with_texture(model: HiTok, texture_restorer: Restorer, texture: float = 0.0) -> HiTok:
-    """A copy of a model with a restorer whose texture end is `texture_restorer` (same shape; fine-tuned from
-    that restorer, so the two interpolate), `texture` its default setting."""
-    if model.restorer is None or texture_restorer.config != model.config.restorer:
-        raise ValueError(f"a texture restorer must have the shape of the model's restorer ({model.config.restorer})")
-    out = HiTok(replace(model.config, texture_restorer=True, texture=texture), with_encoder=model.has_encoder)
+    """A copy of a model with a restorer whose texture end is `texture_restorer` (same shape, body noise inputs
+    allowed; fine-tuned from that restorer, so the two interpolate), `texture` its default setting."""
+    tcfg = texture_restorer.config
+    if model.restorer is None or replace(tcfg, body_noise=False, noise_gate=False) != model.config.restorer:
+        raise ValueError(f"a texture restorer must have the shape of the model's restorer ({model.config.restorer})"
+                         f" (body noise allowed), got {tcfg}")
+    out = HiTok(replace(model.config, texture_restorer=True, texture=texture, texture_noise=tcfg.body_noise,
+                        texture_noise_gate=tcfg.noise_gate), with_encoder=model.has_encoder)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("texture_restorer.")}
     out.load_state_dict(state | {f"texture_restorer.{k}": v for k, v in texture_restorer.state_dict().items()})
     out.metadata = dict(model.metadata)

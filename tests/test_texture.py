@@ -163,3 +163,57 @@ def test_a_new_restorer_drops_the_bases_texture_restorer():
     replaced = with_restorer(_model(texture=0.3), _restorer(5))
     assert replaced.texture_restorer is None and replaced.config.texture == 0
     assert not any(k.startswith("texture_restorer.") for k in replaced.state_dict())
+
+
+def _noisy_model(texture: float = 0.0) -> HiTok:
+    """A texture restorer with gated body noise (models/restorer.py), the faithful one without."""
+    from hitok.models.restorer import with_grain
+
+    textured = with_grain(_restorer(1), body_noise=True, noise_scale=0.5, noise_gate=True)
+    with torch.no_grad():
+        textured.noise_gate.weight.normal_(0, 0.3)
+    return with_texture(with_restorer(HiTok(presets.tiny()), _restorer(0)), textured, texture).eval()
+
+
+def test_a_texture_restorer_with_noise_scales_it_from_zero_and_keeps_it_in_the_file(tmp_path):
+    from hitok.models.restorer import with_grain
+
+    model = _noisy_model()
+    assert model.config.texture_noise and model.config.texture_noise_gate
+    lr = torch.rand(1, 3, 16, 16)
+    faithful_as_textured = with_grain(model.restorer, body_noise=True, noise_gate=True).eval()  # noise at 0
+    with torch.inference_mode():
+        assert torch.equal(model.upscale(lr), model.restorer(lr))
+        assert torch.equal(model.upscale(lr, texture=1.0), model.texture_restorer(lr))
+        mixed = Restorer(model.texture_restorer.config).eval()
+        faithful = faithful_as_textured.state_dict()
+        mixed.load_state_dict({k: torch.lerp(faithful[k], v, 0.5)
+                               for k, v in model.texture_restorer.state_dict().items()})
+        torch.testing.assert_close(model.upscale(lr, texture=0.5), mixed(lr))
+        assert torch.equal(model.upscale(lr, texture=0.5), model.upscale(lr, texture=0.5))  # fixed noise
+    save_model(model, tmp_path / "m.safetensors")
+    loaded = load_model_file(tmp_path / "m.safetensors").eval()
+    with torch.inference_mode():
+        assert torch.equal(loaded.upscale(lr, texture=0.7), model.upscale(lr, texture=0.7))
+    with pytest.raises(ValueError, match="shape of the model's restorer"):
+        with_texture(model, with_grain(Restorer(dataclasses.replace(TINY, width=4)), body_noise=True))
+
+
+def test_tiles_draw_the_same_noise_as_the_whole_picture():
+    """The noise is tied to picture position (the Upscaler passes each tile's origin), so tiles of a textured
+    picture agree with the whole-picture one as well as the faithful restorer's do (its tiles differ only
+    within its reach of their edges, blended away); tiles that each drew their own noise would not."""
+    model = _noisy_model()
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 256, (64, 72, 3), dtype=np.uint8))
+
+    def tiling_error(texture, upscaler=None):
+        whole = np.asarray(Upscaler(model, texture=texture).upscale(small, tile=128), dtype=np.int16)
+        tiled = (upscaler or Upscaler(model, texture=texture)).upscale(small, tile=32, overlap=12)
+        return np.abs(np.asarray(tiled, dtype=np.int16) - whole).mean()
+
+    faithful = tiling_error(0.0)
+    assert tiling_error(1.0) < 1.5 * faithful + 0.05
+    unaligned = Upscaler(model, texture=1.0)
+    unaligned.tile_fn = lambda lr, origin=(0, 0): Upscaler.tile_fn(unaligned, lr)  # every tile at (0, 0)
+    assert tiling_error(1.0, unaligned) > 5 * faithful + 0.5
