@@ -465,11 +465,12 @@ def side_by_side(panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int]
 
 def figure_methods(names: Sequence[str]) -> list[str]:
     """The README figure's columns: bicubic, Real-ESRGAN (if run), the first hitok model's default row and its
-    '... texture 1' row if there is one (the texture end of the dial), else its '... fidelity 0' row."""
+    last '... texture T' row if there is one (the detail setting: sweep it last), else its '... fidelity 0' row."""
     keep = [n for n in names if n in ("bicubic", "Real-ESRGAN")]
     first = next((n for n in names if n.startswith("hitok") and " " not in n), None)
     if first is not None:
-        detail_end = f"{first} texture 1" if f"{first} texture 1" in names else f"{first} fidelity 0"
+        textured = [n for n in names if n.startswith(f"{first} texture ")]
+        detail_end = textured[-1] if textured else f"{first} fidelity 0"
         keep += [n for n in names if n in (first, detail_end)]
     return keep
 

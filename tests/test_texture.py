@@ -130,6 +130,7 @@ def test_eval_rows_and_figure_column(tmp_path):
     assert not np.array_equal(methods[1](lr), methods[3](lr))
     assert ev.figure_methods(names + ["hitok fidelity 0"]) == ["bicubic", "hitok", "hitok texture 1"]
     assert ev.figure_methods(["bicubic", "hitok", "hitok fidelity 0"]) == ["bicubic", "hitok", "hitok fidelity 0"]
+    assert ev.figure_methods(["bicubic", "hitok", "hitok texture 0.6"]) == ["bicubic", "hitok", "hitok texture 0.6"]
     plain = tmp_path / "p.safetensors"
     save_model(with_restorer(HiTok(presets.tiny()), _restorer(0)), plain)
     _, notes = ev.build_methods([str(plain)], realesrgan=False, textures=(1,))
