@@ -52,8 +52,8 @@ SHAVE = 4
 TRACKS = ("bicubic", "realistic")
 METRICS = ("psnr_y", "ssim_y", "haarpsi", "niqe", "periodic", "blocky", "flat", "lpips", "dists", "seconds")
 HEADERS = {"psnr_y": "PSNR-Y (dB) ↑", "ssim_y": "SSIM-Y ↑", "haarpsi": "HaarPSI ↑", "niqe": "NIQE ↓",
-           "periodic": "periodic ↓", "blocky": "blocky ↓", "flat": "flat noise ↓", "lpips": "LPIPS ↓", "dists": "DISTS ↓",
-           "seconds": "s / image"}
+           "periodic": "periodic ↓", "blocky": "blocky ↓", "flat": "flat noise ↓", "lpips": "LPIPS ↓",
+           "dists": "DISTS ↓", "seconds": "s / image"}
 DISTS_NA = "no DISTS implementation in hitok (it needs ImageNet VGG16 and DISTS weights; none offline)"
 DETAIL = 128  # side of the full-resolution detail region in the panels
 MAX_ROW = 1600  # px, widest panel row

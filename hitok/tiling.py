@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TileFn = Callable[[torch.Tensor], torch.Tensor]
+TileFn = Callable[..., torch.Tensor]  # fn(lr_tile) -> hr_tile, or with_origin: fn(lr_tile, (top, left))
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 
 # Largest tile side --tile auto picks, in tokens (x align = LR pixels). Global attention costs

@@ -319,7 +319,7 @@ def restorer(
     body_noise: Annotated[bool, typer.Option("--body-noise", help="With --init: add per-pixel noise to the "
                                              "restorer's body input (LR resolution).")] = False,
     noise_scale: Annotated[float, typer.Option(min=0.0, help="With --body-noise: its per-channel scales' start "
-                                               "(at 0 it stays off).")] = 0.1,
+                                               "(at 0 it stays off).")] = 0.05,
     noise_gate: Annotated[bool, typer.Option("--noise-gate", help="With --body-noise: let the restorer set the "
                                              "noise's amplitude per pixel from the picture.")] = False,
     seed: int = 0,
@@ -332,6 +332,12 @@ def restorer(
     from hitok.train.restorer_gan import GanSettings
     from hitok.train.teacher import build_teacher_cache
 
+    if (grain or body_noise) and init is None:
+        raise UserError("--grain / --body-noise add noise inputs to a trained restorer: give --init")
+    if noise_gate and not body_noise:
+        raise UserError("--noise-gate gates the body noise: add --body-noise")
+    if grain_only and not grain:
+        raise UserError("--grain-only trains the grain branch: add --grain N")
     if adv_weight > 0 and init is None and teacher is None:
         print("warning: --adv-weight without --init trains a texture restorer from scratch: it will not "
               "interpolate with a faithful restorer", file=sys.stderr)

@@ -11,12 +11,12 @@ the two images (as ESRGAN interpolates a PSNR-oriented and a GAN-trained network
 
 With `grain` > 0 the last shuffle also gives `grain` feature maps at output resolution, and
     out += grain_out(relu(g + grain_scale * noise))   grain_out: 3x3 conv at output resolution, starting at 0
-so a texture restorer can shape per-pixel noise into texture the LR cannot predict (models/grain.py) instead of
+so a texture restorer can shape per-pixel noise into texture the LR cannot predict (models/noise.py) instead of
 drawing a pattern on the shuffle's grid. With `body_noise`, x = head(lr - 0.5) + noise_scale * noise at LR
 resolution (per channel, starting at 0; ESRGAN+, Rakotonirina & Rasoanaivo 2020): the 16 blocks can shape it.
 With `noise_gate` that noise is also multiplied by relu(1 + gate(head output)), gate a 1x1 conv starting at 0, so
 the net can turn it off where the picture is flat (measured without it: mottle on skies, MODEL_CARD.md).
-`with_grain` adds either to a trained restorer without changing its output, so a faithful restorer and a texture
+`with_noise_inputs` adds either to a trained restorer without changing its output, so a faithful restorer and a texture
 restorer fine-tuned from it still interpolate.
 
 No normalisation and no global pooling (channel attention would make a tile's output depend on the whole
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .grain import position_noise
+from .noise import position_noise
 
 
 @dataclass
@@ -46,6 +46,12 @@ class RestorerConfig:
     def __post_init__(self):
         if self.width < 1 or self.blocks < 0 or self.up_width < 1 or self.grain < 0:
             raise ValueError(f"restorer width/up_width must be >= 1, blocks and grain >= 0, got {self}")
+        if self.noise_gate and not self.body_noise:
+            raise ValueError(f"a noise gate needs body noise, got {self}")
+
+    @property
+    def has_noise(self) -> bool:
+        return bool(self.grain or self.body_noise)
 
 
 class _Block(nn.Module):
@@ -101,11 +107,13 @@ class Restorer(nn.Module):
             nn.init.zeros_(self.grain_out.weight)
             nn.init.zeros_(self.grain_out.bias)
 
-    def _noise(self, like: torch.Tensor, top: int, left: int) -> torch.Tensor:
-        """Fresh noise in training; at inference noise fixed by position (models/grain.py), the same every run."""
+    def _noise(self, like: torch.Tensor, top: int, left: int, stream: int) -> torch.Tensor:
+        """Fresh Gaussian noise in training; at inference Gaussian noise fixed by picture position
+        (models/noise.py), the same on every run and in every tile."""
         if self.training:
             return torch.randn_like(like)
-        return position_noise(like.shape[1], like.shape[2], like.shape[3], top, left, like.device, like.dtype)
+        return position_noise(like.shape[1], like.shape[2], like.shape[3], top, left, like.device, like.dtype,
+                              stream)
 
     @property
     def reach(self) -> int:
@@ -117,7 +125,7 @@ class Restorer(nn.Module):
         """origin: where `lr` starts in the picture (LR pixels): the noise inputs' position (tiles agree)."""
         x = self.head(lr - 0.5)
         if self.config.body_noise:
-            noise = self.noise_scale.view(1, -1, 1, 1).to(x.dtype) * self._noise(x, *origin)
+            noise = self.noise_scale.view(1, -1, 1, 1).to(x.dtype) * self._noise(x, *origin, stream=0)
             if self.config.noise_gate:
                 noise = noise * F.relu(1 + self.noise_gate(x))
             x = x + noise
@@ -127,22 +135,23 @@ class Restorer(nn.Module):
         if self.config.grain:
             x, g = x[:, :3], x[:, 3:]
             x = x + self.grain_out(F.relu(g + self.grain_scale.view(1, -1, 1, 1).to(g.dtype)
-                                         * self._noise(g, self.scale * origin[0], self.scale * origin[1])))
+                                         * self._noise(g, self.scale * origin[0], self.scale * origin[1], stream=1)))
         skip = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return skip + x.to(skip.dtype)
 
 
-def with_grain(restorer: Restorer, grain: int = 0, body_noise: bool = False, noise_scale: float = 0.0,
+def with_noise_inputs(restorer: Restorer, grain: int = 0, body_noise: bool = False, noise_scale: float = 0.0,
                seed: int = 0, noise_gate: bool = False) -> Restorer:
     """A copy of a trained restorer (without noise inputs) with `grain` noise-fed maps and / or body noise added:
     the new rows of the last conv start small and random, the grain's output conv at zero and the body noise's
     scales at `noise_scale` — at 0 the output is the same (the faithful end of a dial), but a noise input at
     zero is a saddle for training (any loss's first-order change from adding zero-mean noise is zero), so a
     texture restorer's run starts it above."""
-    if restorer.config.grain or restorer.config.body_noise:
+    if restorer.config.has_noise:
         raise ValueError(f"the restorer already has noise inputs ({restorer.config})")
-    torch.manual_seed(seed)
-    out = Restorer(replace(restorer.config, grain=grain, body_noise=body_noise, noise_gate=noise_gate))
+    with torch.random.fork_rng(devices=[]):  # the new rows' draw leaves the caller's random state alone
+        torch.manual_seed(seed)
+        out = Restorer(replace(restorer.config, grain=grain, body_noise=body_noise, noise_gate=noise_gate))
     state = restorer.state_dict()
     for name in ("weight", "bias"):  # up2's first 12 rows: the 3 colour channels' 4 sub-pixels (shuffle order)
         new = getattr(out.up2, name).detach().clone()

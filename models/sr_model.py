@@ -70,6 +70,10 @@ class HiTokConfig:
         check_fidelity(self.fidelity, guided=self.restorer is not None or self.tokenizer.guide_width > 0)
         if self.texture_restorer and self.restorer is None:
             raise ValueError("a texture restorer needs a restorer (they are interpolated)")
+        if self.restorer is not None and self.restorer.has_noise:
+            raise ValueError("the faithful restorer has no noise inputs (only a texture restorer may)")
+        if (self.texture_noise or self.texture_noise_gate) and not self.texture_restorer:
+            raise ValueError("texture_noise names a texture restorer's noise inputs: the model has none")
         check_texture(self.texture, self.texture_restorer)
 
 
@@ -196,7 +200,7 @@ class HiTok(nn.Module):
         Weights only the texture restorer has (its noise inputs) start from 0, where they do nothing. ``origin``:
         where ``lr`` starts in the picture (LR pixels), so that tiles draw the same noise where they overlap."""
         if texture == 0:
-            return self.restorer(lr)
+            return self.restorer(lr, origin)
         if texture == 1:
             return self.texture_restorer(lr, origin)
         faithful = dict(self.restorer.named_parameters())
@@ -268,8 +272,11 @@ def with_restorer(model: HiTok, restorer: Restorer, fidelity: float = 1.0) -> Hi
     dropped): the tokens, generator and token-only decoder are kept as they are."""
     tok = replace(model.config.tokenizer, guide_width=0)
     # a texture restorer of the base was fine-tuned from the base's restorer: it does not interpolate with this one
+    if restorer.config.has_noise:
+        raise ValueError(f"a faithful restorer has no noise inputs, got {restorer.config} (a texture restorer: "
+                         f"attach it with --texture-from)")
     cfg = replace(model.config, tokenizer=tok, restorer=restorer.config, fidelity=fidelity, texture_restorer=False,
-                  texture=0.0)
+                  texture=0.0, texture_noise=False, texture_noise_gate=False)
     out = HiTok(cfg, with_encoder=model.has_encoder)
     state = {k: v for k, v in model.state_dict().items()
              if not k.startswith(("tokenizer.decoder.guide.", "restorer.", "texture_restorer."))}

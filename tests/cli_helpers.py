@@ -43,10 +43,10 @@ def interrupt_on_tile(monkeypatch, call: int = 2) -> None:
     real = Upscaler.tile_fn
     calls = {"n": 0}
 
-    def tile_fn(self, lr):
+    def tile_fn(self, lr, origin=(0, 0)):
         calls["n"] += 1
         if calls["n"] == call:
             raise KeyboardInterrupt
-        return real(self, lr)
+        return real(self, lr, origin)
 
     monkeypatch.setattr(Upscaler, "tile_fn", tile_fn)

@@ -168,21 +168,21 @@ def test_a_new_restorer_drops_the_bases_texture_restorer():
 
 def _noisy_model(texture: float = 0.0) -> HiTok:
     """A texture restorer with gated body noise (models/restorer.py), the faithful one without."""
-    from hitok.models.restorer import with_grain
+    from hitok.models.restorer import with_noise_inputs
 
-    textured = with_grain(_restorer(1), body_noise=True, noise_scale=0.5, noise_gate=True)
+    textured = with_noise_inputs(_restorer(1), body_noise=True, noise_scale=0.5, noise_gate=True)
     with torch.no_grad():
         textured.noise_gate.weight.normal_(0, 0.3)
     return with_texture(with_restorer(HiTok(presets.tiny()), _restorer(0)), textured, texture).eval()
 
 
 def test_a_texture_restorer_with_noise_scales_it_from_zero_and_keeps_it_in_the_file(tmp_path):
-    from hitok.models.restorer import with_grain
+    from hitok.models.restorer import with_noise_inputs
 
     model = _noisy_model()
     assert model.config.texture_noise and model.config.texture_noise_gate
     lr = torch.rand(1, 3, 16, 16)
-    faithful_as_textured = with_grain(model.restorer, body_noise=True, noise_gate=True).eval()  # noise at 0
+    faithful_as_textured = with_noise_inputs(model.restorer, body_noise=True, noise_gate=True).eval()  # noise at 0
     with torch.inference_mode():
         assert torch.equal(model.upscale(lr), model.restorer(lr))
         assert torch.equal(model.upscale(lr, texture=1.0), model.texture_restorer(lr))
@@ -197,10 +197,11 @@ def test_a_texture_restorer_with_noise_scales_it_from_zero_and_keeps_it_in_the_f
     with torch.inference_mode():
         assert torch.equal(loaded.upscale(lr, texture=0.7), model.upscale(lr, texture=0.7))
     with pytest.raises(ValueError, match="shape of the model's restorer"):
-        with_texture(model, with_grain(Restorer(dataclasses.replace(TINY, width=4)), body_noise=True))
+        with_texture(model, with_noise_inputs(Restorer(dataclasses.replace(TINY, width=4)), body_noise=True))
 
 
-def test_tiles_draw_the_same_noise_as_the_whole_picture():
+@pytest.mark.parametrize("texture", [1.0, 0.5])
+def test_tiles_draw_the_same_noise_as_the_whole_picture(texture):
     """The noise is tied to picture position (the Upscaler passes each tile's origin), so tiles of a textured
     picture agree with the whole-picture one as well as the faithful restorer's do (its tiles differ only
     within its reach of their edges, blended away); tiles that each drew their own noise would not."""
@@ -214,7 +215,7 @@ def test_tiles_draw_the_same_noise_as_the_whole_picture():
         return np.abs(np.asarray(tiled, dtype=np.int16) - whole).mean()
 
     faithful = tiling_error(0.0)
-    assert tiling_error(1.0) < 1.5 * faithful + 0.05
-    unaligned = Upscaler(model, texture=1.0)
+    assert tiling_error(texture) < 1.5 * faithful + 0.05
+    unaligned = Upscaler(model, texture=texture)
     unaligned.tile_fn = lambda lr, origin=(0, 0): Upscaler.tile_fn(unaligned, lr)  # every tile at (0, 0)
-    assert tiling_error(1.0, unaligned) > 5 * faithful + 0.5
+    assert tiling_error(texture, unaligned) > 5 * faithful + 0.5

@@ -2,10 +2,12 @@
 # A lent GPU's texture runs (docs/TRAINING.md, "On a lent GPU"): two fine-tunes of the faithful restorer side
 # by side on one GPU, MIN minutes each, from the repo root of the device machine:
 #   gan    the GAN recipe of MODEL_CARD.md's runs + the sub-pixel phase loss
-#   stats  the texture statistics loss (to the photo) + the phase loss
+#   noise  the shipped texture restorer's recipe (MODEL_CARD.md, "Noise inputs"): body noise + the texture
+#          statistics loss (to the photo) + the phase loss; its live snapshots from MIN/3 on are averaged here
 # carry/ (git-ignored, named in the call's carry) holds photos/ (the training photos), re_first_conv.safetensors
 # (hitok.models.rrdbnet.save_first_conv of Real-ESRGAN x4plus) and whl/ (wheels the device lacks: platformdirs).
-# $OUT receives each run's continuation file (live + EMA weights, fp32, ~10 MB), metrics.csv and log.
+# $OUT receives each run's continuation file (live + EMA weights, fp32, ~10 MB), metrics.csv and log, and
+# noise_swa.safetensors (the averaged live weights: what `hitok train attach --texture-from` should take).
 set -eu
 PYTHON=${PYTHON:-python3}; MIN=${MIN:-8}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-7}; BATCH=${BATCH:-32}
 PKG=/tmp/hitok_pkg; RUNS=/tmp/hitok_runs
@@ -28,7 +30,23 @@ run() {  # name, then its own options
 run gan --adv-weight 0.2 --ldl-weight 10 --d-learning-rate 4e-4 --d-betas 0 0.9 --shift 8 --phase-weight 200 \
     --learning-rate 2e-4 &
 gan=$!
-run stats --stats-weight 40 --phase-weight 200 --stats-model carry/re_first_conv.safetensors --learning-rate 1e-4 &
-stats=$!
-wait $gan; gan_rc=$?; wait $stats; stats_rc=$?   # both waited for: one failing must not cut the other's files
-exit $((gan_rc | stats_rc))
+run noise --stats-weight 40 --phase-weight 200 --stats-model carry/re_first_conv.safetensors --learning-rate 1e-4 \
+    --body-noise --noise-scale 0.05 &
+noise=$!
+wait $gan; gan_rc=$?; wait $noise; noise_rc=$?   # both waited for: one failing must not cut the other's files
+if [ $noise_rc -eq 0 ]; then
+    $PYTHON - "$RUNS/noise" "$MIN" "$OUT/noise_swa.safetensors" <<'PY' || noise_rc=$?
+import sys
+from pathlib import Path
+from hitok.models.restorer import Restorer
+from hitok.train.restorer import load_weights, save_weights
+run, minutes, out = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+loaded = [load_weights(f) for f in sorted((run / "snapshots" / "live").glob("*.safetensors"))]
+kept = [w for w in loaded if float(w[3]["minutes"]) >= minutes / 3] or loaded[-1:]
+net = Restorer(kept[0][0])
+net.load_state_dict({k: sum(w[1][k] for w in kept) / len(kept) for k in kept[0][1]})
+save_weights(Path(out), net, None, kept[-1][3] | {"averaged": str(len(kept))})
+print(f"averaged {len(kept)} live snapshots -> {out}")
+PY
+fi
+exit $((gan_rc | noise_rc))

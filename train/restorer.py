@@ -6,7 +6,8 @@ mixed with) the photo: the texture restorer, fine-tuned from the faithful one so
 Built for long CPU runs that continue across sessions: the run folder holds `checkpoint.pt` (weights, EMA,
 optimizer, step, minutes) written every `save_every` minutes and on SIGINT / SIGTERM, so a stopped run resumes
 where it was; `snapshots/` keeps the EMA weights at each save, named by training minutes, for a learning curve
-(bench/curve.py), and `snapshots/live/` the weights being trained (a short fine-tune's EMA lags ~1000 steps). `--init` starts from a continuation file (trained parameters only, see `save_weights`).
+(bench/curve.py), and `snapshots/live/` the weights being trained (a short fine-tune's EMA lags ~1000 steps).
+`--init` starts from a continuation file (trained parameters only, see `save_weights`).
 bf16 autocast (fp32 master weights) where the CPU has bf16 instructions: measured 1.8x the fp32 step rate on an
 AVX512-BF16 EPYC (MODEL_CARD.md)."""
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel
 from hitok.device import resolve_device
 from hitok.models.errors import one_line
 from hitok.models.io import ModelFileError, read_metadata
-from hitok.models.restorer import Restorer, RestorerConfig, with_grain
+from hitok.models.restorer import Restorer, RestorerConfig, with_noise_inputs
 from hitok.models.rrdbnet import first_conv
 
 from .data import CropStream, make_loader
@@ -69,7 +70,7 @@ class RestorerTraining:
     grain: int = 0                 # with init: add a noise-fed grain branch of this many maps (models/restorer.py)
     grain_only: bool = False       # train the grain branch alone (its maps' rows of up2, its conv and scales)
     body_noise: bool = False       # with init: add noise at the body's input (models/restorer.py)
-    noise_scale: float = 0.1       # its scales' start (at 0 the noise would stay off: a saddle)
+    noise_scale: float = 0.05      # its scales' start (at 0 the noise would stay off: a saddle)
     noise_gate: bool = False       # with body_noise: gated by the picture (models/restorer.py)
     seed: int = 0
 
@@ -105,10 +106,10 @@ def _run_model_config(out: Path, fallback: RestorerConfig) -> dict:
         return asdict(fallback)
 
 
-def _grain_state(model_cfg: RestorerConfig, state: dict, cfg: RestorerTraining) -> dict:
+def _noise_state(model_cfg: RestorerConfig, state: dict, cfg: RestorerTraining) -> dict:
     net = Restorer(model_cfg)
     net.load_state_dict(state)
-    return with_grain(net, cfg.grain, cfg.body_noise, cfg.noise_scale, cfg.seed,
+    return with_noise_inputs(net, cfg.grain, cfg.body_noise, cfg.noise_scale, cfg.seed,
                       cfg.body_noise and cfg.noise_gate).state_dict()
 
 
@@ -174,12 +175,14 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     init_state = init_ema = None
     if ck is not None:  # the network the run was started with (from --init), not cfg.model
         model_cfg = RestorerConfig(**ck.get("model_config") or _run_model_config(out, cfg.model))
+    elif (cfg.grain or cfg.body_noise) and not cfg.init:
+        raise ValueError("noise inputs (grain, body_noise) are added to a trained restorer: give init")
     elif cfg.init:
         model_cfg, init_state, init_ema, meta = load_weights(cfg.init)
         log(f"init from {cfg.init} ({meta.get('steps', '?')} steps, {meta.get('minutes', '?')} min before)")
         if (cfg.grain or cfg.body_noise) and not (model_cfg.grain or model_cfg.body_noise):
             # the same outputs, plus noise inputs to train
-            init_state, init_ema = (_grain_state(model_cfg, s, cfg) if s else s for s in (init_state, init_ema))
+            init_state, init_ema = (_noise_state(model_cfg, s, cfg) if s else s for s in (init_state, init_ema))
             model_cfg = RestorerConfig(**asdict(model_cfg) | {"grain": cfg.grain, "body_noise": cfg.body_noise,
                                                               "noise_gate": cfg.body_noise and cfg.noise_gate})
     torch.manual_seed(cfg.seed)
@@ -362,7 +365,10 @@ def attach_restorer(base: str | Path, weights: str | Path, out: str | Path, fide
 
     model = load_model_file(base)
     restorer, meta = _restorer_from(weights, use_ema)
-    combined = with_restorer(model, restorer, fidelity)
+    try:
+        combined = with_restorer(model, restorer, fidelity)
+    except ValueError as e:
+        raise ModelFileError(f"{weights}: {e}") from None
     provenance = {"restorer_steps": meta.get("steps", "?"), "restorer_minutes": meta.get("minutes", "?")}
     if texture_weights is not None:
         textured, tmeta = _restorer_from(texture_weights, use_ema)

@@ -1,12 +1,12 @@
-"""The restorer's grain branch (models/restorer.py, models/grain.py): noise tied to output position, added to a
+"""The restorer's grain branch (models/restorer.py, models/noise.py): noise tied to output position, added to a
 trained restorer without changing its output, and trained from a continuation file with `--grain`."""
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from hitok.models.grain import position_noise
-from hitok.models.restorer import Restorer, RestorerConfig, with_grain
+from hitok.models.noise import position_noise
+from hitok.models.restorer import Restorer, RestorerConfig, with_noise_inputs
 
 TINY = RestorerConfig(width=8, blocks=2, up_width=4)
 
@@ -25,6 +25,8 @@ def test_position_noise_is_a_function_of_position_and_white():
     assert torch.equal(position_noise(3, 40, 24, top=30, left=50), whole[:, :, 30:70, 50:74])  # a tile of it
     assert torch.equal(position_noise(3, 96, 80), whole)
     assert abs(whole.mean()) < 0.03 and abs(whole.std() - 1) < 0.03
+    assert 0.002 < (whole.abs() > 3).float().mean() < 0.004  # Gaussian as in training (0.27 % beyond 3 sigma)
+    assert not torch.equal(position_noise(3, 96, 80, stream=1), whole)  # body noise and grain apart
     assert not torch.equal(whole[:, 0], whole[:, 1]) and not torch.equal(whole[:, :, :48], whole[:, :, 48:])
     power = np.abs(np.fft.fft2(whole[0].numpy())) ** 2  # (3, 96, 80): flat, no peak a pattern would give
     power[:, 0, 0] = power[:, 1:, :].mean()
@@ -32,9 +34,9 @@ def test_position_noise_is_a_function_of_position_and_white():
 
 
 @pytest.mark.parametrize("grain, body_noise, gate", [(4, False, False), (0, True, False), (4, True, True)])
-def test_with_grain_keeps_the_output_and_trains_the_noise_inputs(grain, body_noise, gate):
+def test_with_noise_inputs_keeps_the_output_and_trains_the_noise_inputs(grain, body_noise, gate):
     net = _trained().eval()
-    grained = with_grain(net, grain, body_noise, noise_gate=gate).eval()
+    grained = with_noise_inputs(net, grain, body_noise, noise_gate=gate).eval()
     lr = torch.rand(2, 3, 12, 10)
     assert grained.config == RestorerConfig(8, 2, up_width=4, grain=grain, body_noise=body_noise, noise_gate=gate)
     assert torch.equal(net(lr), grained(lr))
@@ -51,12 +53,12 @@ def test_with_grain_keeps_the_output_and_trains_the_noise_inputs(grain, body_noi
         grained(lr).square().mean().backward()
         assert grained.noise_gate.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="already"):
-        with_grain(grained, 4)
+        with_noise_inputs(grained, 4)
 
 
 @pytest.mark.parametrize("grain, body_noise", [(4, False), (0, True)])
 def test_trained_noise_inputs_draw_noise_fixed_at_inference_random_in_training(grain, body_noise):
-    grained = with_grain(_trained(), grain, body_noise)
+    grained = with_noise_inputs(_trained(), grain, body_noise)
     with torch.no_grad():
         if grain:
             grained.grain_out.weight.normal_(0, 0.1)
@@ -68,7 +70,7 @@ def test_trained_noise_inputs_draw_noise_fixed_at_inference_random_in_training(g
     grained.train()
     assert not torch.equal(grained(lr), grained(lr))
     grained.eval()
-    without = with_grain(_trained(), grain, body_noise).eval()
+    without = with_noise_inputs(_trained(), grain, body_noise).eval()
     assert (grained(lr) - without(lr)).abs().mean() > 1e-3
 
 
@@ -100,17 +102,58 @@ def test_grain_only_trains_the_branch_and_nothing_else(tmp_path, photos):
     _, after, _, _ = load_weights(tmp_path / "run" / "continuation.safetensors")
     changed = {k for k in after if k not in before or not torch.equal(after[k][: len(before[k])], before[k])}
     assert changed == {"grain_out.weight", "grain_out.bias", "grain_scale"}  # up2's colour rows untouched
-    assert not torch.equal(after["up2.weight"][12:], with_grain(_trained(), 4).up2.weight[12:])  # its maps' rows
+    assert not torch.equal(after["up2.weight"][12:], with_noise_inputs(_trained(), 4).up2.weight[12:])  # its maps' rows
+    with pytest.raises(ValueError, match="give init"):
+        train_restorer(RestorerTraining(data=str(photos), out=str(tmp_path / "r3"), body_noise=True, minutes=0.01),
+                       log=lambda _m: None)
     with pytest.raises(ValueError, match="grain branch"):
         train_restorer(RestorerTraining(data=str(photos), out=str(tmp_path / "r2"), init=str(init), grain_only=True,
                                         minutes=0.01), log=lambda _m: None)
 
 
 def test_the_noise_gate_can_shut_the_noise():
-    gated = with_grain(_trained(), 0, True, noise_scale=0.5, noise_gate=True).eval()
-    plain = with_grain(_trained(), 0, True, noise_scale=0.0).eval()
+    gated = with_noise_inputs(_trained(), 0, True, noise_scale=0.5, noise_gate=True).eval()
+    plain = with_noise_inputs(_trained(), 0, True, noise_scale=0.0).eval()
     lr = torch.rand(1, 3, 12, 10)
     assert (gated(lr) - plain(lr)).abs().mean() > 1e-3  # gate 1 at the start: the noise passes
     with torch.no_grad():
         gated.noise_gate.bias.fill_(-2.0)
     torch.testing.assert_close(gated(lr), plain(lr))
+
+
+def test_a_faithful_restorer_with_noise_is_refused_and_the_cli_checks_its_options(tmp_path, photos):
+    from typer.testing import CliRunner
+
+    from hitok.cli.app import app
+    from hitok.models import HiTok, presets
+    from hitok.models.sr_model import with_restorer
+
+    noisy = with_noise_inputs(_trained(), body_noise=True, noise_scale=0.1)
+    with pytest.raises(ValueError, match="no noise inputs"):
+        with_restorer(HiTok(presets.tiny()), noisy)
+    with pytest.raises(ValueError, match="needs body noise"):
+        RestorerConfig(8, 2, up_width=4, noise_gate=True)
+    base = ["train", "restorer", "--data", str(photos), "--out", str(tmp_path / "run"), "--minutes", "0.1"]
+    for extra, message in [(["--body-noise"], "give --init"), (["--noise-gate"], "add --body-noise"),
+                           (["--grain-only"], "add --grain")]:
+        r = CliRunner().invoke(app, base + extra)
+        assert r.exit_code == 1 and message in r.output, r.output
+
+
+@pytest.mark.parametrize("grain, body_noise", [(4, False), (0, True)])
+def test_a_tile_draws_the_whole_pictures_noise_at_its_origin(grain, body_noise):
+    """origin is in LR pixels: the body noise is drawn there, the grain (output resolution) at 4x it."""
+    net = with_noise_inputs(_trained(), grain, body_noise, noise_scale=0.5).eval()
+    with torch.no_grad():
+        if grain:
+            net.grain_out.weight.normal_(0, 0.3)
+    lr = torch.rand(1, 3, 48, 48)
+    top, left, side, margin = 8, 12, 32, 11  # margin > the restorer's reach (10 LR px)
+    with torch.inference_mode():
+        whole = net(lr)
+        tile = net(lr[:, :, top:top + side, left:left + side], origin=(top, left))
+        shifted = net(lr[:, :, top:top + side, left:left + side], origin=(top, left + 1))
+    inner = slice(4 * margin, 4 * (side - margin))
+    want = whole[:, :, 4 * top:4 * (top + side), 4 * left:4 * (left + side)][:, :, inner, inner]
+    torch.testing.assert_close(tile[:, :, inner, inner], want, atol=1e-5, rtol=0)
+    assert (shifted[:, :, inner, inner] - want).abs().mean() > 1e-3
