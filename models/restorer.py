@@ -141,7 +141,7 @@ class Restorer(nn.Module):
 
 
 def with_noise_inputs(restorer: Restorer, grain: int = 0, body_noise: bool = False, noise_scale: float = 0.0,
-               seed: int = 0, noise_gate: bool = False) -> Restorer:
+                      seed: int = 0, noise_gate: bool = False) -> Restorer:
     """A copy of a trained restorer (without noise inputs) with `grain` noise-fed maps and / or body noise added:
     the new rows of the last conv start small and random, the grain's output conv at zero and the body noise's
     scales at `noise_scale` — at 0 the output is the same (the faithful end of a dial), but a noise input at

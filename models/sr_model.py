@@ -270,11 +270,11 @@ class HiTok(nn.Module):
 def with_restorer(model: HiTok, restorer: Restorer, fidelity: float = 1.0) -> HiTok:
     """A copy of a trained model whose faithful end is `restorer` (its LR guide and texture restorer, if any,
     dropped): the tokens, generator and token-only decoder are kept as they are."""
-    tok = replace(model.config.tokenizer, guide_width=0)
-    # a texture restorer of the base was fine-tuned from the base's restorer: it does not interpolate with this one
     if restorer.config.has_noise:
         raise ValueError(f"a faithful restorer has no noise inputs, got {restorer.config} (a texture restorer: "
                          f"attach it with --texture-from)")
+    tok = replace(model.config.tokenizer, guide_width=0)
+    # a texture restorer of the base was fine-tuned from the base's restorer: it does not interpolate with this one
     cfg = replace(model.config, tokenizer=tok, restorer=restorer.config, fidelity=fidelity, texture_restorer=False,
                   texture=0.0, texture_noise=False, texture_noise_gate=False)
     out = HiTok(cfg, with_encoder=model.has_encoder)

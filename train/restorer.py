@@ -110,7 +110,7 @@ def _noise_state(model_cfg: RestorerConfig, state: dict, cfg: RestorerTraining) 
     net = Restorer(model_cfg)
     net.load_state_dict(state)
     return with_noise_inputs(net, cfg.grain, cfg.body_noise, cfg.noise_scale, cfg.seed,
-                      cfg.body_noise and cfg.noise_gate).state_dict()
+                             cfg.body_noise and cfg.noise_gate).state_dict()
 
 
 def _train_grain_only(model: Restorer) -> None:
