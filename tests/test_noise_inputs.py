@@ -157,3 +157,22 @@ def test_a_tile_draws_the_whole_pictures_noise_at_its_origin(grain, body_noise):
     want = whole[:, :, 4 * top:4 * (top + side), 4 * left:4 * (left + side)][:, :, inner, inner]
     torch.testing.assert_close(tile[:, :, inner, inner], want, atol=1e-5, rtol=0)
     assert (shifted[:, :, inner, inner] - want).abs().mean() > 1e-3
+
+
+def test_average_live_snapshots_is_the_mean_of_those_from_the_given_minute(tmp_path):
+    from hitok.errors import ModelFileError
+    from hitok.train.restorer import average_live_snapshots, load_weights, save_weights
+
+    live = tmp_path / "run" / "snapshots" / "live"
+    live.mkdir(parents=True)
+    nets = [_trained() for _ in range(3)]
+    for i, net in enumerate(nets):
+        with torch.no_grad():
+            net.head.bias.fill_(float(i))
+        save_weights(live / f"min{2.5 * i:07.1f}.safetensors", net, None, {"minutes": f"{2.5 * i:.2f}"})
+    assert average_live_snapshots(tmp_path / "run", tmp_path / "avg.safetensors", from_minutes=2) == 2
+    _, state, _, meta = load_weights(tmp_path / "avg.safetensors")
+    torch.testing.assert_close(state["head.bias"], torch.full_like(state["head.bias"], 1.5))  # (1 + 2) / 2
+    assert meta["averaged_snapshots"] == "2"
+    with pytest.raises(ModelFileError, match="no live snapshots"):
+        average_live_snapshots(tmp_path / "run", tmp_path / "x.safetensors", from_minutes=60)

@@ -35,18 +35,8 @@ run noise --stats-weight 40 --phase-weight 200 --stats-model carry/re_first_conv
 noise=$!
 wait $gan; gan_rc=$?; wait $noise; noise_rc=$?   # both waited for: one failing must not cut the other's files
 if [ $noise_rc -eq 0 ]; then
-    $PYTHON - "$RUNS/noise" "$MIN" "$OUT/noise_swa.safetensors" <<'PY' || noise_rc=$?
-import sys
-from pathlib import Path
-from hitok.models.restorer import Restorer
-from hitok.train.restorer import load_weights, save_weights
-run, minutes, out = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-loaded = [load_weights(f) for f in sorted((run / "snapshots" / "live").glob("*.safetensors"))]
-kept = [w for w in loaded if float(w[3]["minutes"]) >= minutes / 3] or loaded[-1:]
-net = Restorer(kept[0][0])
-net.load_state_dict({k: sum(w[1][k] for w in kept) / len(kept) for k in kept[0][1]})
-save_weights(Path(out), net, None, kept[-1][3] | {"averaged": str(len(kept))})
-print(f"averaged {len(kept)} live snapshots -> {out}")
-PY
+    $PYTHON -c "import sys; from hitok.train.restorer import average_live_snapshots as a; \
+print('averaged', a(sys.argv[1], sys.argv[2], float(sys.argv[3]) / 3), 'live snapshots')" \
+        "$RUNS/noise" "$OUT/noise_swa.safetensors" "$MIN" || noise_rc=$?
 fi
 exit $((gan_rc | noise_rc))

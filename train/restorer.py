@@ -98,6 +98,24 @@ def load_weights(path: str | Path) -> tuple[RestorerConfig, dict, dict, dict[str
     return cfg, model, ema, meta
 
 
+def average_live_snapshots(run: str | Path, out: str | Path, from_minutes: float = 0.0) -> int:
+    """Write the equal-weight average (stochastic weight averaging, torch's AveragedModel) of a run's live
+    snapshots saved at `from_minutes` or later to `out` (a weights file `hitok train attach --texture-from`
+    takes); returns how many were averaged. A texture run's live weights swing between more and less pattern
+    from save to save; their mean keeps none (MODEL_CARD.md, "Noise inputs")."""
+    files = sorted((Path(run) / "snapshots" / "live").glob("*.safetensors"))
+    loaded = [w for w in map(load_weights, files) if float(w[3].get("minutes", 0)) >= from_minutes]
+    if not loaded:
+        raise ModelFileError(f"{run}: no live snapshots at {from_minutes:g} min or later")
+    net = Restorer(loaded[0][0])
+    average = AveragedModel(net, use_buffers=False)
+    for _, state, _, _ in loaded:
+        net.load_state_dict(state)
+        average.update_parameters(net)
+    save_weights(Path(out), average.module, None, loaded[-1][3] | {"averaged_snapshots": str(len(loaded))})
+    return len(loaded)
+
+
 def _run_model_config(out: Path, fallback: RestorerConfig) -> dict:
     """The network config a run folder's config.json recorded (checkpoints before 2026-12-05 lack their own)."""
     try:
