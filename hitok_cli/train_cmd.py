@@ -122,6 +122,10 @@ def _make_stage_command(stage: str):
                                                            "it is.")] = False,
         ae_warmup: Annotated[Optional[int], typer.Option(min=0, help="Tokenizer stage: steps without "
                                                          "quantization before the k-means codebook init.")] = None,
+        decoder_only: Annotated[bool, typer.Option("--decoder-only", help="Tokenizer stage, with --init: train "
+                                                   "the decoder alone on the frozen encoder's tokens, so the "
+                                                   "generator's tokens stay valid (VQGAN's decoder "
+                                                   "fine-tune).")] = False,
         no_masking: Annotated[bool, typer.Option("--no-masking", help="Switch off group masking (Table 3 "
                                                            "ablation).")] = False,
         no_vfm: Annotated[bool, typer.Option("--no-vfm", help="Build the preset without its VFM (new "
@@ -150,6 +154,7 @@ def _make_stage_command(stage: str):
                           adv_weight=adv_weight, latent_weight=latent_weight, clean_lr=clean_lr,
                           grad_clip=grad_clip, d_channels=d_channels, topk=topk, guide_width=guide_width,
                           guide_blocks=guide_blocks, guide_only=guide_only or None, ae_warmup=ae_warmup,
+                          decoder_only=decoder_only or None,
                           masking=False if no_masking else None, no_vfm=no_vfm or None, seed=seed, device=device,
                           workers=workers,
                           log_every=log_every, sample_every=sample_every, ckpt_every=ckpt_every,
@@ -311,6 +316,9 @@ def restorer(
                                                 "stripes, checkerboards, pixelation on the LR grid. 0: off.")] = 0.0,
     phase_tile_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the same loss tile by tile (16 px): "
                                                      "a pattern on a flat area beside a busy one. 0: off.")] = 0.0,
+    flat_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a loss on the detail the output draws "
+                                               "where the photo is flat (16 px windows): mottle or grain on "
+                                               "sky, walls, dishes. 0: off.")] = 0.0,
     grain: Annotated[int, typer.Option(min=0, help="With --init: add a branch that shapes per-pixel noise into "
                                        "texture (this many maps at output resolution; the initial restorer's "
                                        "output unchanged). 0: none.")] = 0,
@@ -358,7 +366,8 @@ def restorer(
                            init=None if init is None else str(init), seed=seed,
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight, stats_weight=stats_weight,
-                           phase_weight=phase_weight, phase_tile_weight=phase_tile_weight, grain=grain,
+                           phase_weight=phase_weight, phase_tile_weight=phase_tile_weight, flat_weight=flat_weight,
+                           grain=grain,
                            grain_only=grain_only, body_noise=body_noise,
                            noise_scale=noise_scale, noise_gate=noise_gate,
                            stats_model=_stats_model(stats_model) if stats_weight > 0 else None,

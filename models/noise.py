@@ -10,43 +10,34 @@ it sees the same noise where tiles overlap. `stream` keeps the LR-resolution bod
 grain apart (otherwise LR pixel (y, x) and output pixel (y, x) would share values)."""
 from __future__ import annotations
 
-import math
-
 import torch
 
-_MASK = 0xFFFFFFFF
+BLOCK = 32
+_MASK64 = (1 << 64) - 1
 
 
-def _mul32(v: torch.Tensor, k: int) -> torch.Tensor:
-    """v * k mod 2^32 for 32-bit v and k in int64 without overflow: the product of v's high 16 bits is taken
-    mod 2^16 first, so no intermediate reaches 2^49."""
-    return ((((v >> 16) * k) & 0xFFFF) << 16) + (v & 0xFFFF) * k & _MASK
-
-
-def _hash32(v: torch.Tensor) -> torch.Tensor:
-    """An integer hash (lowbias32, C. Wellons) on int64 tensors holding 32-bit values."""
-    v = v ^ (v >> 16)
-    v = _mul32(v, 0x7FEB352D)
-    v = v ^ (v >> 15)
-    v = _mul32(v, 0x846CA68B)
-    return v ^ (v >> 16)
-
-
-def _uniform(c: torch.Tensor, y: torch.Tensor, x: torch.Tensor, salt: int) -> torch.Tensor:
-    """(0, 1) values, 24 random bits each, from the broadcast positions."""
-    v = _hash32((x & _MASK) ^ _hash32(((y & _MASK) ^ _hash32((c + salt) & _MASK)) & _MASK))
-    return ((v >> 8).to(torch.float64) + 0.5) / float(1 << 24)
+def _seed(stream: int, block_row: int, block_col: int) -> int:
+    """A 64-bit seed from a block's key (splitmix64 finaliser, S. Vigna); negative rows and columns are fine."""
+    v = (stream * 0x9E3779B97F4A7C15 + ((block_row & 0xFFFFFFFF) << 32 | (block_col & 0xFFFFFFFF))) & _MASK64
+    v = ((v ^ (v >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    v = ((v ^ (v >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return v ^ (v >> 31)
 
 
 def position_noise(channels: int, height: int, width: int, top: int = 0, left: int = 0,
                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                    stream: int = 0) -> torch.Tensor:
-    """(1, channels, height, width) standard Gaussian noise (Box-Muller of two hashed uniforms) whose value at
-    pixel (top + y, left + x) of channel c depends on (stream, c, top + y, left + x) only."""
-    c = torch.arange(channels, device=device, dtype=torch.int64).view(-1, 1, 1)
-    y = torch.arange(top, top + height, device=device, dtype=torch.int64).view(1, -1, 1)
-    x = torch.arange(left, left + width, device=device, dtype=torch.int64).view(1, 1, -1)
-    base = 0x9E3779B9 * (2 * stream + 1)
-    u1, u2 = _uniform(c, y, x, base), _uniform(c, y, x, base + 0x85EBCA6B)
-    gauss = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
-    return gauss.to(dtype)[None]
+    """(1, channels, height, width) standard Gaussian noise whose value at pixel (top + y, left + x) of channel c
+    depends on (stream, channels, c, top + y, left + x) only."""
+    out = torch.empty(channels, height, width)
+    gen = torch.Generator()
+    for block_row in range(top // BLOCK, (top + height - 1) // BLOCK + 1):
+        y0 = block_row * BLOCK
+        ys, ye = max(y0, top), min(y0 + BLOCK, top + height)
+        for block_col in range(left // BLOCK, (left + width - 1) // BLOCK + 1):
+            x0 = block_col * BLOCK
+            xs, xe = max(x0, left), min(x0 + BLOCK, left + width)
+            gen.manual_seed(_seed(stream, block_row, block_col))
+            block = torch.randn(channels, BLOCK, BLOCK, generator=gen)
+            out[:, ys - top:ye - top, xs - left:xe - left] = block[:, ys - y0:ye - y0, xs - x0:xe - x0]
+    return out.to(device=device, dtype=dtype)[None]

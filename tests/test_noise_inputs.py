@@ -24,6 +24,9 @@ def test_position_noise_is_a_function_of_position_and_white():
     whole = position_noise(3, 96, 80)
     assert torch.equal(position_noise(3, 40, 24, top=30, left=50), whole[:, :, 30:70, 50:74])  # a tile of it
     assert torch.equal(position_noise(3, 96, 80), whole)
+    around = position_noise(3, 70, 70, top=-35, left=-33)  # blocks on both sides of 0 (a padded tile's origin)
+    assert torch.equal(position_noise(3, 10, 10, top=-5, left=-3), around[:, :, 30:40, 30:40])
+    assert not torch.equal(around[:, :, :32, :32], around[:, :, 35:67, 33:65])  # blocks at -1 and 0 differ
     assert abs(whole.mean()) < 0.03 and abs(whole.std() - 1) < 0.03
     assert 0.002 < (whole.abs() > 3).float().mean() < 0.004  # Gaussian as in training (0.27 % beyond 3 sigma)
     assert not torch.equal(position_noise(3, 96, 80, stream=1), whole)  # body noise and grain apart

@@ -207,7 +207,7 @@ def test_cli_train_restorer_then_attach(photos, tmp_path):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device"))])
 def test_train_with_every_term_and_data_workers_on_a_device_then_move(photos, tmp_path, device, monkeypatch):
-    """A texture run with all its terms (GAN, statistics, phase), crops made by worker processes (the loop
+    """A texture run with all its terms (GAN, statistics, phase, flat detail), crops made by worker processes (the loop
     checks they arrive in step order), started on the CPU, resumed on `device` (optimizer and discriminator
     state follow), then on the CPU again without workers."""
     from hitok.models.rrdbnet import RRDBNet
@@ -220,7 +220,7 @@ def test_train_with_every_term_and_data_workers_on_a_device_then_move(photos, tm
     cfg = RestorerTraining(data=str(photos), out=str(run), model=TINY, batch_size=2, lr_crop=12, minutes=0.05,
                            bf16=False, warmup_steps=1, workers=2, gan=GanSettings(adv_weight=0.1, disc_channels=4),
                            stats_weight=10.0, stats_model=["x.param", "x.bin"], phase_weight=10.0,
-                           phase_tile_weight=10.0)
+                           phase_tile_weight=10.0, flat_weight=10.0)
     steps = []
     for where, workers in [("cpu", 2), (device, 2), ("cpu", 0)]:
         train_restorer(dataclasses.replace(cfg, device=where, workers=workers), log=lambda _m: None)

@@ -94,6 +94,24 @@ def test_decoder_stage_learns_one_batch():
     assert last < 0.5 * first, (first, last)
 
 
+def test_decoder_only_learns_one_batch_and_leaves_the_tokens_as_they_were():
+    """Issue 21's lever 1: the decoder learns alone; encoder and codebooks (so every photo's tokens, and what a
+    trained generator predicts them to be) stay as they were, and every decoder weight gets a gradient."""
+    batch = _batch()
+    model = _tokenized(batch)
+    fixed = {k: v.clone() for k, v in model.tokenizer.state_dict().items() if not k.startswith("decoder.")}
+    stage = TokenizerStage(model, LossWeights(**PLAIN), masking=False, decoder_only=True)
+    assert {id(p) for g in stage.param_groups(1e-3) for p in g["params"]} == \
+        {id(p) for p in model.tokenizer.decoder.parameters()}
+    stage(batch, torch.Generator(), 0).total.backward()
+    assert all(p.grad is not None for p in model.tokenizer.decoder.parameters()) and not stage.find_unused_parameters
+    first, last = _first_last(_overfit(stage, batch, 80, 3e-3))
+    assert last < 0.5 * first, (first, last)
+    assert all(torch.equal(v, model.tokenizer.state_dict()[k]) for k, v in fixed.items())
+    with pytest.raises(ValueError, match="init"):
+        TokenizerStage(_model(), LossWeights(**PLAIN), decoder_only=True)
+
+
 # ---- the generator's straight-through gradient (Eq. 10) ----------------------------------------------------------
 def test_generator_stage_pixel_losses_reach_the_generator_through_the_tokens():
     """With CE (and every other direct term) off, the generator still gets a gradient: L1 on the frozen decoder's

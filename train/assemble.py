@@ -120,7 +120,11 @@ def training_device(spec: str, env: ddp.DistEnv) -> torch.device:
 
 def _make_stage(cfg: TrainConfig, model: HiTok, weights: LossWeights, lpips):
     if cfg.stage == "tokenizer":
-        return TokenizerStage(model, weights, lpips, masking=cfg.masking, ae_warmup=cfg.ae_warmup)
+        try:
+            return TokenizerStage(model, weights, lpips, masking=cfg.masking, ae_warmup=cfg.ae_warmup,
+                                  decoder_only=cfg.decoder_only)
+        except ValueError as e:
+            raise TrainError(f"--decoder-only: {e}") from None
     if cfg.stage == "generator":
         try:
             return GeneratorStage(model, weights, lpips)

@@ -51,7 +51,7 @@ RESUME_OVERRIDABLE = {"steps", "device", "workers", "time_limit_s", "log_every",
 # `merge_for_resume` can tell an option set back to its default on the command line from one left out.
 FIELD_DEFAULTS: dict[str, object] = dict(
     accum=1, schedule="constant", min_lr_ratio=0.1, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, topk=5,
-    guide_width=0, guide_blocks=4, guide_only=False, masking=True, no_vfm=False, seed=0, device="auto",
+    guide_width=0, guide_blocks=4, guide_only=False, decoder_only=False, masking=True, no_vfm=False, seed=0, device="auto",
     log_every=10, nproc=1, quiet=False)
 # config.json of runs written before a field was renamed: old key -> new key
 RENAMED_FIELDS = {"lr": "learning_rate"}
@@ -90,6 +90,7 @@ class TrainConfig:
     guide_blocks: int | None = None
     guide_only: bool | None = None     # decoder stage: train only the LR guide (the token-only decoder is kept)
     ae_warmup: int | None = None       # tokenizer stage: steps without quantization before k-means init
+    decoder_only: bool | None = None   # tokenizer stage, from --init: train the decoder alone (tokens unchanged)
     masking: bool | None = None        # group masking (Eq. 3-5) in the tokenizer and decoder stages
     no_vfm: bool | None = None         # drop the preset's VFM (e.g. paper preset without DINOv3 weights)
     seed: int | None = None

@@ -34,6 +34,7 @@ from hitok.models.rrdbnet import first_conv
 from .data import CropStream, make_loader
 from .degrade import PhotoDegradation
 from .ema import warmup_ema_fn
+from .losses.flat_detail import flat_detail_loss
 from .losses.subpixel import phase_moments_loss, phase_tile_loss
 from .losses.texture_stats import DetailFeatures, sliced_texture_loss
 from .restorer_gan import GAN_TERMS, GanSettings, RestorerGan, pool_for_pixel_loss
@@ -65,6 +66,7 @@ class RestorerTraining:
                                    # to the photo's statistics, or with a teacher to the teacher image's
     phase_weight: float = 0.0      # + this x the sub-pixel phase loss (train/losses/subpixel.py phase_moments_loss)
     phase_tile_weight: float = 0.0  # + this x its tile-by-tile form (phase_tile_loss: patterns on flat tiles)
+    flat_weight: float = 0.0       # + this x the detail drawn where the photo is flat (train/losses/flat_detail.py)
     stats_model: list[str] | None = None  # its features' weights: Real-ESRGAN x4plus's ncnn (.param, .bin) files,
                                           # or [its first conv's .safetensors] (models/rrdbnet.py save_first_conv)
     grain: int = 0                 # with init: add a noise-fed grain branch of this many maps (models/restorer.py)
@@ -237,7 +239,8 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
         log(f"resumed {out} at step {step}, {minutes:.1f} min")
     terms_logged = ((list(GAN_TERMS) if gan is not None else []) + (["stats"] if cfg.stats_weight > 0 else [])
                     + (["phase"] if cfg.phase_weight > 0 else [])
-                    + (["phase_tile"] if cfg.phase_tile_weight > 0 else []))
+                    + (["phase_tile"] if cfg.phase_tile_weight > 0 else [])
+                    + (["flat"] if cfg.flat_weight > 0 else []))
     header = ["step", "minutes", "l1", "sec_per_step"] + terms_logged
     if (out / "metrics.csv").exists():  # before config.json is rewritten: a refused resume leaves the run as it was
         with open(out / "metrics.csv", newline="") as f:
@@ -328,6 +331,10 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
                 term = phase_tile_loss(pred, batch["hr"])
                 loss = loss + cfg.phase_tile_weight * term
                 term_sums["phase_tile"] = term_sums.get("phase_tile", 0.0) + term.item()
+            if cfg.flat_weight > 0:
+                term = flat_detail_loss(pred, batch["hr"])
+                loss = loss + cfg.flat_weight * term
+                term_sums["flat"] = term_sums.get("flat", 0.0) + term.item()
             if gan is not None:
                 with torch.no_grad(), autocast():
                     ema_pred = ema.module(low_res).float()

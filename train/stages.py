@@ -111,21 +111,32 @@ class TokenizerStage(Stage):
     `masking` / `freq_targets` switch the two ingredients off for the Table 3 ablation. Training utilities the
     paper leaves open: k-means codebook init on the first batch, dead-code restarts, and `ae_warmup` steps
     that train encoder+decoder without quantization before that init (the latent then has a shape worth
-    clustering)."""
+    clustering). `decoder_only` (a trained tokenizer): encoder and codebooks fixed, the decoder alone learns
+    from the tokens they give — a photo's tokens, and so a trained generator's, keep their meaning (issue 21's
+    lever 1: teach the decoder to render texture)."""
 
     name = "tokenizer"
 
     def __init__(self, model: HiTok, weights: LossWeights, lpips: nn.Module | None = None,
                  masking: bool = True, freq_targets: bool = True, ae_warmup: int = 0,
-                 restart_every: int = 10, restart_threshold: float = 0.03):
+                 restart_every: int = 10, restart_threshold: float = 0.03, decoder_only: bool = False):
         super().__init__(model, weights, lpips)
         self.tok = model.tokenizer
+        self.decoder_only = decoder_only
+        if decoder_only:
+            if not bool(self.tok.quantizer.initialized):
+                raise ValueError("the decoder alone learns on a trained tokenizer's tokens: give --init")
+            if self.tok.decoder.guide is not None:
+                raise ValueError("this decoder has an LR guide, which the tokenizer stage never feeds")
+            ae_warmup = 0
+            self.tok.requires_grad_(False)
+            self.tok.decoder.requires_grad_(True)
         self.masking, self.freq_targets, self.ae_warmup = masking, freq_targets, ae_warmup
         self.restart_every, self.restart_threshold = restart_every, restart_threshold
         self.n = self.tok.cfg.groups
 
     def trained(self) -> dict[str, nn.Module]:
-        return {"tokenizer": self.tok}
+        return {"tokenizer": self.tok}  # frozen parts of it (decoder_only) are averaged unchanged
 
     @property
     def find_unused_parameters(self) -> bool:
@@ -133,6 +144,8 @@ class TokenizerStage(Stage):
         return self.ae_warmup > 0 or self.tok.decoder.guide is not None
 
     def param_groups(self, learning_rate: float) -> list[dict]:
+        if self.decoder_only:
+            return [{"params": list(self.tok.decoder.parameters()), "lr": learning_rate}]
         # the codebook trails a fast-moving encoder unless it learns faster (measured: 10x lifts code usage
         # from ~8% to ~40% after 180 CPU steps)
         others = [p for n, p in self.tok.named_parameters() if not n.startswith("quantizer.")]
@@ -146,6 +159,12 @@ class TokenizerStage(Stage):
         q = self.tok.quantizer
         if step < self.ae_warmup:  # no quantization yet: a continuous autoencoder with the same masking
             recon = self.tok.decoder(mask_groups(self.tok.encode_latent(hr), self.n, detail))
+            loss, terms = _pixel_terms(recon, target, self.loss_weights, self.lpips)
+            return StageLosses(loss, {**terms, "detail": detail}, recon, hr, target)
+        if self.decoder_only:
+            with torch.no_grad():
+                z_q = q.embed(q.nearest(self.tok.encode_latent(hr)))
+            recon = self.tok.decode_latent(z_q, detail)
             loss, terms = _pixel_terms(recon, target, self.loss_weights, self.lpips)
             return StageLosses(loss, {**terms, "detail": detail}, recon, hr, target)
         if not bool(q.initialized):
@@ -163,7 +182,7 @@ class TokenizerStage(Stage):
 
     @torch.no_grad()
     def after_step(self, step: int, rng: torch.Generator) -> dict[str, float]:
-        if step < self.ae_warmup or self.restart_every <= 0 or step % self.restart_every:
+        if self.decoder_only or step < self.ae_warmup or self.restart_every <= 0 or step % self.restart_every:
             return {}
         restarted = self.tok.quantizer.restart_dead_codes(self.tok.encode_latent(self._last_hr),
                                                           self.restart_threshold, generator=rng)
