@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,10 +34,12 @@ from .niqe import niqe
 FIELDS = ["run", "snapshot", "steps", "minutes", "track", "psnr_y", "haarpsi", "niqe", "periodic", "blocky", "flat"]
 
 
-def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """track -> [(LR, HR)] exactly as `hitok eval` makes them (centre crop, per-image seed)."""
+def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0, every: int = 1
+              ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """track -> [(LR, HR)] exactly as `hitok eval` makes them (centre crop, per-image seed), of every `every`-th
+    photo of the folder."""
     pairs: dict[str, list] = {t: [] for t in TRACKS}
-    for path in list_images(hr_dir):
+    for path in list_images(hr_dir)[::every]:
         hr = centre_crop(load_rgb8(path), crop)
         if hr is None:
             continue
@@ -45,9 +48,10 @@ def val_pairs(hr_dir: str | Path, crop: int = 512, seed: int = 0) -> dict[str, l
     return pairs
 
 
-def score_restorer(net: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Mean PSNR-Y, HaarPSI and NIQE of the restorer (fp32) over (LR, HR) pairs, and the worst periodic,
-    blockiness and flat-noise scores (flat: None where no crop has flat areas)."""
+def score_restorer(net: Callable[[torch.Tensor], torch.Tensor], pairs: list[tuple[np.ndarray, np.ndarray]]
+                   ) -> dict[str, float]:
+    """Mean PSNR-Y, HaarPSI and NIQE of a restorer (fp32; any LR -> x4 function) over (LR, HR) pairs, and the
+    worst periodic, blockiness and flat-noise scores (flat: None where no crop has flat areas)."""
     psnrs, haars, niqes, periodic, blocky, flat = [], [], [], [], [], []
     for lr, hr in pairs:
         x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, h, w)
