@@ -135,7 +135,8 @@ def _task_upscaler(task: dict) -> dict:
     from hitok.imageio import Picture
     from hitok.upscaler import Upscaler
 
-    up = Upscaler(_build(task["source"]), torch.device("cpu"), PRECISIONS[task.get("precision", "fp32")])
+    up = Upscaler(_build(task["source"]), torch.device("cpu"), PRECISIONS[task.get("precision", "fp32")],
+                  texture=task.get("texture"))
     loaded = _memory_mib()["rss_mib"]
     h, w = task["lr_hw"]
     pic = Picture(pixels=test_image(h, w))
@@ -448,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         cmp: dict[str, dict] = {}
         notes = []
         cmp["hitok (tile auto, fp32)"] = run({"kind": "upscaler", "source": main_source, "lr_hw": [lr, lr]})
+        model_cfg = model_config(main_source)
+        if getattr(model_cfg, "texture_restorer", False):  # the detail setting: same network, noise inputs on
+            cmp["hitok --texture 0.7 (tile auto, fp32)"] = run({"kind": "upscaler", "source": main_source,
+                                                                "lr_hw": [lr, lr], "texture": 0.7})
         cmp["hitok (tile auto, bf16 autocast)"] = run({"kind": "upscaler", "source": main_source, "lr_hw": [lr, lr],
                                                        "precision": "bf16"})
         cmp["hitok (64 px tiles, overlap 16: what tile auto gave the small preset before windowed tiling)"] = run(
