@@ -4,10 +4,16 @@ A deterministic network asked for texture the LR cannot predict (where each blad
 goes) draws the cheapest thing with the asked-for statistics: measured on the restorer, a pattern on its
 pixel-shuffle grid (MODEL_CARD.md, "Texture statistics"). Given noise, it can shape it instead (StyleGAN's
 per-pixel noise inputs; ESRGAN+, Rakotonirina & Rasoanaivo 2020, for super-resolution). Training draws fresh
-standard Gaussian noise each step (torch.randn); inference draws standard Gaussian noise from a hash of
-(stream, channel, row, column) of the picture, so an image's output is the same on every run and every tile of
-it sees the same noise where tiles overlap. `stream` keeps the LR-resolution body noise and the output-resolution
-grain apart (otherwise LR pixel (y, x) and output pixel (y, x) would share values)."""
+standard Gaussian noise each step (torch.randn); inference draws the picture's noise in 32 x 32 px blocks,
+each block's values from torch.randn of a CPU generator seeded with a hash of (stream, block row, block column),
+so an image's output is the same on every run and every tile of it sees the same noise where tiles overlap.
+`stream` keeps the LR-resolution body noise and the output-resolution grain apart (otherwise LR pixel (y, x) and
+output pixel (y, x) would share values).
+
+Measured (2 AMD EPYC cores, 2 threads, 64 channels, best of 10, nothing else running): 4.0 / 13.7 ms for a
+128 / 256 px LR tile against 17 / 329 ms for the earlier per-value integer hash with Box-Muller in float64,
+which made `--texture` cost ~45 % more time per tile; now 0.097 s against the default's 0.091 s per 128 x 128
+input (`python -m hitok.bench.speed`). The values are drawn on the CPU (one generator, any device) and moved."""
 from __future__ import annotations
 
 import torch
