@@ -22,9 +22,10 @@ from .curve import score_restorer, val_pairs
 
 
 def flagged(row: dict) -> bool:
-    """Whether the worst crop of a `score_restorer` row trips any artefact check."""
-    return row["periodic"] >= FLAG or row["blocky"] >= BLOCK_FLAG or (row["flat"] is not None
-                                                                      and row["flat"] >= FLAT_FLAG)
+    """Whether the worst crop of a `score_restorer` row trips any artefact check (above its flag, as `hitok
+    eval`)."""
+    return row["periodic"] > FLAG or row["blocky"] > BLOCK_FLAG or (row["flat"] is not None
+                                                                    and row["flat"] > FLAT_FLAG)
 
 
 def pick_setting(model, pairs: dict[str, list], settings: list[float], log=print) -> float | None:
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> float | None:
     ap.add_argument("--settings", default="0.5,0.6,0.7,0.8,0.9,1")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
+    if a.every < 1:
+        ap.error("--every must be at least 1")
     torch.set_num_threads(a.threads)
     model = load_model_file(a.model)
     if model.texture_restorer is None:

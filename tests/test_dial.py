@@ -17,7 +17,7 @@ def _rows(bad_at: dict[float, str]):
         t = round(float(net(torch.zeros(1))), 3)
         row = {"psnr_y": 30.0, "haarpsi": 0.8, "niqe": 7.0, "periodic": 2.0, "blocky": 1.0, "flat": 0.5}
         if pairs == "compressed" and t in bad_at:
-            row[bad_at[t]] = {"periodic": FLAG, "blocky": BLOCK_FLAG, "flat": FLAT_FLAG}[bad_at[t]]
+            row[bad_at[t]] = {"periodic": FLAG, "blocky": BLOCK_FLAG, "flat": FLAT_FLAG}[bad_at[t]] + 0.1
         return row
     return score
 
@@ -40,3 +40,4 @@ def test_the_largest_setting_with_every_setting_below_it_clean(monkeypatch, bad_
 def test_flat_none_means_no_flat_area_not_a_flag():
     row = {"periodic": 2.0, "blocky": 1.0, "flat": None}
     assert not dial.flagged(row) and dial.flagged(row | {"flat": FLAT_FLAG + 0.1})
+    assert not dial.flagged(row | {"flat": FLAT_FLAG, "periodic": FLAG})  # at the flag is not above it, as the eval

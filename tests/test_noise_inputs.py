@@ -24,9 +24,13 @@ def test_position_noise_is_a_function_of_position_and_white():
     whole = position_noise(3, 96, 80)
     assert torch.equal(position_noise(3, 40, 24, top=30, left=50), whole[:, :, 30:70, 50:74])  # a tile of it
     assert torch.equal(position_noise(3, 96, 80), whole)
-    around = position_noise(3, 70, 70, top=-35, left=-33)  # blocks on both sides of 0 (a padded tile's origin)
+    around = position_noise(3, 100, 100, top=-35, left=-33)  # blocks on both sides of 0 (a padded tile's origin)
     assert torch.equal(position_noise(3, 10, 10, top=-5, left=-3), around[:, :, 30:40, 30:40])
-    assert not torch.equal(around[:, :, :32, :32], around[:, :, 35:67, 33:65])  # blocks at -1 and 0 differ
+    blocks = [around[:, :, 35 + 32 * r:67 + 32 * r, 33 + 32 * c:65 + 32 * c].flatten()  # blocks -1, 0, 1 each way
+              for r in (-1, 0, 1) for c in (-1, 0, 1)]
+    assert all(not torch.equal(a, b) for i, a in enumerate(blocks) for b in blocks[i + 1:])
+    corr = torch.corrcoef(torch.stack(blocks))
+    assert max(abs(corr[i, j].item()) for i in range(9) for j in range(i)) < 0.06  # 1/sqrt(3072) = 0.018
     assert abs(whole.mean()) < 0.03 and abs(whole.std() - 1) < 0.03
     assert 0.002 < (whole.abs() > 3).float().mean() < 0.004  # Gaussian as in training (0.27 % beyond 3 sigma)
     assert not torch.equal(position_noise(3, 96, 80, stream=1), whole)  # body noise and grain apart

@@ -105,6 +105,8 @@ def test_decoder_only_learns_one_batch_and_leaves_the_tokens_as_they_were():
         {id(p) for p in model.tokenizer.decoder.parameters()}
     stage(batch, torch.Generator(), 0).total.backward()
     assert all(p.grad is not None for p in model.tokenizer.decoder.parameters()) and not stage.find_unused_parameters
+    trainable = {id(p) for p in stage.parameters() if p.requires_grad}  # what DDP would expect gradients for
+    assert trainable == {id(p) for p in model.tokenizer.decoder.parameters()}
     first, last = _first_last(_overfit(stage, batch, 80, 3e-3))
     assert last < 0.5 * first, (first, last)
     assert all(torch.equal(v, model.tokenizer.state_dict()[k]) for k, v in fixed.items())

@@ -292,6 +292,15 @@ def test_resume_tells_an_option_set_to_its_default_from_one_left_out():
     assert merge_for_resume(loaded, given).guide_only is False
 
 
+def test_decoder_only_is_a_tokenizer_option_without_the_autoencoder_warm_up():
+    from hitok.train.config import TrainError, resolve
+    cfg = resolve(TrainConfig(stage="tokenizer", data="d", out="o", preset="small", decoder_only=True))
+    assert cfg.decoder_only and cfg.ae_warmup == 0  # what the run does is what config.json records
+    assert resolve(TrainConfig(stage="tokenizer", data="d", out="o", preset="small")).ae_warmup > 0
+    with pytest.raises(TrainError, match="tokenizer-stage option"):
+        resolve(TrainConfig(stage="decoder", data="d", out="o", preset="small", decoder_only=True))
+
+
 def test_cli_leaves_omitted_options_unset(monkeypatch, tmp_path):
     seen = {}
     import hitok.train.loop as loop

@@ -51,7 +51,8 @@ RESUME_OVERRIDABLE = {"steps", "device", "workers", "time_limit_s", "log_every",
 # `merge_for_resume` can tell an option set back to its default on the command line from one left out.
 FIELD_DEFAULTS: dict[str, object] = dict(
     accum=1, schedule="constant", min_lr_ratio=0.1, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, topk=5,
-    guide_width=0, guide_blocks=4, guide_only=False, decoder_only=False, masking=True, no_vfm=False, seed=0, device="auto",
+    guide_width=0, guide_blocks=4, guide_only=False, decoder_only=False, masking=True, no_vfm=False, seed=0,
+    device="auto",
     log_every=10, nproc=1, quiet=False)
 # config.json of runs written before a field was renamed: old key -> new key
 RENAMED_FIELDS = {"lr": "learning_rate"}
@@ -161,11 +162,14 @@ def resolve(cfg: TrainConfig, model_preset: str | None = None) -> TrainConfig:
         d_channels=cfg.d_channels or d["d_channels"],
         latent_weight=cfg.latent_weight if cfg.latent_weight is not None else d.get("latent_weight", 0.0),
         clean_lr=cfg.clean_lr if cfg.clean_lr is not None else d.get("clean_lr", 0.0),
-        ae_warmup=cfg.ae_warmup if cfg.ae_warmup is not None else (d["ae_warmup"] if cfg.stage == "tokenizer" else 0),
+        ae_warmup=cfg.ae_warmup if cfg.ae_warmup is not None else (
+            d["ae_warmup"] if cfg.stage == "tokenizer" and not cfg.decoder_only else 0),
         sample_every=cfg.sample_every or d["sample_every"], ckpt_every=cfg.ckpt_every or d["ckpt_every"],
     )
     if out.steps < 1 or out.batch_size < 1 or out.accum < 1:
         raise TrainError("--steps, --batch-size and --accum must be positive")
+    if cfg.decoder_only and cfg.stage != "tokenizer":
+        raise TrainError("--decoder-only is a tokenizer-stage option (the decoder stage trains on predicted tokens)")
     if out.schedule not in ("constant", "cosine"):
         raise TrainError(f"--schedule must be constant or cosine, got '{out.schedule}'")
     return out

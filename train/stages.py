@@ -124,8 +124,9 @@ class TokenizerStage(Stage):
         self.tok = model.tokenizer
         self.decoder_only = decoder_only
         if decoder_only:
-            if not bool(self.tok.quantizer.initialized):
-                raise ValueError("the decoder alone learns on a trained tokenizer's tokens: give --init")
+            if not model.has_encoder or not bool(self.tok.quantizer.initialized):
+                raise ValueError("the decoder alone learns on a trained tokenizer's tokens: give --init with a "
+                                 "model file that has its encoder")
             if self.tok.decoder.guide is not None:
                 raise ValueError("this decoder has an LR guide, which the tokenizer stage never feeds")
             ae_warmup = 0
@@ -136,7 +137,7 @@ class TokenizerStage(Stage):
         self.n = self.tok.cfg.groups
 
     def trained(self) -> dict[str, nn.Module]:
-        return {"tokenizer": self.tok}  # frozen parts of it (decoder_only) are averaged unchanged
+        return {"tokenizer": self.tok}  # with decoder_only the EMA skips the frozen parts (train/ema.py)
 
     @property
     def find_unused_parameters(self) -> bool:
