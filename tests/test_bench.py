@@ -27,11 +27,17 @@ def run_module(*args: str, timeout: int = 90) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def speed_report(tmp_path_factory):
-    """One smoke run of speed.py on the tiny preset: (markdown path, its completed process)."""
+    """One smoke run of speed.py on the tiny preset, its model with a (noise-fed) texture restorer: (markdown
+    path, its completed process)."""
     tmp = tmp_path_factory.mktemp("speed")
+    from hitok.models.restorer import Restorer, RestorerConfig, with_noise_inputs
+    from hitok.models.sr_model import with_restorer, with_texture
+
     torch.manual_seed(0)
     model = tmp / "default.safetensors"
-    save_model(HiTok(presets.tiny()), model)
+    restorer = Restorer(RestorerConfig(width=8, blocks=2, up_width=4))
+    faithful = with_restorer(HiTok(presets.tiny()), restorer)
+    save_model(with_texture(faithful, with_noise_inputs(restorer, body_noise=True, noise_scale=0.1)), model)
     out = tmp / "docs" / "benchmarks.md"
     res = run_module("hitok.bench.speed", "--presets", "tiny", "--model", str(model), "--sizes", "0.01,0.04",
                      "--repeat", "1", "--tile-sweep", "16,32", "--skip", "realesrgan", "--isolate", "fork",
@@ -52,9 +58,14 @@ def test_speed_smoke_writes_markdown_and_json(speed_report):
     report = json.loads(out.with_suffix(".json").read_text())
     tiny, default = report["presets"]
     assert tiny["name"] == "tiny" and default["name"].startswith("default")
-    assert tiny["params"] == default["params"] and 0 < tiny["seconds"] < 5 and tiny["peak_rss_mib"] > 50
+    from hitok.models.restorer import Restorer, RestorerConfig, with_noise_inputs
+    faithful = Restorer(RestorerConfig(width=8, blocks=2, up_width=4))
+    restorers = sum(p.numel() for r in (faithful, with_noise_inputs(faithful, body_noise=True)) for p in r.parameters())
+    assert default["params"] == tiny["params"] + restorers  # the fixture's file: the tiny preset + its two restorers
+    assert 0 < tiny["seconds"] < 5 and tiny["peak_rss_mib"] > 50
     rows = report["compare"]["rows"]
     assert rows["hitok (tile auto, fp32)"]["tiles"] == 1 and rows["bicubic (Pillow)"]["seconds"] > 0
+    assert rows["hitok --texture 0.7 (tile auto, fp32)"]["seconds"] > 0  # the detail setting, beside the default
     assert all("error" not in r for r in rows.values())
     sizes = report["scaling"]["rows"]
     assert [r["lr_hw"] for r in sizes] == [[25, 25], [50, 50]] and all(r["seconds"] > 0 for r in sizes)
