@@ -15,6 +15,8 @@ import torch
 
 from hitok import tiling
 from hitok.imageio import Picture
+from hitok.models.restorer import Restorer, RestorerConfig, with_noise_inputs
+from hitok.models.sr_model import with_restorer, with_texture
 from hitok.upscaler import Upscaler
 from hitok.models import HiTok, presets, save_model
 
@@ -30,9 +32,6 @@ def speed_report(tmp_path_factory):
     """One smoke run of speed.py on the tiny preset, its model with a (noise-fed) texture restorer: (markdown
     path, its completed process)."""
     tmp = tmp_path_factory.mktemp("speed")
-    from hitok.models.restorer import Restorer, RestorerConfig, with_noise_inputs
-    from hitok.models.sr_model import with_restorer, with_texture
-
     torch.manual_seed(0)
     model = tmp / "default.safetensors"
     restorer = Restorer(RestorerConfig(width=8, blocks=2, up_width=4))
@@ -58,7 +57,6 @@ def test_speed_smoke_writes_markdown_and_json(speed_report):
     report = json.loads(out.with_suffix(".json").read_text())
     tiny, default = report["presets"]
     assert tiny["name"] == "tiny" and default["name"].startswith("default")
-    from hitok.models.restorer import Restorer, RestorerConfig, with_noise_inputs
     faithful = Restorer(RestorerConfig(width=8, blocks=2, up_width=4))
     restorers = sum(p.numel() for r in (faithful, with_noise_inputs(faithful, body_noise=True)) for p in r.parameters())
     assert default["params"] == tiny["params"] + restorers  # the fixture's file: the tiny preset + its two restorers
