@@ -319,6 +319,9 @@ def restorer(
     flat_weight: Annotated[float, typer.Option(min=0.0, help="Weight of a loss on the detail the output draws "
                                                "where the photo is flat (16 px windows): mottle or grain on "
                                                "sky, walls, dishes. 0: off.")] = 0.0,
+    flat_degraded_only: Annotated[bool, typer.Option("--flat-degraded-only", help="With --flat-weight: count only "
+                                                     "crops whose LR is degraded (blur, noise, JPEG), where "
+                                                     "mottle is the net keeping the LR's noise.")] = False,
     grain: Annotated[int, typer.Option(min=0, help="With --init: add a branch that shapes per-pixel noise into "
                                        "texture (this many maps at output resolution; the initial restorer's "
                                        "output unchanged). 0: none.")] = 0,
@@ -346,6 +349,10 @@ def restorer(
         raise UserError("--noise-gate gates the body noise: add --body-noise")
     if grain_only and not grain:
         raise UserError("--grain-only trains the grain branch: add --grain N")
+    if flat_degraded_only and not flat_weight:
+        raise UserError("--flat-degraded-only limits the flat loss: add --flat-weight W")
+    if flat_degraded_only and clean_share >= 1:
+        raise UserError("--flat-degraded-only with --clean-share 1: no crop is degraded")
     if adv_weight > 0 and init is None and teacher is None:
         print("warning: --adv-weight without --init trains a texture restorer from scratch: it will not "
               "interpolate with a faithful restorer", file=sys.stderr)
@@ -367,6 +374,7 @@ def restorer(
                            teacher=None if teacher is None else str(teacher), teacher_weight=teacher_weight,
                            texture_weight=texture_weight, stats_weight=stats_weight,
                            phase_weight=phase_weight, phase_tile_weight=phase_tile_weight, flat_weight=flat_weight,
+                           flat_degraded_only=flat_degraded_only,
                            grain=grain,
                            grain_only=grain_only, body_noise=body_noise,
                            noise_scale=noise_scale, noise_gate=noise_gate,

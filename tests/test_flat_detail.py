@@ -49,3 +49,16 @@ def test_gradient_reaches_the_flat_half_only_and_no_flat_window_means_zero():
     assert grad[:, :40].sum() > 0 and grad[:, 88:].sum() == 0  # the blur's reach: 12 px past the 64 px seam
     busy = photo[..., 64:]
     assert flat_detail_loss(busy + _mottle()[..., 64:], busy).item() == 0.0
+
+
+def test_on_limits_the_loss_to_the_chosen_samples():
+    """Mottle in the first of two samples: counted when the first is on, nothing when only the second is (its
+    flat windows are clean), and the per-window mean of the chosen samples is the loss of that sample alone."""
+    photo = _half_flat_photo().expand(2, -1, -1, -1)
+    out = photo.clone()
+    out[:1] = out[:1] + _mottle()
+    alone = flat_detail_loss(out[:1], photo[:1])
+    assert alone.item() * 255 > 2.0
+    assert torch.allclose(flat_detail_loss(out, photo, on=torch.tensor([True, False])), alone)
+    assert flat_detail_loss(out, photo, on=torch.tensor([False, True])).item() == 0.0
+    assert flat_detail_loss(out, photo, on=torch.tensor([False, False])).item() == 0.0

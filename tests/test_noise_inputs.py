@@ -142,7 +142,9 @@ def test_a_faithful_restorer_with_noise_is_refused_and_the_cli_checks_its_option
         RestorerConfig(8, 2, up_width=4, noise_gate=True)
     base = ["train", "restorer", "--data", str(photos), "--out", str(tmp_path / "run"), "--minutes", "0.1"]
     for extra, message in [(["--body-noise"], "give --init"), (["--noise-gate"], "add --body-noise"),
-                           (["--grain-only"], "add --grain")]:
+                           (["--grain-only"], "add --grain"),
+                           (["--flat-degraded-only"], "add --flat-weight"),
+                           (["--flat-degraded-only", "--flat-weight", "5", "--clean-share", "1"], "no crop is degraded")]:
         r = CliRunner().invoke(app, base + extra)
         assert r.exit_code == 1 and message in r.output, r.output
 

@@ -12,7 +12,7 @@ from PIL import Image
 from hitok.models import HiTok, Restorer, RestorerConfig, load_model_file, presets, save_model
 from hitok.models.sr_model import with_restorer
 from hitok.models.summary import summarize
-from hitok.train.degrade import PhotoDegradation, degrade_photo
+from hitok.train.degrade import PhotoDegradation, degrade_photo, degrade_photo_flagged
 
 TINY = RestorerConfig(width=8, blocks=2, up_width=4)
 
@@ -139,6 +139,21 @@ def test_photo_degradation_clean_share_and_determinism():
     assert not torch.equal(a, degrade_photo(hr, 8, cfg))
 
 
+def test_the_flags_say_which_samples_took_the_degraded_branch():
+    """Same draws as degrade_photo; a flagged-clean sample is the clean bicubic LR, a flagged-degraded one not; the
+    crop stream hands the flags to the training loop (the flat loss limited to degraded crops uses them)."""
+    hr = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    cfg = PhotoDegradation(clean_prob=0.5, noise_prob=1.0)
+    lr, degraded = degrade_photo_flagged(hr, 3, cfg)
+    assert torch.equal(lr, degrade_photo(hr, 3, cfg)) and degraded.dtype == torch.bool and degraded.shape == (16,)
+    assert 0 < degraded.sum() < 16
+    clean = degrade_photo(hr, 0, PhotoDegradation(clean_prob=1.0))
+    same = (lr - clean).abs().flatten(1).amax(1) == 0
+    assert torch.equal(same, ~degraded)
+    one_lr, one_flag = degrade_photo_flagged(hr[0], 3, PhotoDegradation(clean_prob=0.0))
+    assert one_lr.shape == (3, 16, 16) and one_flag.shape == () and bool(one_flag)
+
+
 def test_train_resume_and_attach(photos, tmp_path):
     from hitok.train.restorer import RestorerTraining, attach_restorer, load_weights, train_restorer
 
@@ -220,7 +235,7 @@ def test_train_with_every_term_and_data_workers_on_a_device_then_move(photos, tm
     cfg = RestorerTraining(data=str(photos), out=str(run), model=TINY, batch_size=2, lr_crop=12, minutes=0.05,
                            bf16=False, warmup_steps=1, workers=2, gan=GanSettings(adv_weight=0.1, disc_channels=4),
                            stats_weight=10.0, stats_model=["x.param", "x.bin"], phase_weight=10.0,
-                           phase_tile_weight=10.0, flat_weight=10.0)
+                           phase_tile_weight=10.0, flat_weight=10.0, flat_degraded_only=True)
     steps = []
     for where, workers in [("cpu", 2), (device, 2), ("cpu", 0)]:
         train_restorer(dataclasses.replace(cfg, device=where, workers=workers), log=lambda _m: None)

@@ -103,10 +103,12 @@ class CropStream(IterableDataset):
         hr = pixels[:3]
         out = {"hr": hr} if self.teacher_cache is None else {"hr": hr, "teacher": pixels[3:]}
         if self.with_low_res:
-            from .degrade import DegradationConfig, PhotoDegradation, degrade, degrade_photo
+            from .degrade import DegradationConfig, PhotoDegradation, degrade, degrade_photo_flagged
             cfg = self.degrade_cfg or DegradationConfig()
-            fn = degrade_photo if isinstance(cfg, PhotoDegradation) else degrade
-            out["low_res"] = fn(hr, rng, cfg)
+            if isinstance(cfg, PhotoDegradation):  # with which crops took the degraded branch
+                out["low_res"], out["degraded"] = degrade_photo_flagged(hr, rng, cfg)
+            else:
+                out["low_res"] = degrade(hr, rng, cfg)
         return out
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:

@@ -314,14 +314,24 @@ def degrade_photo(hr: torch.Tensor, rng: np.random.Generator | int, cfg: PhotoDe
                   scale: int = 4) -> torch.Tensor:
     """hr (3, H, W) or (B, 3, H, W) in [0, 1] -> LR (.., H // scale, W // scale), 8-bit valued; per-sample
     draws from one numpy Generator (a seed fixes the output)."""
+    return degrade_photo_flagged(hr, rng, cfg, scale)[0]
+
+
+def degrade_photo_flagged(hr: torch.Tensor, rng: np.random.Generator | int,
+                          cfg: PhotoDegradation = PhotoDegradation(), scale: int = 4
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """degrade_photo's LR and, per sample, whether it took the degraded branch (bool (B,), or () for one image):
+    what a loss meant for degraded inputs only needs (train/restorer.py `flat_on`). The same draws as
+    degrade_photo."""
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     x = _as_batch(hr, scale)
-    out = []
+    out, degraded = [], []
     for i in range(x.shape[0]):
         y = x[i:i + 1]
         H, W = y.shape[-2:]
         lr_size = (H // scale, W // scale)
-        if rng.random() < cfg.clean_prob:
+        degraded.append(not rng.random() < cfg.clean_prob)
+        if not degraded[-1]:
             y = resize(y, lr_size, "bicubic", antialias=True)
         else:
             if rng.random() < cfg.blur_prob:
@@ -338,5 +348,5 @@ def degrade_photo(hr: torch.Tensor, rng: np.random.Generator | int, cfg: PhotoDe
             if rng.random() < cfg.jpeg_prob:
                 y = jpeg(y, _random_quality(rng, cfg.jpeg_range))
         out.append((y.clamp(0, 1) * 255.0).round() / 255.0)
-    lr = torch.cat(out)
-    return lr if hr.dim() == 4 else lr[0]
+    lr, flags = torch.cat(out), torch.tensor(degraded)
+    return (lr, flags) if hr.dim() == 4 else (lr[0], flags[0])

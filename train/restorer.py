@@ -67,6 +67,7 @@ class RestorerTraining:
     phase_weight: float = 0.0      # + this x the sub-pixel phase loss (train/losses/subpixel.py phase_moments_loss)
     phase_tile_weight: float = 0.0  # + this x its tile-by-tile form (phase_tile_loss: patterns on flat tiles)
     flat_weight: float = 0.0       # + this x the detail drawn where the photo is flat (train/losses/flat_detail.py)
+    flat_degraded_only: bool = False  # the flat loss counts only crops whose LR took the degraded branch
     stats_model: list[str] | None = None  # its features' weights: Real-ESRGAN x4plus's ncnn (.param, .bin) files,
                                           # or [its first conv's .safetensors] (models/rrdbnet.py save_first_conv)
     grain: int = 0                 # with init: add a noise-fed grain branch of this many maps (models/restorer.py)
@@ -308,6 +309,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
                 if made_for != step:  # the loader's order is the steps' (CropStream); anything else is a bug
                     raise RuntimeError(f"the data loader made step {made_for}'s crops for step {step}")
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            degraded = batch.pop("degraded")
             low_res = batch["low_res"].contiguous(memory_format=torch.channels_last)
             warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
             for g in opt.param_groups:
@@ -332,7 +334,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
                 loss = loss + cfg.phase_tile_weight * term
                 term_sums["phase_tile"] = term_sums.get("phase_tile", 0.0) + term.item()
             if cfg.flat_weight > 0:
-                term = flat_detail_loss(pred, batch["hr"])
+                term = flat_detail_loss(pred, batch["hr"], on=degraded if cfg.flat_degraded_only else None)
                 loss = loss + cfg.flat_weight * term
                 term_sums["flat"] = term_sums.get("flat", 0.0) + term.item()
             if gan is not None:

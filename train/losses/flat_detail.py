@@ -31,11 +31,13 @@ def _detail_ms(x: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def flat_detail_loss(out: torch.Tensor, photo: torch.Tensor, level: float = LEVEL, window: int = WINDOW,
-                     eps: float = 1e-8) -> torch.Tensor:
+                     on: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
     """Mean excess of `out`'s detail RMS over `photo`'s in the windows where `photo` is flat ([0, 1] luma
-    units); 0 when no window is flat."""
+    units); 0 when no window is flat. `on`: (B,) bool, the crops it counts on (None: all)."""
     with torch.no_grad():
         photo_rms = (_detail_ms(photo.float(), window) + eps).sqrt()  # eps as below: the same image costs 0
         flat = (photo_rms <= level).float()
+        if on is not None:
+            flat = flat * on.view(-1, 1, 1, 1).to(flat.dtype)
     excess = F.relu((_detail_ms(out.float(), window) + eps).sqrt() - photo_rms)
     return (flat * excess).sum() / flat.sum().clamp_min(1.0)
