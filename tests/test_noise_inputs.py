@@ -1,10 +1,13 @@
 """The restorer's grain branch (models/restorer.py, models/noise.py): noise tied to output position, added to a
 trained restorer without changing its output, and trained from a continuation file with `--grain`."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from hitok.models.io import ModelFileError
 from hitok.models.noise import position_noise
 from hitok.models.restorer import Restorer, RestorerConfig, with_noise_inputs
 
@@ -110,6 +113,8 @@ def test_grain_only_trains_the_branch_and_nothing_else(tmp_path, photos):
     changed = {k for k in after if k not in before or not torch.equal(after[k][: len(before[k])], before[k])}
     assert changed == {"grain_out.weight", "grain_out.bias", "grain_scale"}  # up2's colour rows untouched
     assert not torch.equal(after["up2.weight"][12:], with_noise_inputs(_trained(), 4).up2.weight[12:])  # its maps' rows
+    with pytest.raises(ModelFileError, match="resume it with --grain-only"):  # would train every weight
+        train_restorer(dataclasses.replace(cfg, grain_only=False), log=lambda _m: None)
     with pytest.raises(ValueError, match="give init"):
         train_restorer(RestorerTraining(data=str(photos), out=str(tmp_path / "r3"), body_noise=True, minutes=0.01),
                        log=lambda _m: None)

@@ -230,6 +230,11 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     if ck is not None:
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
+        trained_then, trained_now = len(ck["opt"]["param_groups"][0]["params"]), len(opt.param_groups[0]["params"])
+        if trained_then != trained_now:  # --grain-only trains 5 of the net's tensors, a full run all of them
+            raise ModelFileError(f"{ckpt_path}: the run trained {trained_then} weight tensors, this one would train "
+                                 f"{trained_now}: resume it {'with' if trained_then < trained_now else 'without'} "
+                                 "--grain-only")
         opt.load_state_dict(ck["opt"])
         if (gan is not None) != ("gan" in ck):
             raise ModelFileError(f"{ckpt_path}: a run {'with' if 'gan' in ck else 'without'} a GAN must be "
