@@ -14,8 +14,10 @@ With `grain` > 0 the last shuffle also gives `grain` feature maps at output reso
 so a texture restorer can shape per-pixel noise into texture the LR cannot predict (models/noise.py) instead of
 drawing a pattern on the shuffle's grid. With `body_noise`, x = head(lr - 0.5) + noise_scale * noise at LR
 resolution (per channel, starting at 0; ESRGAN+, Rakotonirina & Rasoanaivo 2020): the 16 blocks can shape it.
-With `noise_gate` that noise is also multiplied by relu(1 + gate(head output)), gate a 1x1 conv starting at 0, so
-the net can turn it off where the picture is flat (measured without it: mottle on skies, MODEL_CARD.md).
+With `noise_gate` that noise is also multiplied by relu(1 + 10 gate([head output, flatness])), gate a 1x1 conv starting
+at 0 and flatness log2 of the LR luma's local standard deviation (5 x 5 px) over 4 grey levels, so the net can turn
+the noise off where the picture is flat (measured without it: mottle on skies, MODEL_CARD.md); a conv on the head
+output alone (linear in the LR) cannot measure flatness, so the statistic is given.
 `with_noise_inputs` adds either to a trained restorer without changing its output, so a faithful restorer and a texture
 restorer fine-tuned from it still interpolate.
 
@@ -77,6 +79,21 @@ def _icnr_(conv: nn.Conv2d, factor: int) -> None:
         nn.init.zeros_(conv.bias)
 
 
+GATE_GAIN = 10.0  # Adam moves a weight ~ its learning rate per step: with the gain a fine-tune's ~1000 steps at 1e-4
+# can take the gate from 1 (where it starts) to 0
+
+
+def flatness(lr: torch.Tensor, window: int = 5) -> torch.Tensor:
+    """(B, 3, h, w) in [0, 1] -> (B, 1, h, w): log2 of the luma's standard deviation over `window` x `window` px
+    (edges replicated) in units of 4 grey levels, plus 1 grey level so a flat patch is about -2, not -inf."""
+    y = (0.299 * lr[:, :1] + 0.587 * lr[:, 1:2] + 0.114 * lr[:, 2:3]).float()
+    pad = (window // 2,) * 4
+    mean = F.avg_pool2d(F.pad(y, pad, mode="replicate"), window, 1)
+    mean_sq = F.avg_pool2d(F.pad(y * y, pad, mode="replicate"), window, 1)
+    std = (mean_sq - mean * mean).clamp_min(0).sqrt()
+    return torch.log2((std + 1 / 255) / (4 / 255))
+
+
 class Restorer(nn.Module):
     """lr (B, 3, h, w) in [0, 1] -> (B, 3, 4h, 4w), unclamped (the caller clamps)."""
 
@@ -98,7 +115,7 @@ class Restorer(nn.Module):
         if cfg.body_noise:
             self.noise_scale = nn.Parameter(torch.zeros(c))
         if cfg.body_noise and cfg.noise_gate:
-            self.noise_gate = nn.Conv2d(c, c, 1)
+            self.noise_gate = nn.Conv2d(c + 1, c, 1)
             nn.init.zeros_(self.noise_gate.weight)
             nn.init.zeros_(self.noise_gate.bias)
         if cfg.grain:
@@ -119,7 +136,7 @@ class Restorer(nn.Module):
     def reach(self) -> int:
         """LR pixels (one side) an input pixel can move the output by: head, 2 convs per block, tail, up1,
         half of up2 (it runs at 2x), plus the bicubic skip's two taps."""
-        return 1 + 2 * self.config.blocks + 1 + 1 + 1 + 2
+        return (2 if self.config.noise_gate else 1) + 2 * self.config.blocks + 1 + 1 + 1 + 2  # the gate: 5x5
 
     def forward(self, lr: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """origin: where `lr` starts in the picture (LR pixels): the noise inputs' position (tiles agree)."""
@@ -127,7 +144,8 @@ class Restorer(nn.Module):
         if self.config.body_noise:
             noise = self.noise_scale.view(1, -1, 1, 1).to(x.dtype) * self._noise(x, *origin, stream=0)
             if self.config.noise_gate:
-                noise = noise * F.relu(1 + self.noise_gate(x))
+                gate = self.noise_gate(torch.cat([x, flatness(lr).to(x.dtype)], 1))
+                noise = noise * F.relu(1 + GATE_GAIN * gate)
             x = x + noise
         x = self.tail(self.body(x)).add_(x)
         x = F.pixel_shuffle(self.up1(x), 2)  # (B, up_width, 2h, 2w)

@@ -129,8 +129,27 @@ def test_the_noise_gate_can_shut_the_noise():
     lr = torch.rand(1, 3, 12, 10)
     assert (gated(lr) - plain(lr)).abs().mean() > 1e-3  # gate 1 at the start: the noise passes
     with torch.no_grad():
-        gated.noise_gate.bias.fill_(-2.0)
+        gated.noise_gate.bias.fill_(-0.2)
     torch.testing.assert_close(gated(lr), plain(lr))
+
+
+def test_the_gate_sees_flatness_so_it_can_shut_the_noise_on_flat_areas_only():
+    """flatness: about -2 on a flat LR, above 0 on texture; a gate weighting it (1 + 10 x 0.05 x flatness) passes the
+    noise on the textured half and shuts it on the flat half."""
+    from hitok.models.restorer import flatness
+
+    lr = torch.full((1, 3, 24, 48), 0.5)
+    lr[..., 24:] += 0.2 * torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    f = flatness(lr)
+    assert f.shape == (1, 1, 24, 48) and abs(f[..., :20].mean().item() + 2) < 0.01 and f[..., 28:].min() > 0.5
+    gated = with_noise_inputs(_trained(), 0, True, noise_scale=0.5, noise_gate=True).eval()
+    plain = with_noise_inputs(_trained(), 0, True, noise_scale=0.0).eval()
+    with torch.no_grad():
+        gated.noise_gate.weight[:, -1] = 0.05
+        out, ref = gated(lr), plain(lr)
+    reach = 4 * gated.reach
+    torch.testing.assert_close(out[..., :96 - reach], ref[..., :96 - reach])  # flat half: no noise
+    assert (out[..., 96 + reach:] - ref[..., 96 + reach:]).abs().mean() > 1e-3
 
 
 def test_a_faithful_restorer_with_noise_is_refused_and_the_cli_checks_its_options(tmp_path, photos):
@@ -149,20 +168,24 @@ def test_a_faithful_restorer_with_noise_is_refused_and_the_cli_checks_its_option
     for extra, message in [(["--body-noise"], "give --init"), (["--noise-gate"], "add --body-noise"),
                            (["--grain-only"], "add --grain"),
                            (["--flat-degraded-only"], "add --flat-weight"),
-                           (["--flat-degraded-only", "--flat-weight", "5", "--clean-share", "1"], "no crop is degraded")]:
+                           (["--flat-degraded-only", "--flat-weight", "5", "--clean-share", "1"],
+                            "no crop is degraded")]:
         r = CliRunner().invoke(app, base + extra)
         assert r.exit_code == 1 and message in r.output, r.output
 
 
-@pytest.mark.parametrize("grain, body_noise", [(4, False), (0, True)])
-def test_a_tile_draws_the_whole_pictures_noise_at_its_origin(grain, body_noise):
-    """origin is in LR pixels: the body noise is drawn there, the grain (output resolution) at 4x it."""
-    net = with_noise_inputs(_trained(), grain, body_noise, noise_scale=0.5).eval()
+@pytest.mark.parametrize("grain, body_noise, gate", [(4, False, False), (0, True, False), (0, True, True)])
+def test_a_tile_draws_the_whole_pictures_noise_at_its_origin(grain, body_noise, gate):
+    """origin is in LR pixels: the body noise is drawn there, the grain (output resolution) at 4x it; the gate's
+    flatness window widens the reach by one LR px."""
+    net = with_noise_inputs(_trained(), grain, body_noise, noise_scale=0.5, noise_gate=gate).eval()
     with torch.no_grad():
         if grain:
             net.grain_out.weight.normal_(0, 0.3)
+        if gate:
+            net.noise_gate.weight.normal_(0, 0.3)
     lr = torch.rand(1, 3, 48, 48)
-    top, left, side, margin = 8, 12, 32, 11  # margin > the restorer's reach (10 LR px)
+    top, left, side, margin = 8, 12, 32, net.reach + 1
     with torch.inference_mode():
         whole = net(lr)
         tile = net(lr[:, :, top:top + side, left:left + side], origin=(top, left))
