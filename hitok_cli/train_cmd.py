@@ -320,8 +320,9 @@ def restorer(
                                                "where the photo is flat (16 px windows): mottle or grain on "
                                                "sky, walls, dishes. 0: off.")] = 0.0,
     flat_degraded_only: Annotated[bool, typer.Option("--flat-degraded-only", help="With --flat-weight: count only "
-                                                     "crops whose LR is degraded (blur, noise, JPEG), where "
-                                                     "mottle is the net keeping the LR's noise.")] = False,
+                                                     "crops whose LR took the degraded branch of the degradation "
+                                                     "(blur, noise, JPEG, each by chance), where mottle is the net "
+                                                     "keeping the LR's noise.")] = False,
     grain: Annotated[int, typer.Option(min=0, help="With --init: add a branch that shapes per-pixel noise into "
                                        "texture (this many maps at output resolution; the initial restorer's "
                                        "output unchanged). 0: none.")] = 0,

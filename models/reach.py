@@ -47,4 +47,5 @@ def receptive_field(model: HiTok, color_fix: bool = False) -> int | None:
         dec = max(dec, trunk + 2 * lr_per_token, guide.reach * lr_per_token) \
             + colorfix.reach(0) + 1  # then its back-projection: the bicubic taps down and up
     reach = int(-(-(gen + dec) // 1)) + (colorfix.reach() if color_fix else 0)
-    return reach if model.restorer is None else max(reach, model.restorer.reach)
+    restorers = [r for r in (model.restorer, model.texture_restorer) if r is not None]
+    return max([reach] + [r.reach for r in restorers])

@@ -79,14 +79,17 @@ def _icnr_(conv: nn.Conv2d, factor: int) -> None:
         nn.init.zeros_(conv.bias)
 
 
-GATE_GAIN = 10.0  # Adam moves a weight ~ its learning rate per step: with the gain a fine-tune's ~1000 steps at 1e-4
-# can take the gate from 1 (where it starts) to 0
+# Adam moves a weight ~ its learning rate per step: with the gain a fine-tune's ~1000 steps at 1e-4 can take the
+# gate from 1 (where it starts) to 0
+GATE_GAIN = 10.0
+FLAT_WINDOW = 5  # LR px: the window of the gate's flatness input
 
 
-def flatness(lr: torch.Tensor, window: int = 5) -> torch.Tensor:
+def flatness(lr: torch.Tensor, window: int = FLAT_WINDOW) -> torch.Tensor:
     """(B, 3, h, w) in [0, 1] -> (B, 1, h, w): log2 of the luma's standard deviation over `window` x `window` px
     (edges replicated) in units of 4 grey levels, plus 1 grey level so a flat patch is about -2, not -inf."""
-    y = (0.299 * lr[:, :1] + 0.587 * lr[:, 1:2] + 0.114 * lr[:, 2:3]).float()
+    lr = lr.float()
+    y = 0.299 * lr[:, :1] + 0.587 * lr[:, 1:2] + 0.114 * lr[:, 2:3]
     pad = (window // 2,) * 4
     mean = F.avg_pool2d(F.pad(y, pad, mode="replicate"), window, 1)
     mean_sq = F.avg_pool2d(F.pad(y * y, pad, mode="replicate"), window, 1)
@@ -134,9 +137,10 @@ class Restorer(nn.Module):
 
     @property
     def reach(self) -> int:
-        """LR pixels (one side) an input pixel can move the output by: head, 2 convs per block, tail, up1,
-        half of up2 (it runs at 2x), plus the bicubic skip's two taps."""
-        return (2 if self.config.noise_gate else 1) + 2 * self.config.blocks + 1 + 1 + 1 + 2  # the gate: 5x5
+        """LR pixels (one side) an input pixel can move the output by: head (or with a noise gate its flatness
+        window), 2 convs per block, tail, up1, half of up2 (it runs at 2x), plus the bicubic skip's two taps."""
+        first = max(1, FLAT_WINDOW // 2) if self.config.noise_gate else 1
+        return first + 2 * self.config.blocks + 1 + 1 + 1 + 2
 
     def forward(self, lr: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """origin: where `lr` starts in the picture (LR pixels): the noise inputs' position (tiles agree)."""

@@ -29,8 +29,9 @@ def load_rgb(path: Path) -> np.ndarray | None:
 
 
 class CropStream(IterableDataset):
-    """Yields batches {"hr": (B, 3, S, S)[, "low_res": (B, 3, S/4, S/4)][, "teacher": (B, 3, S, S)]} for steps
-    start_step, start_step+1, ...
+    """Yields batches {"hr": (B, 3, S, S)[, "low_res": (B, 3, S/4, S/4)][, "degraded": (B,) bool][, "teacher":
+    (B, 3, S, S)]} for steps start_step, start_step+1, ... ("degraded", with a PhotoDegradation: which LRs took
+    its degraded branch).
 
     Batches (not samples) are the unit, so the order is deterministic with any number of workers: worker w makes
     the steps congruent to w modulo the worker count, and the DataLoader interleaves them round-robin."""

@@ -321,7 +321,7 @@ def degrade_photo_flagged(hr: torch.Tensor, rng: np.random.Generator | int,
                           cfg: PhotoDegradation = PhotoDegradation(), scale: int = 4
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """degrade_photo's LR and, per sample, whether it took the degraded branch (bool (B,), or () for one image):
-    what a loss meant for degraded inputs only needs (train/restorer.py `flat_on`). The same draws as
+    what a loss meant for degraded inputs only needs (train/restorer.py `flat_degraded_only`). The same draws as
     degrade_photo."""
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     x = _as_batch(hr, scale)

@@ -98,6 +98,10 @@ def load_weights(path: str | Path) -> tuple[RestorerConfig, dict, dict, dict[str
         raise ModelFileError(f"{path}: not a readable restorer weights file ({one_line(e)})") from None
     model = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
     ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+    gate = model.get("noise_gate.weight", ema.get("noise_gate.weight"))
+    if gate is not None and gate.shape[1] != cfg.width + 1:
+        raise ModelFileError(f"{path}: its noise gate reads the head output only (made before the gate read the "
+                             "LR's flatness, 2026-12-05): not loadable by this version")
     return cfg, model, ema, meta
 
 
@@ -230,15 +234,15 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     if ck is not None:
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
-        trained_then, trained_now = len(ck["opt"]["param_groups"][0]["params"]), len(opt.param_groups[0]["params"])
-        if trained_then != trained_now:  # --grain-only trains 5 of the net's tensors, a full run all of them
-            raise ModelFileError(f"{ckpt_path}: the run trained {trained_then} weight tensors, this one would train "
-                                 f"{trained_now}: resume it {'with' if trained_then < trained_now else 'without'} "
-                                 "--grain-only")
-        opt.load_state_dict(ck["opt"])
         if (gan is not None) != ("gan" in ck):
             raise ModelFileError(f"{ckpt_path}: a run {'with' if 'gan' in ck else 'without'} a GAN must be "
                                  f"resumed {'with' if 'gan' in ck else 'without'} one (--adv-weight)")
+        trained_then, trained_now = len(ck["opt"]["param_groups"][0]["params"]), len(opt.param_groups[0]["params"])
+        if trained_then != trained_now:  # --grain-only and --freeze-upsampler fix some of the net's tensors
+            raise ModelFileError(f"{ckpt_path}: the run trained {trained_then} weight tensors, this one would train "
+                                 f"{trained_now}: resume it with the --grain-only / --freeze-upsampler it was "
+                                 "started with")
+        opt.load_state_dict(ck["opt"])
         if gan is not None:
             gan.load_state_dict(ck["gan"])
         step, minutes = ck["step"], ck["minutes"]
@@ -314,7 +318,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
                 if made_for != step:  # the loader's order is the steps' (CropStream); anything else is a bug
                     raise RuntimeError(f"the data loader made step {made_for}'s crops for step {step}")
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            degraded = batch.pop("degraded")
+            degraded = batch.pop("degraded", None)  # with PhotoDegradation (cfg.degradation), always
             low_res = batch["low_res"].contiguous(memory_format=torch.channels_last)
             warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
             for g in opt.param_groups:
