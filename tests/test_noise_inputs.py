@@ -213,3 +213,17 @@ def test_average_live_snapshots_is_the_mean_of_those_from_the_given_minute(tmp_p
     assert meta["averaged_snapshots"] == "2"
     with pytest.raises(ModelFileError, match="no live snapshots"):
         average_live_snapshots(tmp_path / "run", tmp_path / "x.safetensors", from_minutes=60)
+
+
+def test_a_weights_file_with_the_old_head_only_gate_is_refused_by_name(tmp_path):
+    from torch import nn
+
+    from hitok.train.restorer import load_weights, save_weights
+
+    net = with_noise_inputs(_trained(), 0, True, noise_scale=0.1, noise_gate=True)
+    save_weights(tmp_path / "new.safetensors", net, None, {})
+    assert load_weights(tmp_path / "new.safetensors")[0].noise_gate
+    net.noise_gate = nn.Conv2d(TINY.width, TINY.width, 1)  # the gate as it was: head output only
+    save_weights(tmp_path / "old.safetensors", net, None, {})
+    with pytest.raises(ModelFileError, match="reads the head output only"):
+        load_weights(tmp_path / "old.safetensors")

@@ -98,11 +98,16 @@ def load_weights(path: str | Path) -> tuple[RestorerConfig, dict, dict, dict[str
         raise ModelFileError(f"{path}: not a readable restorer weights file ({one_line(e)})") from None
     model = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
     ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
-    gate = model.get("noise_gate.weight", ema.get("noise_gate.weight"))
-    if gate is not None and gate.shape[1] != cfg.width + 1:
-        raise ModelFileError(f"{path}: its noise gate reads the head output only (made before the gate read the "
-                             "LR's flatness, 2026-12-05): not loadable by this version")
+    _check_gate(model or ema, cfg, path)
     return cfg, model, ema, meta
+
+
+def _check_gate(state: dict, cfg: RestorerConfig, where: str | Path) -> None:
+    """Refuse by name a noise gate of the head output alone (before it also read the LR's flatness)."""
+    gate = state.get("noise_gate.weight")
+    if gate is not None and gate.shape[1] != cfg.width + 1:
+        raise ModelFileError(f"{where}: its noise gate reads the head output only (made before the gate read the "
+                             "LR's flatness, 2026-12-05): not loadable by this version")
 
 
 def average_live_snapshots(run: str | Path, out: str | Path, from_minutes: float = 0.0) -> int:
@@ -232,6 +237,7 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     gan = RestorerGan(cfg.gan, device) if cfg.gan is not None else None
     step, minutes = 0, 0.0
     if ck is not None:
+        _check_gate(ck["model"], model_cfg, ckpt_path)
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         if (gan is not None) != ("gan" in ck):
