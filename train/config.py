@@ -52,8 +52,7 @@ RESUME_OVERRIDABLE = {"steps", "device", "workers", "time_limit_s", "log_every",
 FIELD_DEFAULTS: dict[str, object] = dict(
     accum=1, schedule="constant", min_lr_ratio=0.1, weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=1.0, topk=5,
     guide_width=0, guide_blocks=4, guide_only=False, decoder_only=False, masking=True, no_vfm=False, seed=0,
-    device="auto",
-    log_every=10, nproc=1, quiet=False)
+    device="auto", log_every=10, nproc=1, quiet=False)
 # config.json of runs written before a field was renamed: old key -> new key
 RENAMED_FIELDS = {"lr": "learning_rate"}
 
