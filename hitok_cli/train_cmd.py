@@ -334,6 +334,10 @@ def restorer(
                                                "(at 0 it stays off).")] = 0.05,
     noise_gate: Annotated[bool, typer.Option("--noise-gate", help="With --body-noise: let the restorer set the "
                                              "noise's amplitude per pixel from the picture.")] = False,
+    noise_mask: Annotated[float, typer.Option(min=0.0, help="Body noise (of --body-noise, or of an --init texture "
+                                              "restorer) times s²/(s²+T²), s the LR's local structure in grey levels "
+                                              "(blurred, so JPEG noise on a flat sky reads flat), T this. 0: none.")
+                          ] = 0.0,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -348,6 +352,9 @@ def restorer(
         raise UserError("--grain / --body-noise add noise inputs to a trained restorer: give --init")
     if noise_gate and not body_noise:
         raise UserError("--noise-gate gates the body noise: add --body-noise")
+    if noise_mask and init is None:
+        raise UserError("--noise-mask masks a restorer's body noise: give --init (with --body-noise, or a texture "
+                        "restorer that has it)")
     if grain_only and not grain:
         raise UserError("--grain-only trains the grain branch: add --grain N")
     if flat_degraded_only and not flat_weight:
@@ -378,7 +385,7 @@ def restorer(
                            flat_degraded_only=flat_degraded_only,
                            grain=grain,
                            grain_only=grain_only, body_noise=body_noise,
-                           noise_scale=noise_scale, noise_gate=noise_gate,
+                           noise_scale=noise_scale, noise_gate=noise_gate, noise_mask=noise_mask,
                            stats_model=_stats_model(stats_model) if stats_weight > 0 else None,
                            gan=GanSettings(adv_weight=adv_weight, ldl_weight=ldl_weight, disc_channels=disc_channels,
                                            d_learning_rate=d_learning_rate, d_betas=d_betas, pixel_pool=pixel_pool,
@@ -428,6 +435,12 @@ def attach(
                                                           "or weights file, trained with --teacher from WEIGHTS) "
                                                           "for the --texture dial.")] = None,
     texture: Annotated[float, typer.Option(min=0.0, max=1.0, help="The file's default --texture.")] = 0.0,
+    noise_mask: Annotated[Optional[float], typer.Option(min=0.0, help="With --texture-from: mask the texture "
+                                                        "restorer's body noise where the LR is flat, at this many "
+                                                        "grey levels of structure (0: no mask; default: as "
+                                                        "trained).")] = None,
+    noise_gain: Annotated[float, typer.Option(min=0.0, help="With --texture-from: multiply the texture restorer's "
+                                              "noise scales by this.")] = 1.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
     """Write a model file whose faithful end is a trained restorer (fp16), optionally with a texture restorer."""
@@ -439,8 +452,9 @@ def attach(
     for source in sources:
         if not source.exists():
             raise UserError(f"{source}: no such restorer weights file")
-    if texture and texture_from is None:
-        raise UserError("--texture needs --texture-from (a texture restorer)")
+    if (texture or noise_mask is not None or noise_gain != 1.0) and texture_from is None:
+        raise UserError("--texture, --noise-mask and --noise-gain need --texture-from (a texture restorer)")
     attach_restorer(base or default_model_path(), sources[0], output, fidelity=fidelity,
-                    texture_weights=sources[1] if texture_from is not None else None, texture=texture)
+                    texture_weights=sources[1] if texture_from is not None else None, texture=texture,
+                    noise_mask=noise_mask, noise_gain=noise_gain)
     out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 2**20:.1f} MiB)")

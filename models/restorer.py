@@ -17,7 +17,10 @@ resolution (per channel, starting at 0; ESRGAN+, Rakotonirina & Rasoanaivo 2020)
 With `noise_gate` that noise is also multiplied by relu(1 + 10 gate([head output, flatness])), gate a 1x1 conv starting
 at 0 and flatness log2 of the LR luma's local standard deviation (5 x 5 px) over 4 grey levels, so the net can turn
 the noise off where the picture is flat (measured without it: mottle on skies, MODEL_CARD.md); a conv on the head
-output alone (linear in the LR) cannot measure flatness, so the statistic is given.
+output alone (linear in the LR) cannot measure flatness, so the statistic is given. With `noise_mask` T (grey levels)
+the noise is also multiplied by a fixed s^2 / (s^2 + T^2), s the local standard deviation of the LR luma blurred by
+1 px (`structure`): no learning, and, unlike `flatness`, it reads a compressed photo's flat sky as flat (the
+mottle of a texture restorer there was mostly its noise: MODEL_CARD.md, "Eighth session").
 `with_noise_inputs` adds either to a trained restorer without changing its output, so a faithful restorer and a texture
 restorer fine-tuned from it still interpolate.
 
@@ -44,12 +47,15 @@ class RestorerConfig:
     grain: int = 0         # noise-fed feature maps at output resolution (0: none)
     body_noise: bool = False  # per-pixel noise added to the body's input at LR resolution (ESRGAN+)
     noise_gate: bool = False  # with body_noise: its amplitude per pixel and channel set by the picture
+    noise_mask: float = 0.0  # with body_noise: grey levels of LR structure at which the noise is halved (0: none)
 
     def __post_init__(self):
         if self.width < 1 or self.blocks < 0 or self.up_width < 1 or self.grain < 0:
             raise ValueError(f"restorer width/up_width must be >= 1, blocks and grain >= 0, got {self}")
-        if self.noise_gate and not self.body_noise:
-            raise ValueError(f"a noise gate needs body noise, got {self}")
+        if (self.noise_gate or self.noise_mask) and not self.body_noise:
+            raise ValueError(f"a noise gate or mask needs body noise, got {self}")
+        if self.noise_mask < 0:
+            raise ValueError(f"noise_mask must be >= 0 grey levels, got {self}")
 
     @property
     def has_noise(self) -> bool:
@@ -97,6 +103,36 @@ def flatness(lr: torch.Tensor, window: int = FLAT_WINDOW) -> torch.Tensor:
     return torch.log2((std + 1 / 255) / (4 / 255))
 
 
+MASK_BLUR = 1.0  # LR px: the Gaussian that averages out JPEG and sensor noise before `structure` measures
+MASK_RADIUS = 3  # its taps each side (3 sigma)
+
+
+def structure(lr: torch.Tensor, window: int = FLAT_WINDOW) -> torch.Tensor:
+    """(B, 3, h, w) in [0, 1] -> (B, 1, h, w): the standard deviation, in grey levels, of the LR luma blurred by a
+    Gaussian of MASK_BLUR px over `window` x `window` px (edges replicated). The blur is what `flatness` lacks: on a
+    compressed photo's sky the LR's JPEG and sensor noise (~3-5 grey levels) reads as much as fine texture
+    does; blurred, the noise falls ~3x and the picture's structure (edges, texture of 2+ LR px) stays."""
+    lr = lr.float()
+    y = 0.299 * lr[:, :1] + 0.587 * lr[:, 1:2] + 0.114 * lr[:, 2:3]
+    taps = torch.arange(-MASK_RADIUS, MASK_RADIUS + 1, dtype=y.dtype, device=y.device)
+    k = torch.exp(-taps ** 2 / (2 * MASK_BLUR ** 2))
+    k = k / k.sum()
+    r = MASK_RADIUS
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    pad = (window // 2,) * 4
+    mean = F.avg_pool2d(F.pad(y, pad, mode="replicate"), window, 1)
+    mean_sq = F.avg_pool2d(F.pad(y * y, pad, mode="replicate"), window, 1)
+    return (mean_sq - mean * mean).clamp_min(0).sqrt() * 255
+
+
+def noise_mask(lr: torch.Tensor, level: float) -> torch.Tensor:
+    """(B, 1, h, w) in [0, 1): s^2 / (s^2 + level^2), s = `structure(lr)`: ~0 where the LR is flat once its noise
+    is averaged out, ~1 on edges and texture, 1/2 at `level` grey levels."""
+    s2 = structure(lr).square()
+    return s2 / (s2 + level * level)
+
+
 class Restorer(nn.Module):
     """lr (B, 3, h, w) in [0, 1] -> (B, 3, 4h, 4w), unclamped (the caller clamps)."""
 
@@ -138,8 +174,10 @@ class Restorer(nn.Module):
     @property
     def reach(self) -> int:
         """LR pixels (one side) an input pixel can move the output by: head (or with a noise gate its flatness
-        window), 2 convs per block, tail, up1, half of up2 (it runs at 2x), plus the bicubic skip's two taps."""
+        window, with a noise mask its blur and window), 2 convs per block, tail, up1, half of up2 (it runs at 2x), plus the bicubic skip's two taps."""
         first = max(1, FLAT_WINDOW // 2) if self.config.noise_gate else 1
+        if self.config.noise_mask:
+            first = max(first, MASK_RADIUS + FLAT_WINDOW // 2)
         return first + 2 * self.config.blocks + 1 + 1 + 1 + 2
 
     def forward(self, lr: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
@@ -150,6 +188,8 @@ class Restorer(nn.Module):
             if self.config.noise_gate:
                 gate = self.noise_gate(torch.cat([x, flatness(lr).to(x.dtype)], 1))
                 noise = noise * F.relu(1 + GATE_GAIN * gate)
+            if self.config.noise_mask:
+                noise = noise * noise_mask(lr, self.config.noise_mask).to(x.dtype)
             x = x + noise
         x = self.tail(self.body(x)).add_(x)
         x = F.pixel_shuffle(self.up1(x), 2)  # (B, up_width, 2h, 2w)
@@ -163,7 +203,7 @@ class Restorer(nn.Module):
 
 
 def with_noise_inputs(restorer: Restorer, grain: int = 0, body_noise: bool = False, noise_scale: float = 0.0,
-                      seed: int = 0, noise_gate: bool = False) -> Restorer:
+                      seed: int = 0, noise_gate: bool = False, noise_mask: float = 0.0) -> Restorer:
     """A copy of a trained restorer (without noise inputs) with `grain` noise-fed maps and / or body noise added:
     the new rows of the last conv start small and random, the grain's output conv at zero and the body noise's
     scales at `noise_scale` — at 0 the output is the same (the faithful end of a dial), but a noise input at
@@ -173,7 +213,8 @@ def with_noise_inputs(restorer: Restorer, grain: int = 0, body_noise: bool = Fal
         raise ValueError(f"the restorer already has noise inputs ({restorer.config})")
     with torch.random.fork_rng(devices=[]):  # the new rows' draw leaves the caller's random state alone
         torch.manual_seed(seed)
-        out = Restorer(replace(restorer.config, grain=grain, body_noise=body_noise, noise_gate=noise_gate))
+        out = Restorer(replace(restorer.config, grain=grain, body_noise=body_noise, noise_gate=noise_gate,
+                               noise_mask=noise_mask))
     state = restorer.state_dict()
     for name in ("weight", "bias"):  # up2's first 12 rows: the 3 colour channels' 4 sub-pixels (shuffle order)
         new = getattr(out.up2, name).detach().clone()
@@ -183,4 +224,21 @@ def with_noise_inputs(restorer: Restorer, grain: int = 0, body_noise: bool = Fal
     if body_noise:
         with torch.no_grad():
             out.noise_scale.fill_(noise_scale)
+    return out.to(next(restorer.parameters()).device)
+
+
+def retuned_noise(restorer: Restorer, mask: float | None = None, gain: float = 1.0) -> Restorer:
+    """A copy of a restorer with body noise whose noise is masked at `mask` grey levels (`noise_mask`; None: as
+    it is, 0: no mask) and whose noise scales are `gain` times theirs: neither is a weight the blocks were
+    trained to match exactly, so a texture restorer trained without a mask can be given one at attach time
+    (MODEL_CARD.md, "Eighth session")."""
+    if not restorer.config.body_noise:
+        raise ValueError(f"the restorer has no body noise to retune ({restorer.config})")
+    if gain < 0:
+        raise ValueError(f"noise gain must be >= 0, got {gain}")
+    cfg = restorer.config if mask is None else replace(restorer.config, noise_mask=mask)
+    out = Restorer(cfg)
+    out.load_state_dict(restorer.state_dict())
+    with torch.no_grad():
+        out.noise_scale.mul_(gain)
     return out.to(next(restorer.parameters()).device)

@@ -56,6 +56,7 @@ class HiTokConfig:
     texture: float = 0.0  # default share of the texture restorer in the restorer's weights
     texture_noise: bool = False  # the texture restorer has body noise inputs (models/restorer.py), the
     texture_noise_gate: bool = False  # faithful one none: they scale from 0 along the dial
+    texture_noise_mask: float = 0.0  # the texture restorer's noise mask, grey levels (0: none; models/restorer.py)
 
     def __post_init__(self):
         t, g = self.tokenizer, self.generator
@@ -72,7 +73,7 @@ class HiTokConfig:
             raise ValueError("a texture restorer needs a restorer (they are interpolated)")
         if self.restorer is not None and self.restorer.has_noise:
             raise ValueError("the faithful restorer has no noise inputs (only a texture restorer may)")
-        if (self.texture_noise or self.texture_noise_gate) and not self.texture_restorer:
+        if (self.texture_noise or self.texture_noise_gate or self.texture_noise_mask) and not self.texture_restorer:
             raise ValueError("texture_noise names a texture restorer's noise inputs: the model has none")
         check_texture(self.texture, self.texture_restorer)
 
@@ -102,7 +103,8 @@ class HiTok(nn.Module):
     def texture_restorer_config(self) -> RestorerConfig:
         """The texture restorer's shape: the restorer's, with the noise inputs the config names."""
         cfg = self.config
-        return replace(cfg.restorer, body_noise=cfg.texture_noise, noise_gate=cfg.texture_noise_gate)
+        return replace(cfg.restorer, body_noise=cfg.texture_noise, noise_gate=cfg.texture_noise_gate,
+                       noise_mask=cfg.texture_noise_mask)
 
     def build_token_path(self) -> None:
         """Build the tokenizer and the generator (with its VFM) of the config, randomly initialised."""
@@ -276,7 +278,7 @@ def with_restorer(model: HiTok, restorer: Restorer, fidelity: float = 1.0) -> Hi
     tok = replace(model.config.tokenizer, guide_width=0)
     # a texture restorer of the base was fine-tuned from the base's restorer: it does not interpolate with this one
     cfg = replace(model.config, tokenizer=tok, restorer=restorer.config, fidelity=fidelity, texture_restorer=False,
-                  texture=0.0, texture_noise=False, texture_noise_gate=False)
+                  texture=0.0, texture_noise=False, texture_noise_gate=False, texture_noise_mask=0.0)
     out = HiTok(cfg, with_encoder=model.has_encoder)
     state = {k: v for k, v in model.state_dict().items()
              if not k.startswith(("tokenizer.decoder.guide.", "restorer.", "texture_restorer."))}
@@ -290,11 +292,13 @@ def with_texture(model: HiTok, texture_restorer: Restorer, texture: float = 0.0)
     """A copy of a model with a restorer whose texture end is `texture_restorer` (same shape, body noise inputs
     allowed; fine-tuned from that restorer, so the two interpolate), `texture` its default setting."""
     tcfg = texture_restorer.config
-    if model.restorer is None or replace(tcfg, body_noise=False, noise_gate=False) != model.config.restorer:
+    if model.restorer is None or replace(tcfg, body_noise=False, noise_gate=False,
+                                         noise_mask=0.0) != model.config.restorer:
         raise ValueError(f"a texture restorer must have the shape of the model's restorer ({model.config.restorer})"
                          f" (body noise allowed), got {tcfg}")
     out = HiTok(replace(model.config, texture_restorer=True, texture=texture, texture_noise=tcfg.body_noise,
-                        texture_noise_gate=tcfg.noise_gate), with_encoder=model.has_encoder)
+                        texture_noise_gate=tcfg.noise_gate, texture_noise_mask=tcfg.noise_mask),
+                with_encoder=model.has_encoder)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("texture_restorer.")}
     out.load_state_dict(state | {f"texture_restorer.{k}": v for k, v in texture_restorer.state_dict().items()})
     out.metadata = dict(model.metadata)

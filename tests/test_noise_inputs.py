@@ -152,6 +152,30 @@ def test_the_gate_sees_flatness_so_it_can_shut_the_noise_on_flat_areas_only():
     assert (out[..., 96 + reach:] - ref[..., 96 + reach:]).abs().mean() > 1e-3
 
 
+def test_the_noise_mask_reads_a_noisy_flat_lr_as_flat_and_shuts_the_noise_there():
+    """structure: the LR luma's local std after a 1 px blur, in grey levels. Sensor noise of 5 grey levels on a
+    flat LR (as the eval's compressed track has) reads ~1.2, stripes 4 px wide of +-20 levels ~15 (the unblurred
+    std of the noisy flat half, what `flatness` reads, is ~5; 2 px stripes read ~6: the finest texture is
+    partly masked); the mask at 4 levels passes the noise on the texture and ~1/10 of it on the noisy flat
+    half, and shuts it on a clean flat LR."""
+    from hitok.models.restorer import noise_mask, structure
+
+    gen = torch.Generator().manual_seed(0)
+    lr = torch.full((1, 3, 32, 64), 0.5) + 5 / 255 * torch.randn(1, 1, 32, 64, generator=gen)
+    lr[..., 32:] = 0.5 + 20 / 255 * (torch.arange(32) // 4 % 2 * 2 - 1).float().view(1, 1, 1, 32)
+    s = structure(lr)
+    assert s.shape == (1, 1, 32, 64)
+    assert s[..., 4:24].mean() < 2 and s[..., 40:60].min() > 8, (s[..., 4:24].mean(), s[..., 40:60].min())
+    m = noise_mask(lr, 4.0)
+    assert m[..., 4:24].mean() < 0.15 and m[..., 40:60].min() > 0.8
+    masked = with_noise_inputs(_trained(), 0, True, noise_scale=0.5, noise_mask=4.0).eval()
+    plain = with_noise_inputs(_trained(), 0, True, noise_scale=0.0).eval()
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    with torch.no_grad():
+        torch.testing.assert_close(masked(flat), plain(flat))  # nothing to mask in: no noise at all
+        assert (masked(lr) - plain(lr))[..., 4 * 40:].abs().mean() > 1e-3  # the texture keeps it
+
+
 def test_a_faithful_restorer_with_noise_is_refused_and_the_cli_checks_its_options(tmp_path, photos):
     from typer.testing import CliRunner
 
@@ -162,10 +186,12 @@ def test_a_faithful_restorer_with_noise_is_refused_and_the_cli_checks_its_option
     noisy = with_noise_inputs(_trained(), body_noise=True, noise_scale=0.1)
     with pytest.raises(ValueError, match="no noise inputs"):
         with_restorer(HiTok(presets.tiny()), noisy)
-    with pytest.raises(ValueError, match="needs body noise"):
-        RestorerConfig(8, 2, up_width=4, noise_gate=True)
+    for extra in [{"noise_gate": True}, {"noise_mask": 4.0}]:
+        with pytest.raises(ValueError, match="needs body noise"):
+            RestorerConfig(8, 2, up_width=4, **extra)
     base = ["train", "restorer", "--data", str(photos), "--out", str(tmp_path / "run"), "--minutes", "0.1"]
     for extra, message in [(["--body-noise"], "give --init"), (["--noise-gate"], "add --body-noise"),
+                           (["--noise-mask", "4"], "give --init"),
                            (["--grain-only"], "add --grain"),
                            (["--flat-degraded-only"], "add --flat-weight"),
                            (["--flat-degraded-only", "--flat-weight", "5", "--clean-share", "1"],
@@ -174,11 +200,12 @@ def test_a_faithful_restorer_with_noise_is_refused_and_the_cli_checks_its_option
         assert r.exit_code == 1 and message in r.output, r.output
 
 
-@pytest.mark.parametrize("grain, body_noise, gate", [(4, False, False), (0, True, False), (0, True, True)])
-def test_a_tile_draws_the_whole_pictures_noise_at_its_origin(grain, body_noise, gate):
+@pytest.mark.parametrize("grain, body_noise, gate, mask", [(4, False, False, 0), (0, True, False, 0),
+                                                           (0, True, True, 0), (0, True, False, 4.0)])
+def test_a_tile_draws_the_whole_pictures_noise_at_its_origin(grain, body_noise, gate, mask):
     """origin is in LR pixels: the body noise is drawn there, the grain (output resolution) at 4x it; the gate's
-    flatness window widens the reach by one LR px."""
-    net = with_noise_inputs(_trained(), grain, body_noise, noise_scale=0.5, noise_gate=gate).eval()
+    flatness window widens the reach by one LR px, the mask's blur and window by four."""
+    net = with_noise_inputs(_trained(), grain, body_noise, noise_scale=0.5, noise_gate=gate, noise_mask=mask).eval()
     with torch.no_grad():
         if grain:
             net.grain_out.weight.normal_(0, 0.3)

@@ -114,7 +114,37 @@ def test_train_attach_adds_a_texture_restorer(tmp_path):
     r = CliRunner().invoke(app, args + ["--texture-from", str(tmp_path / "other.safetensors"), "--overwrite"])
     assert r.exit_code == 1 and "shape of the model's restorer" in r.output
     r = CliRunner().invoke(app, args + ["--texture", "0.3", "--overwrite"])
-    assert r.exit_code == 1 and "--texture needs --texture-from" in r.output
+    assert r.exit_code == 1 and "need --texture-from" in r.output
+
+
+def test_attach_masks_and_scales_a_texture_restorers_noise(tmp_path):
+    """--noise-mask T / --noise-gain G at attach: the texture restorer's config gains the mask (kept in the file)
+    and its noise scales are G times the trained ones; the faithful end is untouched."""
+    from hitok.models.restorer import retuned_noise, with_noise_inputs
+    from hitok.train.restorer import save_weights
+
+    base = tmp_path / "base.safetensors"
+    save_model(HiTok(presets.tiny()), base)
+    textured = with_noise_inputs(_restorer(1), body_noise=True, noise_scale=0.5)
+    save_weights(tmp_path / "f.safetensors", _restorer(0), None, {})
+    save_weights(tmp_path / "t.safetensors", textured, None, {})
+    out = tmp_path / "m.safetensors"
+    r = CliRunner().invoke(app, ["train", "attach", str(tmp_path / "f.safetensors"), "-o", str(out), "--base",
+                                 str(base), "--texture-from", str(tmp_path / "t.safetensors"), "--noise-mask", "3",
+                                 "--noise-gain", "2"])
+    assert r.exit_code == 0, r.output
+    model = load_model_file(out).eval()
+    assert model.config.texture_noise_mask == 3.0 and model.texture_restorer.config.noise_mask == 3.0
+    assert model.metadata["texture_noise_gain"] == "2"
+    want = retuned_noise(textured, 3.0, 2.0).eval()
+    torch.testing.assert_close(model.texture_restorer.noise_scale, 2 * textured.noise_scale.detach(), atol=1e-3,
+                               rtol=1e-3)  # fp16 file
+    lr = torch.rand(1, 3, 12, 12)
+    with torch.inference_mode():
+        assert torch.allclose(model.upscale(lr, texture=1.0), want(lr), atol=5e-3)
+        assert torch.allclose(model.upscale(lr), _restorer(0)(lr), atol=5e-3)
+    with pytest.raises(ValueError, match="no body noise"):
+        retuned_noise(_restorer(1), 3.0)
 
 
 def test_eval_rows_and_figure_column(tmp_path):

@@ -17,7 +17,7 @@ import json
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel
 from hitok.device import resolve_device
 from hitok.models.errors import one_line
 from hitok.models.io import ModelFileError, read_metadata
-from hitok.models.restorer import Restorer, RestorerConfig, with_noise_inputs
+from hitok.models.restorer import Restorer, RestorerConfig, retuned_noise, with_noise_inputs
 from hitok.models.rrdbnet import first_conv
 
 from .data import CropStream, make_loader
@@ -75,6 +75,7 @@ class RestorerTraining:
     body_noise: bool = False       # with init: add noise at the body's input (models/restorer.py)
     noise_scale: float = 0.05      # its scales' start (at 0 the noise would stay off: a saddle)
     noise_gate: bool = False       # with body_noise: gated by the picture (models/restorer.py)
+    noise_mask: float = 0.0        # with body_noise: masked where the LR is flat, this many grey levels (ditto)
     seed: int = 0
 
 
@@ -140,7 +141,7 @@ def _noise_state(model_cfg: RestorerConfig, state: dict, cfg: RestorerTraining) 
     net = Restorer(model_cfg)
     net.load_state_dict(state)
     return with_noise_inputs(net, cfg.grain, cfg.body_noise, cfg.noise_scale, cfg.seed,
-                             cfg.body_noise and cfg.noise_gate).state_dict()
+                             cfg.body_noise and cfg.noise_gate).state_dict()  # the mask has no weights
 
 
 def _train_grain_only(model: Restorer) -> None:
@@ -215,6 +216,10 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             init_state, init_ema = (_noise_state(model_cfg, s, cfg) if s else s for s in (init_state, init_ema))
             model_cfg = RestorerConfig(**asdict(model_cfg) | {"grain": cfg.grain, "body_noise": cfg.body_noise,
                                                               "noise_gate": cfg.body_noise and cfg.noise_gate})
+        if cfg.noise_mask:  # weightless: also onto an init that has body noise already (a texture restorer)
+            if not model_cfg.body_noise:
+                raise ValueError("noise_mask masks body noise: give body_noise (or an init that has it)")
+            model_cfg = replace(model_cfg, noise_mask=cfg.noise_mask)
     torch.manual_seed(cfg.seed)
     model = Restorer(model_cfg)
     if init_state is not None:
@@ -398,10 +403,12 @@ def _restorer_from(weights: str | Path, use_ema: bool) -> tuple[Restorer, dict[s
 
 def attach_restorer(base: str | Path, weights: str | Path, out: str | Path, fidelity: float = 1.0,
                     half: bool = True, use_ema: bool = True, texture_weights: str | Path | None = None,
-                    texture: float = 0.0) -> None:
+                    texture: float = 0.0, noise_mask: float | None = None, noise_gain: float = 1.0) -> None:
     """Write a model file: `base`'s tokens, generator and token-only decoder + the restorer in `weights` (an
     EMA snapshot or a continuation file; its EMA when it has one and use_ema) as the faithful end, and, with
-    `texture_weights`, the texture restorer trained from it (`texture`: the file's default --texture)."""
+    `texture_weights`, the texture restorer trained from it (`texture`: the file's default --texture; its body
+    noise masked at `noise_mask` grey levels, None: as trained, and scaled by `noise_gain`:
+    models/restorer.py `retuned_noise`)."""
     from hitok.models.io import load_model_file, save_model
     from hitok.models.sr_model import with_restorer, with_texture
 
@@ -415,8 +422,12 @@ def attach_restorer(base: str | Path, weights: str | Path, out: str | Path, fide
     if texture_weights is not None:
         textured, tmeta = _restorer_from(texture_weights, use_ema)
         try:
+            if noise_mask is not None or noise_gain != 1.0:
+                textured = retuned_noise(textured, noise_mask, noise_gain)
             combined = with_texture(combined, textured, texture)
         except ValueError as e:
             raise ModelFileError(f"{texture_weights}: {e}") from None
         provenance |= {"texture_steps": tmeta.get("steps", "?"), "texture_minutes": tmeta.get("minutes", "?")}
+        if noise_gain != 1.0:
+            provenance["texture_noise_gain"] = f"{noise_gain:g}"
     save_model(combined, out, metadata=provenance, half=half)
