@@ -91,16 +91,23 @@ GATE_GAIN = 10.0
 FLAT_WINDOW = 5  # LR px: the window of the gate's flatness input
 
 
-def flatness(lr: torch.Tensor, window: int = FLAT_WINDOW) -> torch.Tensor:
-    """(B, 3, h, w) in [0, 1] -> (B, 1, h, w): log2 of the luma's standard deviation over `window` x `window` px
-    (edges replicated) in units of 4 grey levels, plus 1 grey level so a flat patch is about -2, not -inf."""
+def _luma(lr: torch.Tensor) -> torch.Tensor:
     lr = lr.float()
-    y = 0.299 * lr[:, :1] + 0.587 * lr[:, 1:2] + 0.114 * lr[:, 2:3]
+    return 0.299 * lr[:, :1] + 0.587 * lr[:, 1:2] + 0.114 * lr[:, 2:3]
+
+
+def _local_std(y: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, 1, h, w) -> its standard deviation over `window` x `window` px around each pixel (edges replicated)."""
     pad = (window // 2,) * 4
     mean = F.avg_pool2d(F.pad(y, pad, mode="replicate"), window, 1)
     mean_sq = F.avg_pool2d(F.pad(y * y, pad, mode="replicate"), window, 1)
-    std = (mean_sq - mean * mean).clamp_min(0).sqrt()
-    return torch.log2((std + 1 / 255) / (4 / 255))
+    return (mean_sq - mean * mean).clamp_min(0).sqrt()
+
+
+def flatness(lr: torch.Tensor, window: int = FLAT_WINDOW) -> torch.Tensor:
+    """(B, 3, h, w) in [0, 1] -> (B, 1, h, w): log2 of the luma's standard deviation over `window` x `window` px
+    (edges replicated) in units of 4 grey levels, plus 1 grey level so a flat patch is about -2, not -inf."""
+    return torch.log2((_local_std(_luma(lr), window) + 1 / 255) / (4 / 255))
 
 
 MASK_BLUR = 1.0  # LR px: the Gaussian that averages out JPEG and sensor noise before `structure` measures
@@ -112,18 +119,14 @@ def structure(lr: torch.Tensor, window: int = FLAT_WINDOW) -> torch.Tensor:
     Gaussian of MASK_BLUR px over `window` x `window` px (edges replicated). The blur is what `flatness` lacks: on a
     compressed photo's sky the LR's JPEG and sensor noise (~3-5 grey levels) reads as much as fine texture
     does; blurred, the noise falls ~3x and the picture's structure (edges, texture of 2+ LR px) stays."""
-    lr = lr.float()
-    y = 0.299 * lr[:, :1] + 0.587 * lr[:, 1:2] + 0.114 * lr[:, 2:3]
+    y = _luma(lr)
     taps = torch.arange(-MASK_RADIUS, MASK_RADIUS + 1, dtype=y.dtype, device=y.device)
     k = torch.exp(-taps ** 2 / (2 * MASK_BLUR ** 2))
-    k = k / k.sum()
+    k = (k / k.sum()).view(1, 1, 1, -1)
     r = MASK_RADIUS
-    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-    pad = (window // 2,) * 4
-    mean = F.avg_pool2d(F.pad(y, pad, mode="replicate"), window, 1)
-    mean_sq = F.avg_pool2d(F.pad(y * y, pad, mode="replicate"), window, 1)
-    return (mean_sq - mean * mean).clamp_min(0).sqrt() * 255
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), k)  # separable: along rows, then columns
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.transpose(2, 3))
+    return _local_std(y, window) * 255
 
 
 def noise_mask(lr: torch.Tensor, level: float) -> torch.Tensor:
