@@ -334,10 +334,11 @@ def restorer(
                                                "(at 0 it stays off).")] = 0.05,
     noise_gate: Annotated[bool, typer.Option("--noise-gate", help="With --body-noise: let the restorer set the "
                                              "noise's amplitude per pixel from the picture.")] = False,
-    noise_mask: Annotated[float, typer.Option(min=0.0, help="Body noise (of --body-noise, or of an --init texture "
-                                              "restorer) times s²/(s²+T²), s the LR's local structure in grey levels "
-                                              "(blurred, so JPEG noise on a flat sky reads flat), T this. 0: none.")
-                          ] = 0.0,
+    noise_mask: Annotated[Optional[float], typer.Option(min=0.0, help="Body noise (of --body-noise, or of an --init "
+                                                        "texture restorer) times s²/(s²+T²), s the LR's local "
+                                                        "structure in grey levels (blurred, so JPEG noise on a flat "
+                                                        "sky reads flat), T this. 0: no mask; default: the init's.")
+                          ] = None,
     seed: int = 0,
 ) -> None:
     """Train the faithful restorer (fidelity 1): a residual CNN on clean and mildly degraded LR photos; with
@@ -352,7 +353,7 @@ def restorer(
         raise UserError("--grain / --body-noise add noise inputs to a trained restorer: give --init")
     if noise_gate and not body_noise:
         raise UserError("--noise-gate gates the body noise: add --body-noise")
-    if noise_mask and init is None:
+    if noise_mask is not None and init is None:
         raise UserError("--noise-mask masks a restorer's body noise: give --init (with --body-noise, or a texture "
                         "restorer that has it)")
     if grain_only and not grain:

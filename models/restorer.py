@@ -19,7 +19,7 @@ at 0 and flatness log2 of the LR luma's local standard deviation (5 x 5 px) over
 the noise off where the picture is flat (measured without it: mottle on skies, MODEL_CARD.md); a conv on the head
 output alone (linear in the LR) cannot measure flatness, so the statistic is given. With `noise_mask` T (grey levels)
 the noise is also multiplied by a fixed s^2 / (s^2 + T^2), s the local standard deviation of the LR luma blurred by
-1 px (`structure`): no learning, and, unlike `flatness`, it reads a compressed photo's flat sky as flat (the
+1 px (`structure`, `flat_mask`; in fp32 under any autocast): no learning, and, unlike `flatness`, it reads a compressed photo's flat sky as flat (the
 mottle of a texture restorer there was mostly its noise: MODEL_CARD.md, "Eighth session").
 `with_noise_inputs` adds either to a trained restorer without changing its output, so a faithful restorer and a texture
 restorer fine-tuned from it still interpolate.
@@ -29,6 +29,7 @@ tile, so tiles would no longer agree where they are blended). The first pixel-sh
 initialised (Aitken et al. 2017: every sub-pixel of a shuffle group starts equal, so it cannot checkerboard);
 the last conv starts small, so the untrained net is close to bicubic and a short run only adds to it.
 """
+import copy
 from dataclasses import dataclass, replace
 
 import torch
@@ -119,6 +120,11 @@ def structure(lr: torch.Tensor, window: int = FLAT_WINDOW) -> torch.Tensor:
     Gaussian of MASK_BLUR px over `window` x `window` px (edges replicated). The blur is what `flatness` lacks: on a
     compressed photo's sky the LR's JPEG and sensor noise (~3-5 grey levels) reads as much as fine texture
     does; blurred, the noise falls ~3x and the picture's structure (edges, texture of 2+ LR px) stays."""
+    with torch.autocast(lr.device.type, enabled=False):  # the variance of a few grey levels at a mean of ~0.5:
+        return _structure(lr, window)                     # lost to bf16 / fp16 rounding (~1 grey level at 0.6)
+
+
+def _structure(lr: torch.Tensor, window: int) -> torch.Tensor:
     y = _luma(lr)
     taps = torch.arange(-MASK_RADIUS, MASK_RADIUS + 1, dtype=y.dtype, device=y.device)
     k = torch.exp(-taps ** 2 / (2 * MASK_BLUR ** 2))
@@ -129,9 +135,11 @@ def structure(lr: torch.Tensor, window: int = FLAT_WINDOW) -> torch.Tensor:
     return _local_std(y, window) * 255
 
 
-def noise_mask(lr: torch.Tensor, level: float) -> torch.Tensor:
-    """(B, 1, h, w) in [0, 1): s^2 / (s^2 + level^2), s = `structure(lr)`: ~0 where the LR is flat once its noise
-    is averaged out, ~1 on edges and texture, 1/2 at `level` grey levels."""
+def flat_mask(lr: torch.Tensor, level: float) -> torch.Tensor:
+    """(B, 1, h, w) in [0, 1), float32: s^2 / (s^2 + level^2), s = `structure(lr)`: ~0 where the LR is flat once
+    its noise is averaged out, ~1 on edges and texture, 1/2 at `level` (> 0) grey levels."""
+    if level <= 0:
+        raise ValueError(f"a flat mask's level must be > 0 grey levels, got {level}")
     s2 = structure(lr).square()
     return s2 / (s2 + level * level)
 
@@ -177,7 +185,8 @@ class Restorer(nn.Module):
     @property
     def reach(self) -> int:
         """LR pixels (one side) an input pixel can move the output by: head (or with a noise gate its flatness
-        window, with a noise mask its blur and window), 2 convs per block, tail, up1, half of up2 (it runs at 2x), plus the bicubic skip's two taps."""
+        window, with a noise mask its blur and window), 2 convs per block, tail, up1, half of up2 (it runs at
+        2x), plus the bicubic skip's two taps."""
         first = max(1, FLAT_WINDOW // 2) if self.config.noise_gate else 1
         if self.config.noise_mask:
             first = max(first, MASK_RADIUS + FLAT_WINDOW // 2)
@@ -192,7 +201,7 @@ class Restorer(nn.Module):
                 gate = self.noise_gate(torch.cat([x, flatness(lr).to(x.dtype)], 1))
                 noise = noise * F.relu(1 + GATE_GAIN * gate)
             if self.config.noise_mask:
-                noise = noise * noise_mask(lr, self.config.noise_mask).to(x.dtype)
+                noise = noise * flat_mask(lr, self.config.noise_mask).to(x.dtype)
             x = x + noise
         x = self.tail(self.body(x)).add_(x)
         x = F.pixel_shuffle(self.up1(x), 2)  # (B, up_width, 2h, 2w)
@@ -231,7 +240,7 @@ def with_noise_inputs(restorer: Restorer, grain: int = 0, body_noise: bool = Fal
 
 
 def retuned_noise(restorer: Restorer, mask: float | None = None, gain: float = 1.0) -> Restorer:
-    """A copy of a restorer with body noise whose noise is masked at `mask` grey levels (`noise_mask`; None: as
+    """A copy of a restorer with body noise whose noise is masked at `mask` grey levels (`flat_mask`; None: as
     it is, 0: no mask) and whose noise scales are `gain` times theirs: neither is a weight the blocks were
     trained to match exactly, so a texture restorer trained without a mask can be given one at attach time
     (MODEL_CARD.md, "Eighth session")."""
@@ -239,9 +248,9 @@ def retuned_noise(restorer: Restorer, mask: float | None = None, gain: float = 1
         raise ValueError(f"the restorer has no body noise to retune ({restorer.config})")
     if gain < 0:
         raise ValueError(f"noise gain must be >= 0, got {gain}")
-    cfg = restorer.config if mask is None else replace(restorer.config, noise_mask=mask)
-    out = Restorer(cfg)
-    out.load_state_dict(restorer.state_dict())
+    out = copy.deepcopy(restorer)
+    if mask is not None:
+        out.config = replace(restorer.config, noise_mask=mask)  # validated by RestorerConfig
     with torch.no_grad():
         out.noise_scale.mul_(gain)
-    return out.to(next(restorer.parameters()).device)
+    return out

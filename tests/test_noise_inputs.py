@@ -158,7 +158,7 @@ def test_the_noise_mask_reads_a_noisy_flat_lr_as_flat_and_shuts_the_noise_there(
     std of the noisy flat half, what `flatness` reads, is ~5; 2 px stripes read ~6: the finest texture is
     partly masked); the mask at 4 levels passes the noise on the texture and ~1/10 of it on the noisy flat
     half, and shuts it on a clean flat LR."""
-    from hitok.models.restorer import noise_mask, structure
+    from hitok.models.restorer import flat_mask, structure
 
     gen = torch.Generator().manual_seed(0)
     lr = torch.full((1, 3, 32, 64), 0.5) + 5 / 255 * torch.randn(1, 1, 32, 64, generator=gen)
@@ -166,7 +166,7 @@ def test_the_noise_mask_reads_a_noisy_flat_lr_as_flat_and_shuts_the_noise_there(
     s = structure(lr)
     assert s.shape == (1, 1, 32, 64)
     assert s[..., 4:24].mean() < 2 and s[..., 40:60].min() > 8, (s[..., 4:24].mean(), s[..., 40:60].min())
-    m = noise_mask(lr, 4.0)
+    m = flat_mask(lr, 4.0)
     assert m[..., 4:24].mean() < 0.15 and m[..., 40:60].min() > 0.8
     masked = with_noise_inputs(_trained(), 0, True, noise_scale=0.5, noise_mask=4.0).eval()
     plain = with_noise_inputs(_trained(), 0, True, noise_scale=0.0).eval()
@@ -174,6 +174,52 @@ def test_the_noise_mask_reads_a_noisy_flat_lr_as_flat_and_shuts_the_noise_there(
     with torch.no_grad():
         torch.testing.assert_close(masked(flat), plain(flat))  # nothing to mask in: no noise at all
         assert (masked(lr) - plain(lr))[..., 4 * 40:].abs().mean() > 1e-3  # the texture keeps it
+
+
+def test_the_flat_mask_is_fp32_under_autocast_and_reaches_its_blur_and_window():
+    """Under a bf16 / fp16 autocast (training's default, GPU inference) the blur convs would run in half
+    precision and mean(y^2) - mean(y)^2 would lose a bright sky's few grey levels of variance: the mask must read
+    the same as in fp32. Its reach: a crop's structure matches the whole picture's from MASK_RADIUS +
+    FLAT_WINDOW // 2 px inside the crop's edge on (and the restorer's reach counts it), not nearer."""
+    from hitok.models.restorer import FLAT_WINDOW, MASK_RADIUS, flat_mask, structure
+
+    gen = torch.Generator().manual_seed(1)
+    sky = 0.85 + 3 / 255 * torch.randn(1, 3, 32, 32, generator=gen)
+    want = flat_mask(sky, 3.0)
+    assert want.mean() < 0.2  # flat: mostly shut
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", dtype=dtype):
+            got = flat_mask(sky, 3.0)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="> 0"):
+        flat_mask(sky, 0.0)
+    picture = torch.rand(1, 3, 40, 40, generator=gen)
+    r = MASK_RADIUS + FLAT_WINDOW // 2
+    whole, crop = structure(picture), structure(picture[:, :, 10:30, 10:30])
+    torch.testing.assert_close(crop[..., r:-r, r:-r], whole[..., 10 + r:30 - r, 10 + r:30 - r])
+    assert (crop[..., r - 1, r:-r] - whole[..., 10 + r - 1, 10 + r:30 - r]).abs().max() > 1e-3
+    net = with_noise_inputs(_trained(), 0, True, noise_scale=0.5, noise_mask=3.0)
+    assert net.reach == with_noise_inputs(_trained(), 0, True, noise_scale=0.5).reach + r - 1
+
+
+def test_train_restorer_masks_the_noise_of_a_texture_init_and_refuses_an_init_without_noise(tmp_path, photos):
+    from typer.testing import CliRunner
+
+    from hitok.cli.app import app
+    from hitok.train.restorer import RestorerTraining, load_weights, save_weights, train_restorer
+
+    faithful, textured = tmp_path / "faithful.safetensors", tmp_path / "textured.safetensors"
+    save_weights(faithful, _trained(), None, {})
+    save_weights(textured, with_noise_inputs(_trained(), 0, True, noise_scale=0.1), None, {})
+    cfg = RestorerTraining(data=str(photos), out=str(tmp_path / "run"), batch_size=2, lr_crop=12, minutes=0.03,
+                           bf16=False, init=str(textured), noise_mask=3.0, stats_weight=0.0)
+    train_restorer(cfg, log=lambda _m: None)
+    assert load_weights(tmp_path / "run" / "continuation.safetensors")[0].noise_mask == 3.0
+    r = CliRunner().invoke(app, ["train", "restorer", "--data", str(photos), "--out", str(tmp_path / "bad"),
+                                 "--init", str(faithful), "--noise-mask", "3", "--minutes", "0.1"])
+    assert r.exit_code == 1 and "add --body-noise" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_faithful_restorer_with_noise_is_refused_and_the_cli_checks_its_options(tmp_path, photos):

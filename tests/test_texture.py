@@ -139,9 +139,12 @@ def test_attach_masks_and_scales_a_texture_restorers_noise(tmp_path):
     want = retuned_noise(textured, 3.0, 2.0).eval()
     torch.testing.assert_close(model.texture_restorer.noise_scale, 2 * textured.noise_scale.detach(), atol=1e-3,
                                rtol=1e-3)  # fp16 file
-    lr = torch.rand(1, 3, 12, 12)
+    lr = torch.full((1, 3, 12, 24), 0.4)  # a flat half, where the mask shuts the noise, and a textured half
+    lr[..., 12:] = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    unmasked = retuned_noise(textured, None, 2.0).eval()
     with torch.inference_mode():
         assert torch.allclose(model.upscale(lr, texture=1.0), want(lr), atol=5e-3)
+        assert (model.upscale(lr, texture=1.0) - unmasked(lr))[..., :16].abs().max() > 0.05
         assert torch.allclose(model.upscale(lr), _restorer(0)(lr), atol=5e-3)
     with pytest.raises(ValueError, match="no body noise"):
         retuned_noise(_restorer(1), 3.0)

@@ -31,6 +31,7 @@ from hitok.models.io import ModelFileError, read_metadata
 from hitok.models.restorer import Restorer, RestorerConfig, retuned_noise, with_noise_inputs
 from hitok.models.rrdbnet import first_conv
 
+from .config import TrainError
 from .data import CropStream, make_loader
 from .degrade import PhotoDegradation
 from .ema import warmup_ema_fn
@@ -75,7 +76,8 @@ class RestorerTraining:
     body_noise: bool = False       # with init: add noise at the body's input (models/restorer.py)
     noise_scale: float = 0.05      # its scales' start (at 0 the noise would stay off: a saddle)
     noise_gate: bool = False       # with body_noise: gated by the picture (models/restorer.py)
-    noise_mask: float = 0.0        # with body_noise: masked where the LR is flat, this many grey levels (ditto)
+    noise_mask: float | None = None  # body noise masked where the LR is flat at this many grey levels (0: no
+                                     # mask; None: the init's; models/restorer.py)
     seed: int = 0
 
 
@@ -199,7 +201,6 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
-    (out / "snapshots" / "live").mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
     model_cfg = cfg.model
@@ -216,10 +217,13 @@ def train_restorer(cfg: RestorerTraining, log=print) -> Path:
             init_state, init_ema = (_noise_state(model_cfg, s, cfg) if s else s for s in (init_state, init_ema))
             model_cfg = RestorerConfig(**asdict(model_cfg) | {"grain": cfg.grain, "body_noise": cfg.body_noise,
                                                               "noise_gate": cfg.body_noise and cfg.noise_gate})
-        if cfg.noise_mask:  # weightless: also onto an init that has body noise already (a texture restorer)
-            if not model_cfg.body_noise:
-                raise ValueError("noise_mask masks body noise: give body_noise (or an init that has it)")
+        if cfg.noise_mask is not None:  # weightless: also onto an init with body noise already (a texture restorer)
+            if cfg.noise_mask and not model_cfg.body_noise:
+                raise TrainError(f"--noise-mask masks body noise: add --body-noise (the init {cfg.init} has none)")
             model_cfg = replace(model_cfg, noise_mask=cfg.noise_mask)
+    if ck is not None and cfg.noise_mask is not None and cfg.noise_mask != model_cfg.noise_mask:
+        log(f"warning: resuming keeps the run's noise mask ({model_cfg.noise_mask:g}), not {cfg.noise_mask:g}")
+    (out / "snapshots" / "live").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = Restorer(model_cfg)
     if init_state is not None:
