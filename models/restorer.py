@@ -19,8 +19,9 @@ at 0 and flatness log2 of the LR luma's local standard deviation (5 x 5 px) over
 the noise off where the picture is flat (measured without it: mottle on skies, MODEL_CARD.md); a conv on the head
 output alone (linear in the LR) cannot measure flatness, so the statistic is given. With `noise_mask` T (grey levels)
 the noise is also multiplied by a fixed s^2 / (s^2 + T^2), s the local standard deviation of the LR luma blurred by
-1 px (`structure`, `flat_mask`; in fp32 under any autocast): no learning, and, unlike `flatness`, it reads a compressed photo's flat sky as flat (the
-mottle of a texture restorer there was mostly its noise: MODEL_CARD.md, "Eighth session").
+1 px (`structure`, `flat_mask`; in fp32 under any autocast): no learning, and, unlike `flatness`, it reads a
+compressed photo's flat sky as flat (the mottle of a texture restorer there was mostly its noise: MODEL_CARD.md,
+"Eighth session").
 `with_noise_inputs` adds either to a trained restorer without changing its output, so a faithful restorer and a texture
 restorer fine-tuned from it still interpolate.
 

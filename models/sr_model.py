@@ -74,7 +74,8 @@ class HiTokConfig:
         if self.restorer is not None and self.restorer.has_noise:
             raise ValueError("the faithful restorer has no noise inputs (only a texture restorer may)")
         if (self.texture_noise or self.texture_noise_gate or self.texture_noise_mask) and not self.texture_restorer:
-            raise ValueError("texture_noise / _gate / _mask name a texture restorer's noise inputs: the model has none")
+            raise ValueError("texture_noise / _gate / _mask name a texture restorer's noise inputs: the model has "
+                             "none")
         check_texture(self.texture, self.texture_restorer)
 
 
